@@ -1,0 +1,99 @@
+"""`make demo`: broker, ClickHouse, worker, API and a simulated city on loopback, then the URL.
+
+Runs in the foreground; Ctrl-C stops the worker, API and simulator, then the services it started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import httpx
+
+from pingan import services
+from pingan.settings import Settings
+
+READY_TIMEOUT_S = 90.0
+
+
+def _spawn(settings: Settings, command: str, log_name: str) -> subprocess.Popen[bytes]:
+    log_dir = settings.data_dir / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_file = open(log_dir / log_name, "ab")  # noqa: SIM115 - owned by the child for its whole life
+    env = {**os.environ, **settings.as_env()}
+    return subprocess.Popen(
+        [sys.executable, "-m", "pingan.cli", command], env=env, stdout=log_file, stderr=subprocess.STDOUT
+    )
+
+
+@contextlib.contextmanager
+def running_pipeline(settings: Settings) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Worker, API and simulator as child processes; stopped (SIGTERM, then SIGKILL) on exit."""
+    children = [
+        _spawn(settings, "worker", "worker.log"),
+        _spawn(settings, "api", "api.log"),
+        _spawn(settings, "simulate", "simulator.log"),
+    ]
+    try:
+        yield children
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for child in children:
+            try:
+                child.wait(timeout=max(deadline - time.monotonic(), 0.1))
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+
+
+def wait_until_coloured(url: str, children: list[subprocess.Popen[bytes]], timeout_s: float) -> dict:
+    """Poll the risk endpoint until every grid is there and at least one is not green."""
+    deadline = time.monotonic() + timeout_s
+    last = "API not answering yet"
+    with httpx.Client(timeout=2.0) as client:
+        while time.monotonic() < deadline:
+            for child in children:
+                if child.poll() is not None:
+                    raise RuntimeError(f"{child.args[-1]} exited with {child.returncode}; see .pingan/logs/")
+            try:
+                body = client.get(url).json()
+                summary = body.get("summary", {})
+                if len(body.get("grids", [])) >= 900 and sum(n for lvl, n in summary.get("levels", {}).items()
+                                                              if lvl != "green") > 0:  # fmt: skip
+                    return body
+                last = f"{len(body.get('grids', []))} grids, levels {summary.get('levels')}"
+            except (httpx.HTTPError, ValueError) as exc:
+                last = str(exc)
+            time.sleep(0.5)
+    raise RuntimeError(f"the map did not colour within {timeout_s:.0f}s ({last})")
+
+
+def run_demo(settings: Settings, *, exit_when_ready: bool = False) -> int:
+    started = time.monotonic()
+    print("starting services (broker, ClickHouse)...", flush=True)
+    services.up(settings)
+    base = f"http://{settings.api_host}:{settings.api_port}"
+    with running_pipeline(settings) as children:
+        body = wait_until_coloured(f"{base}/v1/grids/risk", children, READY_TIMEOUT_S)
+        levels = body["summary"]["levels"]
+        print(f"\nPingan is running ({time.monotonic() - started:.0f}s to a coloured map): {levels}")
+        print(f"  risk map     {base}/v1/grids/risk          (?format=geojson for the polygons)")
+        print(f"  hot spots    {base}/v1/hotspots")
+        print(f"  API docs     {base}/docs")
+        print(f"  logs         {settings.data_dir / 'logs'}")
+        print("Ctrl-C stops the demo.", flush=True)
+        if exit_when_ready:
+            return 0
+        with contextlib.suppress(KeyboardInterrupt):
+            while all(child.poll() is None for child in children):
+                time.sleep(1)
+    print("stopped worker, API and simulator; `pingan services down` stops the broker and ClickHouse")
+    return 0

@@ -1,0 +1,131 @@
+"""The one settings object. Every value can be set by an environment variable ``PINGAN_<NAME>``.
+
+Build it once at an entry point (``Settings()``) and pass it down; nothing reads the environment elsewhere.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PINGAN_", env_file=None, extra="ignore", frozen=True)
+
+    # --- where local state lives (service data, pid files, logs) ---
+    data_dir: Path = REPO_ROOT / ".pingan"
+
+    # --- Kafka ---
+    kafka_bootstrap: str = "127.0.0.1:19092"
+    # None = decide from the address: a loopback broker is started and stopped by `pingan services`,
+    # anything else is external and never touched.
+    kafka_managed: bool | None = None
+    # None = on for external brokers (real Kafka), off for the managed Tansu broker, which rejects
+    # InitProducerId.
+    kafka_idempotence: bool | None = None
+    topic_prefix: str = "pingan."
+    topic_partitions: int = Field(default=4, ge=1)
+    # Replication for topics we create; 1 locally, 3 on a real cluster.
+    topic_replication: int = Field(default=1, ge=1)
+
+    # --- ClickHouse ---
+    clickhouse_host: str = "127.0.0.1"
+    clickhouse_port: int = 19000  # native protocol
+    clickhouse_http_port: int = 18123
+    clickhouse_user: str = "default"
+    clickhouse_password: SecretStr = SecretStr("")
+    clickhouse_database: str = "pingan"
+    clickhouse_managed: bool | None = None
+    clickhouse_analyst_user: str = "analyst"
+    clickhouse_analyst_password: SecretStr = SecretStr("analyst")
+
+    # --- API ---
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    api_cache_seconds: float = Field(default=1.0, ge=0)
+
+    # --- worker ---
+    worker_id: str = "pingan-worker"
+    worker_web_port: int = 6066
+    batch_max_events: int = Field(default=5000, ge=1)
+    batch_within_seconds: float = Field(default=0.5, gt=0)
+    window_seconds: int = Field(default=300, ge=1)  # tumbling window (the bucket)
+    hop_window_seconds: int = Field(default=3600, ge=1)  # hopping window, advances one bucket at a time
+    allowed_lateness_seconds: int = Field(default=120, ge=0)
+    max_future_seconds: int = Field(default=300, ge=0)
+    max_event_bytes: int = Field(default=64 * 1024, ge=1024)
+
+    # --- config files shipped with the repo ---
+    risk_config_path: Path = REPO_ROOT / "deploy" / "config" / "risk-index.toml"
+    grid_registry_path: Path = REPO_ROOT / "deploy" / "data" / "grids.json"
+
+    # --- producers ---
+    # Key of the keyed hash that pseudonymises plates, phone numbers and person ids at the edge.
+    pseudonym_key: SecretStr = SecretStr("pingan-local-demo-key-change-me")
+    simulate_rate: float = Field(default=1.0, gt=0)  # multiplier on the simulated city's event rates
+
+    @cached_property
+    def kafka_is_managed(self) -> bool:
+        if self.kafka_managed is not None:
+            return self.kafka_managed
+        return all(_is_loopback(hostport.rsplit(":", 1)[0]) for hostport in self.kafka_bootstrap.split(","))
+
+    @cached_property
+    def clickhouse_is_managed(self) -> bool:
+        if self.clickhouse_managed is not None:
+            return self.clickhouse_managed
+        return _is_loopback(self.clickhouse_host)
+
+    @cached_property
+    def idempotent_producer(self) -> bool:
+        if self.kafka_idempotence is not None:
+            return self.kafka_idempotence
+        return not self.kafka_is_managed
+
+    @cached_property
+    def kafka_port(self) -> int:
+        return int(self.kafka_bootstrap.split(",")[0].rsplit(":", 1)[1])
+
+    # --- topic names, all derived from the prefix so a test can own a private set ---
+    @property
+    def topic_events(self) -> str:
+        return f"{self.topic_prefix}events"
+
+    @property
+    def topic_dead_letters(self) -> str:
+        return f"{self.topic_prefix}dead-letters"
+
+    @property
+    def topic_late(self) -> str:
+        return f"{self.topic_prefix}events-late"
+
+    @property
+    def topic_risk(self) -> str:
+        return f"{self.topic_prefix}risk"
+
+    def as_env(self) -> dict[str, str]:
+        """These settings as PINGAN_* variables, so a child process (worker, API) gets exactly them."""
+        env = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            env[f"PINGAN_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
+        return env

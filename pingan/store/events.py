@@ -1,0 +1,42 @@
+"""SQL of the ``events`` table."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from pingan.store.client import Executor
+from schemas.envelope import Event
+
+TABLE = "events"
+COLUMNS = (
+    "event_id", "source", "type", "severity", "event_time", "event_time_ms", "receive_time", "grid_id",
+    "lon", "lat", "device_id", "schema_version", "payload", "late", "kafka_partition", "kafka_offset",
+    "ingested_at",
+)  # fmt: skip
+
+
+def row(event: Event, *, partition: int, offset: int, late: bool, ingested_at: datetime) -> tuple[Any, ...]:
+    return (
+        event.event_id, event.source, event.type, event.severity, event.event_time.replace(microsecond=0),
+        event.event_time.microsecond // 1000, event.receive_time.replace(microsecond=0), event.grid_id or "",
+        event.lon, event.lat, event.device_id, event.schema_version, event.payload_json, int(late), partition,
+        offset, ingested_at.replace(microsecond=0),
+    )  # fmt: skip
+
+
+def insert(executor: Executor, rows: Iterable[tuple[Any, ...]]) -> None:
+    executor.insert(TABLE, COLUMNS, list(rows))
+
+
+def count_distinct(executor: Executor, *, source: str | None = None) -> int:
+    """Distinct events stored (duplicates from redelivery do not count)."""
+    if source is None:
+        return executor.query("SELECT uniqExact(event_id) FROM events")[0][0]
+    return executor.query("SELECT uniqExact(event_id) FROM events WHERE source = %(source)s", {"source": source})[0][0]
+
+
+def count_rows(executor: Executor) -> int:
+    """Stored rows before duplicates merge away (>= count_distinct)."""
+    return executor.query("SELECT count() FROM events")[0][0]

@@ -1,0 +1,78 @@
+"""Versioned, idempotent schema migrations from deploy/clickhouse/migrations/NNNN_name.sql.
+
+Each file is applied once, in order, and recorded in ``schema_migrations``. The statements themselves are
+``IF NOT EXISTS``, so two processes migrating at the same start-up (worker and API) are harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from pingan.settings import REPO_ROOT
+from pingan.store.client import Executor, checked_identifier
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = REPO_ROOT / "deploy" / "clickhouse" / "migrations"
+_FILE_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+
+_CREATE_LEDGER = """
+CREATE TABLE IF NOT EXISTS schema_migrations
+(
+    version    UInt32,
+    name       String,
+    applied_at DateTime('UTC') DEFAULT now()
+)
+ENGINE = ReplacingMergeTree()
+ORDER BY version
+"""
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    statements: tuple[str, ...]
+
+
+def split_statements(sql: str) -> tuple[str, ...]:
+    """Split a file on ``;`` at line ends, dropping comment-only lines (no string literal holds one)."""
+    lines = [line for line in sql.splitlines() if not line.lstrip().startswith("--")]
+    chunks = "\n".join(lines).split(";\n")
+    return tuple(chunk.strip().rstrip(";").strip() for chunk in chunks if chunk.strip().rstrip(";").strip())
+
+
+def load_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
+    migrations = []
+    for path in sorted(directory.glob("*.sql")):
+        match = _FILE_NAME.match(path.name)
+        if not match:
+            raise ValueError(f"migration file {path.name} must be named NNNN_name.sql")
+        migrations.append(Migration(int(match[1]), match[2], split_statements(path.read_text())))
+    versions = [m.version for m in migrations]
+    if len(set(versions)) != len(versions):
+        raise ValueError(f"duplicate migration versions in {directory}")
+    return migrations
+
+
+def create_database(server: Executor, database: str) -> None:
+    server.query(f"CREATE DATABASE IF NOT EXISTS {checked_identifier(database)}")
+
+
+def migrate(executor: Executor, directory: Path = MIGRATIONS_DIR) -> list[int]:
+    """Apply pending migrations to the executor's database; return the versions applied now."""
+    executor.query(_CREATE_LEDGER)
+    done = {row[0] for row in executor.query("SELECT version FROM schema_migrations")}
+    applied = []
+    for migration in load_migrations(directory):
+        if migration.version in done:
+            continue
+        for statement in migration.statements:
+            executor.query(statement)
+        executor.insert("schema_migrations", ["version", "name"], [(migration.version, migration.name)])
+        log.info("applied migration %04d_%s", migration.version, migration.name)
+        applied.append(migration.version)
+    return applied

@@ -1,0 +1,110 @@
+"""SQL of ``risk_updates`` (every change) and ``risk_latest`` (the current risk of each grid)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from pingan.store.client import Executor
+
+if TYPE_CHECKING:
+    from streams.risk_index import Assessment
+
+COLUMNS = (
+    "grid_id", "as_of", "score", "level", "previous_level", "window_events", "dominant_source",
+    "config_version", "version",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class RiskUpdate:
+    grid_id: str
+    as_of: datetime
+    score: float
+    level: str
+    previous_level: str  # "" when the grid had no risk on record
+    window_events: int
+    dominant_source: str
+    sub_indices: Mapping[str, float]
+    config_version: str
+    version: int
+
+    @classmethod
+    def build(
+        cls,
+        grid_id: str,
+        as_of: datetime,
+        assessment: Assessment,
+        previous_level: str | None,
+        config_version: str,
+        version: int,
+    ) -> RiskUpdate:
+        return cls(
+            grid_id, as_of, assessment.score, assessment.level.value, previous_level or "",
+            assessment.window_events, assessment.dominant_source, dict(assessment.sub_indices), config_version,
+            version,
+        )  # fmt: skip
+
+    def as_row(self) -> tuple[Any, ...]:
+        return (
+            self.grid_id, self.as_of.replace(microsecond=0), self.score, self.level, self.previous_level,
+            self.window_events, self.dominant_source, self.config_version, self.version,
+        )  # fmt: skip
+
+    def to_json(self) -> bytes:
+        """The message published on the risk topic."""
+        return orjson.dumps(
+            {
+                "grid_id": self.grid_id,
+                "as_of": self.as_of,
+                "score": self.score,
+                "level": self.level,
+                "previous_level": self.previous_level or None,
+                "window_events": self.window_events,
+                "dominant_source": self.dominant_source or None,
+                "sub_indices": self.sub_indices,
+                "config_version": self.config_version,
+                "version": self.version,
+            }
+        )
+
+
+def insert(executor: Executor, updates: Iterable[RiskUpdate]) -> None:
+    rows = [u.as_row() for u in updates]
+    executor.insert("risk_updates", COLUMNS, rows)
+    executor.insert("risk_latest", COLUMNS, rows)
+
+
+_LATEST_COLUMNS = ("grid_id", "as_of", "score", "level", "previous_level", "window_events", "dominant_source",
+                   "config_version")  # fmt: skip
+
+
+def latest(executor: Executor) -> list[dict[str, Any]]:
+    """The current risk of every grid that has one (grids never assessed are green by definition)."""
+    rows = executor.query(
+        """
+        SELECT grid_id, as_of, score, level, previous_level, window_events, dominant_source, config_version
+        FROM risk_latest FINAL
+        ORDER BY grid_id
+        """
+    )
+    return [dict(zip(_LATEST_COLUMNS, r, strict=True)) for r in rows]
+
+
+def hotspots(executor: Executor, limit: int) -> list[dict[str, Any]]:
+    """The grids with the highest current score."""
+    rows = executor.query(
+        """
+        SELECT grid_id, as_of, score, level, previous_level, window_events, dominant_source, config_version
+        FROM risk_latest FINAL
+        WHERE score > 0
+        ORDER BY score DESC, grid_id
+        LIMIT %(limit)s
+        """,
+        {"limit": int(limit)},
+    )
+    return [dict(zip(_LATEST_COLUMNS, r, strict=True)) for r in rows]

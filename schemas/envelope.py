@@ -1,0 +1,188 @@
+"""The event envelope every feed shares, and the one function that turns raw bytes into an Event.
+
+Producers in any language send JSON matching ``schemas/jsonschema/envelope.schema.json``; the worker calls
+:func:`parse_event`, which raises :class:`pingan.errors.InvalidEvent` with a kind, the field and the reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal
+
+import orjson
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+)
+from pydantic_core import ErrorDetails
+
+from pingan.errors import InvalidEvent
+from schemas.payloads import SOURCE_PAYLOADS
+
+SCHEMA_VERSION = 1
+
+EventId = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:\-]+$")]
+GridId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z0-9_]+$")]
+
+
+class Location(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    lon: float = Field(ge=-180.0, le=180.0)
+    lat: float = Field(ge=-90.0, le=90.0)
+
+
+class Envelope(BaseModel):
+    """What a producer sends. ``payload`` is checked against the model of ``source`` afterwards."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    event_id: EventId
+    source: Name
+    type: Name
+    severity: int = Field(ge=1, le=5, description="1 = lowest, 5 = highest")
+    event_time: AwareDatetime
+    receive_time: AwareDatetime | None = None
+    location: Location | None = None
+    grid_id: GridId | None = None
+    device_id: Annotated[str, StringConstraints(max_length=128)] | None = None
+    schema_version: Literal[1] = SCHEMA_VERSION
+    payload: dict[str, Any]
+
+
+_ENVELOPE = TypeAdapter(Envelope)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A validated, normalised event: UTC times, typed payload already checked, payload kept as JSON."""
+
+    event_id: str
+    source: str
+    type: str
+    severity: int
+    event_time: datetime
+    receive_time: datetime
+    grid_id: str | None
+    lon: float | None
+    lat: float | None
+    device_id: str
+    schema_version: int
+    payload_json: str
+
+    @property
+    def event_time_ms(self) -> int:
+        return int(self.event_time.timestamp() * 1000)
+
+    def with_grid(self, grid_id: str) -> Event:
+        return Event(
+            self.event_id, self.source, self.type, self.severity, self.event_time, self.receive_time,
+            grid_id, self.lon, self.lat, self.device_id, self.schema_version, self.payload_json,
+        )  # fmt: skip
+
+    def to_json(self) -> bytes:
+        location = None if self.lon is None else {"lon": self.lon, "lat": self.lat}
+        return orjson.dumps(
+            {
+                "event_id": self.event_id,
+                "source": self.source,
+                "type": self.type,
+                "severity": self.severity,
+                "event_time": self.event_time,
+                "receive_time": self.receive_time,
+                "location": location,
+                "grid_id": self.grid_id,
+                "device_id": self.device_id or None,
+                "schema_version": self.schema_version,
+                "payload": orjson.Fragment(self.payload_json),
+            }
+        )
+
+
+def _field_path(error: ErrorDetails) -> str | None:
+    parts = [str(p) for p in error["loc"] if not isinstance(p, str) or not p.startswith("function-")]
+    return ".".join(parts) or None
+
+
+_RANGE_ERRORS = {"greater_than", "greater_than_equal", "less_than", "less_than_equal"}
+
+
+def _invalid_from(exc: ValidationError, prefix: str = "") -> InvalidEvent:
+    error = exc.errors(include_url=False)[0]
+    field = _field_path(error)
+    if prefix:
+        field = f"{prefix}.{field}" if field else prefix
+    kind = error["type"]
+    if kind == "missing":
+        category = "missing_field"
+    elif kind in _RANGE_ERRORS:
+        category = "out_of_range"
+    elif kind == "json_invalid":
+        category = "bad_json"
+    else:
+        category = "invalid_field"
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return InvalidEvent(category, f"{error['msg']}{more}", field)
+
+
+def parse_event(
+    raw: bytes,
+    *,
+    now: datetime,
+    max_bytes: int = 64 * 1024,
+    max_future: timedelta = timedelta(minutes=5),
+) -> Event:
+    """Validate one raw record. Raises InvalidEvent; never returns a half-checked event."""
+    if len(raw) > max_bytes:
+        raise InvalidEvent("oversize", f"record is {len(raw)} bytes, the limit is {max_bytes}")
+    try:
+        document = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidEvent("bad_json", f"not JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise InvalidEvent("bad_json", f"expected a JSON object, got {type(document).__name__}")
+    source = document.get("source")
+    if isinstance(source, str) and source not in SOURCE_PAYLOADS:
+        known = ", ".join(sorted(SOURCE_PAYLOADS))
+        raise InvalidEvent("unknown_source", f"source {source!r} is not one of: {known}", "source")
+    try:
+        envelope = _ENVELOPE.validate_python(document)
+    except ValidationError as exc:
+        raise _invalid_from(exc) from None
+    if envelope.location is None and envelope.grid_id is None:
+        raise InvalidEvent("missing_field", "an event needs a location (lon/lat) or a grid_id", "location")
+    try:
+        payload = SOURCE_PAYLOADS[envelope.source].model_validate(envelope.payload)
+    except ValidationError as exc:
+        raise _invalid_from(exc, "payload") from None
+
+    event_time = envelope.event_time.astimezone(UTC)
+    if event_time > now + max_future:
+        raise InvalidEvent(
+            "future_timestamp",
+            f"event_time {event_time.isoformat()} is more than {max_future} ahead of {now.isoformat()}",
+            "event_time",
+        )
+    receive_time = (envelope.receive_time or now).astimezone(UTC)
+    location = envelope.location
+    return Event(
+        event_id=envelope.event_id,
+        source=envelope.source,
+        type=envelope.type,
+        severity=envelope.severity,
+        event_time=event_time,
+        receive_time=receive_time,
+        grid_id=envelope.grid_id,
+        lon=location.lon if location else None,
+        lat=location.lat if location else None,
+        device_id=envelope.device_id or "",
+        schema_version=envelope.schema_version,
+        payload_json=orjson.dumps(payload.model_dump(mode="json", exclude_none=True)).decode(),
+    )

@@ -1,0 +1,294 @@
+"""The Faust worker: a thin I/O shell around :func:`streams.pipeline.process_batch`.
+
+Per batch (``stream.take_events``), for each input partition in it:
+1. process the records (pure): events, dead letters, late events, reroutes, window rows, risk updates and
+   checkpoint records come back;
+2. write events, dead letters, windows and risk to ClickHouse, retrying until ClickHouse takes them;
+3. publish dead letters, late events, reroutes and risk updates, and wait for the broker's acks;
+4. write the checkpoint records to the window-state changelog (one record per touched bucket).
+Only then does the batch return, and only then does Faust acknowledge its offsets. A crash anywhere
+before that replays the batch; the per-bucket offsets in the checkpoint make the replay count nothing
+twice, and every ClickHouse row is keyed so that a replay stores it once.
+
+Nothing in the batch may raise out of the agent: Faust would acknowledge the batch anyway and its events
+would be lost. Bad records become dead letters in the pipeline; storage and broker failures are retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from typing import Any, TypeVar
+
+import faust
+from faust.types import EventT
+from pingan.grids import GridRegistry
+from pingan.partitioning import partition_for_key
+
+from pingan.clock import Clock, SystemClock
+from pingan.errors import StorageError
+from pingan.settings import Settings
+from pingan.store import dead_letters, events, risk, windows
+from pingan.store.client import DriverExecutor, connect
+from streams.pipeline import BatchResult, PipelineConfig, Record, process_batch
+from streams.risk_index import IndexConfig
+from streams.windows import PartitionState, WindowSpec
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+STATE_TABLE = "window-state"
+
+
+class StorageWriter:
+    """Owns one ClickHouse client on one thread (clients are neither thread-safe nor async)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse")
+        self._executor: DriverExecutor | None = None
+
+    def _client(self) -> DriverExecutor:
+        if self._executor is None:
+            self._executor = connect(self._settings)
+        return self._executor
+
+    def _write(self, results: Sequence[BatchResult], ingested_at: Any) -> None:
+        client = self._client()
+        try:
+            events.insert(
+                client,
+                (
+                    events.row(e, partition=r.partition, offset=r.offset, late=late, ingested_at=ingested_at)
+                    for result in results
+                    for e, r, late in result.stored
+                ),
+            )
+            dead_letters.insert(
+                client,
+                (dead_letters.row(d, ingested_at=ingested_at) for res in results for d in res.dead_letters),
+            )
+            windows.insert(client, [row for result in results for row in result.window_rows])
+            risk.insert(client, [update for result in results for update in result.risk_updates])
+        except StorageError:
+            # The connection may be half-broken; the next attempt starts from a fresh client.
+            client.close()
+            self._executor = None
+            raise
+
+    async def write(self, results: Sequence[BatchResult], ingested_at: Any) -> None:
+        loop = asyncio.get_running_loop()
+        await retry_forever(
+            "ClickHouse insert", lambda: loop.run_in_executor(self._thread, self._write, results, ingested_at)
+        )
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._thread.submit(self._executor.close).result()
+        self._thread.shutdown(wait=True)
+
+
+async def retry_forever(what: str, attempt: Callable[[], Awaitable[T]], *, max_delay: float = 10.0) -> T:
+    """Retry with capped exponential backoff: waiting is always better than acknowledging lost events."""
+    delay = 0.2
+    failures = 0
+    while True:
+        try:
+            return await attempt()
+        except Exception as exc:  # storage and broker errors come in many classes; all are worth a retry
+            failures += 1
+            log.warning("%s failed (%d in a row), retrying in %.1fs: %r", what, failures, delay, exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, max_delay)
+
+
+def _to_record(event: EventT) -> Record:
+    message = event.message
+    timestamp = message.timestamp
+    return Record(
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        key=message.key,
+        value=message.value if message.value is not None else b"",
+        timestamp_ms=int(timestamp * 1000) if timestamp else None,
+    )
+
+
+class Worker:
+    """Per-partition window state plus the writes of one batch."""
+
+    def __init__(
+        self,
+        app: faust.App,
+        settings: Settings,
+        grids: GridRegistry,
+        index: IndexConfig,
+        *,
+        clock: Clock,
+    ) -> None:
+        self.app = app
+        self.settings = settings
+        self.grids = grids
+        self.clock = clock
+        self.spec = WindowSpec(settings.window_seconds, settings.hop_window_seconds, settings.allowed_lateness_seconds)
+        self.pipeline = PipelineConfig(
+            index=index,
+            partitions=settings.topic_partitions,
+            max_event_bytes=settings.max_event_bytes,
+            max_future=timedelta(seconds=settings.max_future_seconds),
+        )
+        self.storage = StorageWriter(settings)
+        self.states: dict[int, PartitionState] = {}
+        self.table: Any = None
+        self.processed = 0
+        self.started = time.monotonic()
+
+    def forget(self, partitions: set[int]) -> None:
+        """Drop in-memory state of partitions this worker no longer owns (reloaded if they come back)."""
+        for partition in partitions:
+            self.states.pop(partition, None)
+
+    def state_for(self, partition: int) -> PartitionState:
+        state = self.states.get(partition)
+        if state is None:
+            state = PartitionState(self.spec)
+            prefix = f"{partition}|".encode()
+            state.restore(
+                (key[len(prefix) :].decode(), value)
+                for key, value in list(self.table.data.items())
+                if key.startswith(prefix) and value is not None
+            )
+            log.info(
+                "partition %d: restored %d grids, watermark %d",
+                partition,
+                len(state.buckets),
+                state.watermark_ms,
+            )
+            self.states[partition] = state
+        return state
+
+    async def handle(self, batch: Sequence[EventT]) -> None:
+        try:
+            await self._handle(batch)
+        except Exception:
+            # Returning would let Faust acknowledge the batch and lose it. Dying without committing makes
+            # the restarted worker replay it; the checkpoint offsets keep that replay exact.
+            log.critical("unrecoverable error in a batch; exiting without committing its offsets", exc_info=True)
+            logging.shutdown()
+            os._exit(70)
+
+    async def _handle(self, batch: Sequence[EventT]) -> None:
+        by_partition: dict[int, list[Record]] = defaultdict(list)
+        for event in batch:
+            record = _to_record(event)
+            by_partition[record.partition].append(record)
+        now = self.clock.now()
+        results = []
+        for partition, records in sorted(by_partition.items()):
+            records.sort(key=lambda r: r.offset)
+            results.append((partition, process_batch(records, self.state_for(partition), self.grids,
+                                                     self.pipeline, now=now)))  # fmt: skip
+        await self.storage.write([r for _, r in results], now)
+        await retry_forever("publish", lambda: self._publish([r for _, r in results]))
+        for partition, result in results:
+            self._checkpoint(partition, result)
+        self.processed += len(batch)
+
+    async def _publish(self, results: Sequence[BatchResult]) -> None:
+        settings = self.settings
+        producer = self.app.producer
+        pending: list[Awaitable[Any]] = []
+        for result in results:
+            for letter in result.dead_letters:
+                headers = [
+                    ("pingan-error-kind", letter.kind.encode()),
+                    ("pingan-error-field", letter.field.encode()),
+                    ("pingan-error-reason", letter.reason.encode()[:2000]),
+                    ("pingan-origin", f"{letter.topic}/{letter.partition}/{letter.offset}".encode()),
+                ]
+                pending.append(await producer.send(settings.topic_dead_letters, None, letter.raw, None, None, headers))
+            for event in result.late:
+                key = (event.grid_id or "").encode()
+                pending.append(await producer.send(settings.topic_late, key, event.to_json(), None, None, None))
+            for grid_id, record in result.reroutes:
+                key = grid_id.encode()
+                partition = partition_for_key(key, settings.topic_partitions)
+                headers = [("pingan-rerouted-from", f"{record.partition}/{record.offset}".encode())]
+                pending.append(await producer.send(settings.topic_events, key, record.value, partition, None, headers))
+            for update in result.risk_updates:
+                key = update.grid_id.encode()
+                pending.append(await producer.send(settings.topic_risk, key, update.to_json(), None, None, None))
+        if pending:
+            await asyncio.gather(*pending)
+
+    def _checkpoint(self, partition: int, result: BatchResult) -> None:
+        # Written to the changelog partition of the input partition, in order; Faust flushes the producer
+        # before it commits offsets, so a committed offset implies its checkpoint records are stored.
+        for key, value in result.checkpoint:
+            full_key = f"{partition}|{key}".encode()
+            if value is None:
+                self.table.data.pop(full_key, None)
+            else:
+                self.table.data[full_key] = value
+            self.table.send_changelog(partition, full_key, value)
+
+
+def create_app(
+    settings: Settings, grids: GridRegistry, index: IndexConfig, *, clock: Clock | None = None
+) -> tuple[faust.App, Worker]:
+    """The Faust app and its worker; nothing connects until the app starts."""
+    app = faust.App(
+        settings.worker_id,
+        broker=[f"kafka://{hostport}" for hostport in settings.kafka_bootstrap.split(",")],
+        store="memory://",
+        datadir=str(settings.data_dir / "faust" / settings.worker_id),
+        topic_partitions=settings.topic_partitions,
+        topic_replication_factor=settings.topic_replication,
+        consumer_auto_offset_reset="earliest",
+        broker_commit_interval=1.0,
+        # A restarted worker rejoins its group quickly instead of waiting out a 30 s default.
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=1.0,
+        stream_buffer_maxsize=max(settings.batch_max_events * 2, 4096),
+        web_enabled=False,
+        producer_acks=-1,
+    )
+    events_topic = app.topic(
+        settings.topic_events,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=settings.topic_partitions,
+    )
+    table = app.Table(
+        STATE_TABLE,
+        default=None,
+        partitions=settings.topic_partitions,
+        schema=faust.Schema(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"),
+    )
+    worker = Worker(app, settings, grids, index, clock=clock or SystemClock())
+    worker.table = table
+
+    @app.agent(events_topic, name="risk-index")
+    async def risk_index_agent(stream: faust.StreamT) -> None:
+        async for batch in stream.take_events(settings.batch_max_events, within=settings.batch_within_seconds):
+            await worker.handle(batch)
+
+    @app.on_partitions_revoked.connect
+    async def on_revoked(app: faust.App, revoked: set[Any], **_: Any) -> None:
+        worker.forget({tp.partition for tp in revoked if tp.topic == settings.topic_events})
+
+    @app.timer(interval=30.0)
+    async def report_progress() -> None:
+        elapsed = time.monotonic() - worker.started
+        log.info("processed %d records in %.0fs", worker.processed, elapsed)
+
+    return app, worker

@@ -1,0 +1,182 @@
+"""One batch of raw records in, everything the worker must write out: pure, deterministic, no I/O.
+
+The Faust agent (streams/app.py) only moves bytes: it hands a batch to :func:`process_batch` and writes
+what comes back (ClickHouse rows, topic messages, checkpoint records) before the batch's offsets are
+acknowledged. Results depend on the records only (event time and the records' own timestamps), never on
+the wall clock, so replaying a topic reproduces them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+from pingan.partitioning import partition_for_key
+
+from pingan.errors import InvalidEvent
+from pingan.store.dead_letters import DeadLetter
+from pingan.store.risk import RiskUpdate
+from pingan.store.windows import WindowRow
+from schemas.envelope import Event, parse_event
+from streams.risk_index import IndexConfig
+from streams.windows import GridRisk, Outcome, PartitionState
+
+log = logging.getLogger(__name__)
+
+
+class GridLookup(Protocol):
+    def get(self, grid_id: str) -> object | None: ...
+
+    def locate(self, lon: float, lat: float) -> object | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One consumed message, with where it came from."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    timestamp_ms: int | None = None
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    index: IndexConfig
+    partitions: int
+    max_event_bytes: int = 64 * 1024
+    max_future: timedelta = timedelta(minutes=5)
+
+
+@dataclass
+class BatchResult:
+    stored: list[tuple[Event, Record, bool]] = field(default_factory=list)  # (event, record, late)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    late: list[Event] = field(default_factory=list)
+    reroutes: list[tuple[str, Record]] = field(default_factory=list)  # (grid id, record)
+    window_rows: list[WindowRow] = field(default_factory=list)
+    risk_updates: list[RiskUpdate] = field(default_factory=list)
+    checkpoint: list[tuple[str, bytes | None]] = field(default_factory=list)
+    applied: int = 0
+    replayed: int = 0
+
+
+def _received_at(record: Record, fallback: datetime) -> datetime:
+    if record.timestamp_ms is None or record.timestamp_ms < 0:
+        return fallback
+    return datetime.fromtimestamp(record.timestamp_ms / 1000, UTC)
+
+
+def resolve_grid(event: Event, grids: GridLookup) -> str:
+    """The grid an event belongs to: its own grid_id if known, else the grid containing its location."""
+    if event.grid_id is not None:
+        if grids.get(event.grid_id) is None:
+            raise InvalidEvent("unknown_grid", f"grid {event.grid_id!r} is not in the grid registry", "grid_id")
+        return event.grid_id
+    assert event.lon is not None and event.lat is not None  # parse_event guarantees a place
+    grid = grids.locate(event.lon, event.lat)
+    if grid is None:
+        raise InvalidEvent("outside_grids", f"({event.lon}, {event.lat}) is outside every grid", "location")
+    return grid.grid_id  # type: ignore[attr-defined]
+
+
+def process_batch(
+    records: Sequence[Record],
+    state: PartitionState,
+    grids: GridLookup,
+    config: PipelineConfig,
+    *,
+    now: datetime,
+) -> BatchResult:
+    """Validate, route, window and score one batch of records from ONE partition, in offset order."""
+    result = BatchResult()
+    touched: set[tuple[str, int]] = set()
+    for record in records:
+        received_at = _received_at(record, now)
+        try:
+            event = parse_event(
+                record.value, now=received_at, max_bytes=config.max_event_bytes, max_future=config.max_future
+            )
+            grid_id = resolve_grid(event, grids)
+        except InvalidEvent as exc:
+            result.dead_letters.append(_dead_letter(record, received_at, exc.kind, exc.field, exc.reason))
+            continue
+        except Exception as exc:  # a bug must cost one record, not the worker: keep it with the reason
+            log.exception("unexpected error on %s[%d]@%d", record.topic, record.partition, record.offset)
+            result.dead_letters.append(_dead_letter(record, received_at, "internal_error", None, repr(exc)))
+            continue
+        if partition_for_key(grid_id.encode(), config.partitions) != record.partition:
+            # All of a grid's events must pass through one partition for its window state to be exact.
+            result.reroutes.append((grid_id, record))
+            continue
+        event = event if event.grid_id == grid_id else event.with_grid(grid_id)
+        key = (event.source, event.type, event.severity)
+        outcome, start = state.apply(grid_id, event.event_time_ms, key, record.offset)
+        late = outcome == Outcome.LATE
+        if late:
+            result.late.append(event)
+        elif outcome == Outcome.APPLIED:
+            result.applied += 1
+            touched.add((grid_id, start))
+        else:
+            result.replayed += 1
+        result.stored.append((event, record, late))
+
+    _score(state, config.index, touched, result)
+    return result
+
+
+def _dead_letter(record: Record, received_at: datetime, kind: str, field_: str | None, reason: str) -> DeadLetter:
+    return DeadLetter(
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        received_at=received_at,
+        kind=kind,
+        field=field_ or "",
+        reason=reason,
+        raw=record.value,
+    )
+
+
+def _score(state: PartitionState, index: IndexConfig, touched: set[tuple[str, int]], result: BatchResult) -> None:
+    """Window rows for touched buckets, risk updates for grids whose risk changed, expiry, checkpoint."""
+    version = state.watermark_ms
+    as_of = datetime.fromtimestamp(state.watermark_ms / 1000, UTC)
+    bucket_seconds = state.spec.bucket_seconds
+    for grid_id, start in sorted(touched):
+        assessment = state.assess_hop(grid_id, start, index)
+        bucket = state.buckets[grid_id][start]
+        result.window_rows.append(
+            WindowRow.build(grid_id, start, bucket_seconds, bucket.counts, assessment, index, version)
+        )
+
+    changed_risks = []
+    current = state.current_bucket
+    for grid_id in sorted(state.grids_to_evaluate({grid for grid, _ in touched})):
+        assessment = state.assess_hop(grid_id, current, index)
+        previous = state.risks.get(grid_id)
+        previous_level = previous.level if previous else None
+        if previous and previous.score == assessment.score and previous.level == assessment.level:
+            continue
+        if previous is None and assessment.score == 0:
+            continue
+        update = RiskUpdate.build(grid_id, as_of, assessment, previous_level, index.version, version)
+        result.risk_updates.append(update)
+        state.risks[grid_id] = GridRisk(
+            assessment.score, assessment.level, version, assessment.dominant_source, assessment.window_events
+        )
+        changed_risks.append(grid_id)
+    state.evaluated_bucket = current
+
+    expired = state.expire()
+    # Grids back at zero with nothing left in their windows need no memory.
+    forgotten = [g for g, r in state.risks.items() if r.score == 0 and g not in state.buckets]
+    for grid_id in forgotten:
+        del state.risks[grid_id]
+    result.checkpoint = list(state.checkpoint([*sorted(touched), *expired], [*changed_risks, *forgotten]))

@@ -1,0 +1,155 @@
+"""The risk index maths: pure functions from windowed counts to a score, a colour and its explanation.
+
+Nothing here does I/O except :func:`load_config`, which reads the TOML file named in the settings.
+"""
+
+from __future__ import annotations
+
+import itertools
+import tomllib
+from bisect import bisect_right
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pingan.errors import ConfigError
+
+
+class Level(StrEnum):
+    GREEN = "green"
+    YELLOW = "yellow"
+    ORANGE = "orange"
+    RED = "red"
+
+    @property
+    def rank(self) -> int:
+        return _LEVEL_RANK[self]
+
+
+_LEVEL_RANK = {Level.GREEN: 0, Level.YELLOW: 1, Level.ORANGE: 2, Level.RED: 3}
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    default_weight: float
+    type_weights: Mapping[str, float]
+    breakpoints: tuple[tuple[float, float], ...]
+
+    def weight(self, event_type: str) -> float:
+        return self.type_weights.get(event_type, self.default_weight)
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    version: str
+    yellow: float
+    orange: float
+    red: float
+    severity_multiplier: Mapping[int, float]
+    sources: Mapping[str, SourceConfig]
+
+    def event_weight(self, source: str, event_type: str, severity: int) -> float:
+        source_config = self.sources.get(source)
+        if source_config is None:
+            return 0.0
+        return source_config.weight(event_type) * self.severity_multiplier.get(severity, 1.0)
+
+
+def _breakpoints(source: str, raw: Any) -> tuple[tuple[float, float], ...]:
+    try:
+        points = tuple((float(x), float(y)) for x, y in raw)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"sources.{source}.breakpoints must be [[count, index], ...]: {exc}") from None
+    if len(points) < 2 or points[0] != (0.0, 0.0):
+        raise ConfigError(f"sources.{source}.breakpoints must start at [0, 0] and have at least two points")
+    for (x0, y0), (x1, y1) in itertools.pairwise(points):
+        if not (x1 > x0 and y1 > y0):
+            raise ConfigError(f"sources.{source}.breakpoints must increase strictly in both columns")
+    return points
+
+
+def parse_config(document: Mapping[str, Any]) -> IndexConfig:
+    """Build and check an IndexConfig from a parsed TOML document."""
+    try:
+        levels = document["levels"]
+        yellow, orange, red = float(levels["yellow"]), float(levels["orange"]), float(levels["red"])
+        version = str(document["version"])
+        severity = {int(k): float(v) for k, v in document["severity_multiplier"].items()}
+        sources = {
+            name: SourceConfig(
+                default_weight=float(body.get("default_weight", 1.0)),
+                type_weights={str(k): float(v) for k, v in body.get("type_weights", {}).items()},
+                breakpoints=_breakpoints(name, body["breakpoints"]),
+            )
+            for name, body in document["sources"].items()
+        }
+    except KeyError as exc:
+        raise ConfigError(f"risk index config is missing {exc}") from None
+    if not 0 < yellow < orange < red:
+        raise ConfigError("levels must satisfy 0 < yellow < orange < red")
+    return IndexConfig(version, yellow, orange, red, severity, sources)
+
+
+def load_config(path: Path) -> IndexConfig:
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"risk index config {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"risk index config {path} is not valid TOML: {exc}") from None
+    return parse_config(document)
+
+
+def sub_index(weighted_count: float, breakpoints: tuple[tuple[float, float], ...]) -> float:
+    """Piecewise-linear interpolation; the last segment extends beyond the last breakpoint."""
+    if weighted_count <= 0:
+        return 0.0
+    xs = [x for x, _ in breakpoints]
+    segment = min(max(bisect_right(xs, weighted_count) - 1, 0), len(breakpoints) - 2)
+    (x0, y0), (x1, y1) = breakpoints[segment], breakpoints[segment + 1]
+    return y0 + (weighted_count - x0) * (y1 - y0) / (x1 - x0)
+
+
+def level_for(score: float, config: IndexConfig) -> Level:
+    if score >= config.red:
+        return Level.RED
+    if score >= config.orange:
+        return Level.ORANGE
+    if score >= config.yellow:
+        return Level.YELLOW
+    return Level.GREEN
+
+
+@dataclass(frozen=True)
+class Assessment:
+    """A grid's risk over one window: the score, its colour, and what drove it."""
+
+    score: float
+    level: Level
+    dominant_source: str
+    sub_indices: Mapping[str, float]
+    window_events: int
+
+
+def weighted_by_source(counts: Mapping[tuple[str, str, int], int], config: IndexConfig) -> dict[str, float]:
+    """Weighted count per source from counts keyed by (source, type, severity)."""
+    totals: dict[str, float] = {}
+    for (source, event_type, severity), count in counts.items():
+        totals[source] = totals.get(source, 0.0) + count * config.event_weight(source, event_type, severity)
+    return totals
+
+
+def assess(counts: Mapping[tuple[str, str, int], int], config: IndexConfig) -> Assessment:
+    """Score one window: the highest source sub-index (AQI style), rounded to 0.1."""
+    weighted = weighted_by_source(counts, config)
+    subs = {
+        source: round(sub_index(total, config.sources[source].breakpoints), 1)
+        for source, total in weighted.items()
+        if source in config.sources
+    }
+    dominant, score = max(subs.items(), key=lambda item: (item[1], item[0]), default=("", 0.0))
+    if score <= 0:
+        dominant = ""
+    return Assessment(score, level_for(score, config), dominant, subs, sum(counts.values()))

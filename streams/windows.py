@@ -1,0 +1,181 @@
+"""Event-time window state of one input partition: pure data structures, no Kafka, no Faust.
+
+Design (see docs/architecture.md):
+- State is kept per (grid, tumbling bucket). The hopping window is the sum of the buckets it spans, so
+  one event updates one bucket, whatever the number of hopping windows it belongs to.
+- The watermark is the highest event time seen on the partition (not per grid, so quiet grids still
+  close). An event whose bucket ended more than ``allowed_lateness`` before the watermark is late: it is
+  stored and published on the late topic, never silently dropped, but it no longer changes the index.
+- Each bucket remembers the highest input offset it has absorbed. After a crash, Kafka redelivers
+  from the last committed offset; an event at or below a bucket's offset is already in it and is skipped.
+  That makes the checkpoint exactly-once per key without transactions: one record per bucket per batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+import orjson
+
+from streams.risk_index import Assessment, IndexConfig, Level, assess
+
+CountKey = tuple[str, str, int]  # (source, type, severity)
+
+
+@dataclass(frozen=True)
+class WindowSpec:
+    bucket_seconds: int = 300
+    hop_seconds: int = 3600
+    allowed_lateness_seconds: int = 120
+
+    def __post_init__(self) -> None:
+        if self.hop_seconds % self.bucket_seconds:
+            raise ValueError("the hopping window must be a whole number of buckets")
+
+    def bucket_start(self, epoch_seconds: float) -> int:
+        return int(epoch_seconds // self.bucket_seconds) * self.bucket_seconds
+
+    def hop_buckets(self, end_bucket_start: int) -> range:
+        """Starts of the buckets in the hopping window whose last bucket starts at ``end_bucket_start``."""
+        first = end_bucket_start - self.hop_seconds + self.bucket_seconds
+        return range(first, end_bucket_start + 1, self.bucket_seconds)
+
+    def is_late(self, bucket_start: int, watermark_ms: int) -> bool:
+        closes_at_ms = (bucket_start + self.bucket_seconds + self.allowed_lateness_seconds) * 1000
+        return closes_at_ms <= watermark_ms
+
+    def is_expired(self, bucket_start: int, watermark_ms: int) -> bool:
+        """No live hopping window needs the bucket any more and it can no longer change."""
+        current = self.bucket_start(watermark_ms / 1000)
+        return bucket_start + self.hop_seconds <= current and self.is_late(bucket_start, watermark_ms)
+
+
+@dataclass(slots=True)
+class Bucket:
+    counts: dict[CountKey, int] = field(default_factory=dict)
+    applied_offset: int = -1
+
+    @property
+    def events(self) -> int:
+        return sum(self.counts.values())
+
+    def to_bytes(self) -> bytes:
+        return orjson.dumps({"o": self.applied_offset, "c": [[s, t, v, n] for (s, t, v), n in self.counts.items()]})
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> Bucket:
+        doc = orjson.loads(raw)
+        return cls({(s, t, v): n for s, t, v, n in doc["c"]}, doc["o"])
+
+
+@dataclass(frozen=True, slots=True)
+class GridRisk:
+    score: float
+    level: Level
+    as_of_ms: int
+    dominant_source: str
+    window_events: int
+
+    def to_bytes(self) -> bytes:
+        return orjson.dumps([self.score, self.level.value, self.as_of_ms, self.dominant_source, self.window_events])
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> GridRisk:
+        score, level, as_of_ms, dominant, events = orjson.loads(raw)
+        return cls(score, Level(level), as_of_ms, dominant, events)
+
+
+GREEN = GridRisk(0.0, Level.GREEN, 0, "", 0)
+
+
+class Outcome:
+    APPLIED = "applied"
+    REPLAYED = "replayed"  # already in the bucket before a restart: skipped
+    LATE = "late"
+
+
+@dataclass
+class PartitionState:
+    """Open buckets, last published risk per grid, and the watermark of one input partition."""
+
+    spec: WindowSpec
+    buckets: dict[str, dict[int, Bucket]] = field(default_factory=dict)
+    risks: dict[str, GridRisk] = field(default_factory=dict)
+    watermark_ms: int = 0
+    evaluated_bucket: int = -1
+
+    # --- applying events -------------------------------------------------------------------------------
+    def apply(self, grid_id: str, event_ms: int, key: CountKey, offset: int) -> tuple[str, int]:
+        """Add one event; return (outcome, bucket start). Events must come in offset order."""
+        start = self.spec.bucket_start(event_ms / 1000)
+        if self.spec.is_late(start, self.watermark_ms):
+            return Outcome.LATE, start
+        # The watermark moves on replays too: it must be what it was when the event was first applied.
+        if event_ms > self.watermark_ms:
+            self.watermark_ms = event_ms
+        bucket = self.buckets.setdefault(grid_id, {}).setdefault(start, Bucket())
+        if offset <= bucket.applied_offset:
+            return Outcome.REPLAYED, start
+        bucket.counts[key] = bucket.counts.get(key, 0) + 1
+        bucket.applied_offset = offset
+        return Outcome.APPLIED, start
+
+    # --- reading windows -------------------------------------------------------------------------------
+    def hop_counts(self, grid_id: str, end_bucket_start: int) -> dict[CountKey, int]:
+        grid_buckets = self.buckets.get(grid_id, {})
+        total: dict[CountKey, int] = {}
+        for start in self.spec.hop_buckets(end_bucket_start):
+            bucket = grid_buckets.get(start)
+            if bucket is not None:
+                for key, n in bucket.counts.items():
+                    total[key] = total.get(key, 0) + n
+        return total
+
+    def assess_hop(self, grid_id: str, end_bucket_start: int, config: IndexConfig) -> Assessment:
+        return assess(self.hop_counts(grid_id, end_bucket_start), config)
+
+    @property
+    def current_bucket(self) -> int:
+        return self.spec.bucket_start(self.watermark_ms / 1000)
+
+    def grids_to_evaluate(self, touched: set[str]) -> set[str]:
+        """Touched grids, plus every grid with state whenever the watermark entered a new bucket (decay)."""
+        if self.current_bucket != self.evaluated_bucket:
+            return touched | set(self.buckets) | {g for g, r in self.risks.items() if r.score > 0}
+        return touched
+
+    def expire(self) -> list[tuple[str, int]]:
+        """Drop buckets no live window needs; return their keys."""
+        expired = []
+        for grid_id, grid_buckets in list(self.buckets.items()):
+            for start in [s for s in grid_buckets if self.spec.is_expired(s, self.watermark_ms)]:
+                del grid_buckets[start]
+                expired.append((grid_id, start))
+            if not grid_buckets:
+                del self.buckets[grid_id]
+        return expired
+
+    # --- checkpoint records (key, value or None for a deletion) ----------------------------------------
+    def restore(self, records: Iterable[tuple[str, bytes]]) -> None:
+        for key, value in records:
+            kind, _, rest = key.partition("|")
+            if kind == "b":
+                grid_id, _, start = rest.rpartition("|")
+                self.buckets.setdefault(grid_id, {})[int(start)] = Bucket.from_bytes(value)
+            elif kind == "r":
+                self.risks[rest] = GridRisk.from_bytes(value)
+            elif kind == "wm":
+                self.watermark_ms, self.evaluated_bucket = orjson.loads(value)
+
+    def checkpoint(
+        self, buckets: Iterable[tuple[str, int]], risks: Iterable[str]
+    ) -> Iterator[tuple[str, bytes | None]]:
+        """Records for the given keys; the watermark comes last, so a restored watermark implies the rest."""
+        for grid_id, start in buckets:
+            bucket = self.buckets.get(grid_id, {}).get(start)
+            yield f"b|{grid_id}|{start}", None if bucket is None else bucket.to_bytes()
+        for grid_id in risks:
+            risk = self.risks.get(grid_id)
+            yield f"r|{grid_id}", None if risk is None else risk.to_bytes()
+        yield "wm", orjson.dumps([self.watermark_ms, self.evaluated_bucket])

@@ -1,0 +1,49 @@
+"""`pingan worker`: prepare storage and topics, then run the Faust worker until stopped."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import faust
+
+from pingan.grids import GridRegistry
+from pingan.settings import Settings
+from pingan.store.client import connect
+from pingan.store.migrate import create_database, migrate
+from pingan.topics import ensure_topics
+from streams.app import create_app
+from streams.risk_index import load_config
+
+log = logging.getLogger(__name__)
+
+
+def prepare_storage(settings: Settings) -> None:
+    """Create the database and apply pending migrations (idempotent)."""
+    server = connect(settings, database="")
+    try:
+        create_database(server, settings.clickhouse_database)
+    finally:
+        server.close()
+    executor = connect(settings)
+    try:
+        applied = migrate(executor)
+    finally:
+        executor.close()
+    if applied:
+        log.info("applied ClickHouse migrations %s", applied)
+
+
+def run_worker(settings: Settings, *, loglevel: str = "INFO") -> None:
+    # Config errors surface here, before anything connects.
+    registry = GridRegistry.load(settings.grid_registry_path)
+    index = load_config(settings.risk_config_path)
+    prepare_storage(settings)
+    asyncio.run(ensure_topics(settings))
+    (settings.data_dir / "faust" / settings.worker_id).mkdir(parents=True, exist_ok=True)
+    app, worker = create_app(settings, registry, index)
+    log.info("worker %s: %d grids, index config %s", settings.worker_id, len(registry.grids), index.version)
+    try:
+        faust.Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()
+    finally:
+        worker.storage.close()

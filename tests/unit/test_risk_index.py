@@ -1,0 +1,117 @@
+"""The index maths, pinned with hand-computed cases."""
+
+from __future__ import annotations
+
+import pytest
+
+from pingan.errors import ConfigError
+from pingan.settings import Settings
+from streams.risk_index import Level, assess, level_for, load_config, parse_config, sub_index
+
+CALL_BREAKPOINTS = ((0.0, 0.0), (3.0, 50.0), (8.0, 100.0), (16.0, 150.0), (32.0, 200.0))
+
+
+def _document(**overrides: object) -> dict:
+    document = {
+        "version": "test-1",
+        "levels": {"yellow": 50, "orange": 100, "red": 150},
+        "severity_multiplier": {"1": 0.5, "3": 1.0, "5": 2.0},
+        "sources": {
+            "call110": {
+                "default_weight": 1.0,
+                "breakpoints": [list(p) for p in CALL_BREAKPOINTS],
+                "type_weights": {"criminal": 3.0, "help": 0.5},
+            },
+            "camera": {
+                "default_weight": 0.5,
+                "breakpoints": [[0, 0], [10, 50], [25, 100], [50, 150]],
+                "type_weights": {"fight": 4.0},
+            },
+        },
+    }
+    document.update(overrides)
+    return document
+
+
+@pytest.mark.parametrize(
+    ("count", "expected"),
+    [
+        (0.0, 0.0),
+        (-1.0, 0.0),
+        (1.5, 25.0),  # half-way up the first segment
+        (3.0, 50.0),  # exactly on a breakpoint
+        (5.5, 75.0),  # half-way up the second segment
+        (16.0, 150.0),
+        (24.0, 175.0),
+        (40.0, 225.0),  # beyond the last breakpoint the last segment extends: 200 + 8 * 50/16
+    ],
+)
+def test_sub_index_interpolates_between_breakpoints(count: float, expected: float) -> None:
+    assert sub_index(count, CALL_BREAKPOINTS) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    ("score", "level"),
+    [(0.0, Level.GREEN), (49.9, Level.GREEN), (50.0, Level.YELLOW), (99.99, Level.YELLOW), (100.0, Level.ORANGE),
+     (149.9, Level.ORANGE), (150.0, Level.RED), (900.0, Level.RED)],
+)  # fmt: skip
+def test_level_bands(score: float, level: Level) -> None:
+    assert level_for(score, parse_config(_document())) is level
+
+
+def test_score_is_the_highest_sub_index_and_names_its_source() -> None:
+    config = parse_config(_document())
+    # call110: 1 criminal at severity 3 -> 3.0 weighted -> 50.0
+    # camera: 5 fights at severity 3 -> 20.0 weighted -> 50 + 10 * 50/15 = 83.3
+    assessment = assess({("call110", "criminal", 3): 1, ("camera", "fight", 3): 5}, config)
+    assert assessment.sub_indices == {"call110": 50.0, "camera": 83.3}
+    assert assessment.score == 83.3
+    assert assessment.dominant_source == "camera"
+    assert assessment.level is Level.YELLOW
+    assert assessment.window_events == 6
+
+
+def test_severity_and_type_weights_multiply() -> None:
+    config = parse_config(_document())
+    # criminal (3.0) at severity 5 (x2.0) = 6.0 each; 2 of them = 12.0 -> 100 + 4 * 50/8 = 125.0 (orange)
+    assert assess({("call110", "criminal", 5): 2}, config).score == 125.0
+    # an unlisted type takes the default weight (1.0) and an unlisted severity multiplies by 1.0
+    assert assess({("call110", "dispute", 4): 3}, config).score == 50.0
+    # help (0.5) at severity 1 (x0.5) = 0.25
+    assert config.event_weight("call110", "help", 1) == 0.25
+
+
+def test_unknown_sources_and_empty_windows_score_zero() -> None:
+    config = parse_config(_document())
+    empty = assess({}, config)
+    assert (empty.score, empty.level, empty.dominant_source, empty.window_events) == (0.0, Level.GREEN, "", 0)
+    unknown = assess({("drone", "sighting", 3): 50}, config)
+    assert (unknown.score, unknown.level, unknown.window_events) == (0.0, Level.GREEN, 50)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"levels": {"yellow": 100, "orange": 50, "red": 150}}, "0 < yellow < orange < red"),
+        ({"sources": {"call110": {"breakpoints": [[0, 0]]}}}, "at least two points"),
+        ({"sources": {"call110": {"breakpoints": [[0, 0], [5, 50], [4, 100]]}}}, "increase strictly"),
+        ({"sources": {"call110": {"breakpoints": [[1, 0], [5, 50]]}}}, "start at [0, 0]"),
+        ({"sources": {"call110": {"breakpoints": "nope"}}}, "must be [[count, index]"),
+        ({"levels": {"yellow": 1}}, "missing"),
+    ],
+)
+def test_bad_config_is_rejected_with_the_reason(override: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(")):
+        parse_config(_document(**override))
+
+
+def test_shipped_config_loads_and_covers_the_four_feeds(tmp_path) -> None:
+    config = load_config(Settings().risk_config_path)
+    assert set(config.sources) >= {"call110", "camera", "checkpoint", "app_report"}
+    assert config.version
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.toml")
+    broken = tmp_path / "broken.toml"
+    broken.write_text("version = ")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(broken)
