@@ -14,9 +14,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from pingan.partitioning import partition_for_key
-
 from pingan.errors import InvalidEvent
+from pingan.partitioning import partition_for_key
 from pingan.store.dead_letters import DeadLetter
 from pingan.store.risk import RiskUpdate
 from pingan.store.windows import WindowRow
@@ -64,6 +63,7 @@ class BatchResult:
     checkpoint: list[tuple[str, bytes | None]] = field(default_factory=list)
     applied: int = 0
     replayed: int = 0
+    duplicates: int = 0
 
 
 def _received_at(record: Record, fallback: datetime) -> datetime:
@@ -116,15 +116,17 @@ def process_batch(
             continue
         event = event if event.grid_id == grid_id else event.with_grid(grid_id)
         key = (event.source, event.type, event.severity)
-        outcome, start = state.apply(grid_id, event.event_time_ms, key, record.offset)
+        outcome, start = state.apply(grid_id, event.event_time_ms, key, record.offset, event.event_id)
         late = outcome == Outcome.LATE
         if late:
             result.late.append(event)
         elif outcome == Outcome.APPLIED:
             result.applied += 1
             touched.add((grid_id, start))
-        else:
+        elif outcome == Outcome.REPLAYED:
             result.replayed += 1
+        else:
+            result.duplicates += 1
         result.stored.append((event, record, late))
 
     _score(state, config.index, touched, result)

@@ -13,6 +13,7 @@ Design (see docs/architecture.md):
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -55,18 +56,22 @@ class WindowSpec:
 class Bucket:
     counts: dict[CountKey, int] = field(default_factory=dict)
     applied_offset: int = -1
+    # Hashes of the event ids counted, so a second message with the same id (a producer retry) counts once.
+    # Capped: past MAX_TRACKED_IDS events a bucket still counts exactly on replay (offsets), not on retries.
+    seen: set[int] = field(default_factory=set)
 
     @property
     def events(self) -> int:
         return sum(self.counts.values())
 
     def to_bytes(self) -> bytes:
-        return orjson.dumps({"o": self.applied_offset, "c": [[s, t, v, n] for (s, t, v), n in self.counts.items()]})
+        counts = [[s, t, v, n] for (s, t, v), n in self.counts.items()]
+        return orjson.dumps({"o": self.applied_offset, "c": counts, "s": sorted(self.seen)})
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> Bucket:
         doc = orjson.loads(raw)
-        return cls({(s, t, v): n for s, t, v, n in doc["c"]}, doc["o"])
+        return cls({(s, t, v): n for s, t, v, n in doc["c"]}, doc["o"], set(doc.get("s", ())))
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,9 +94,18 @@ class GridRisk:
 GREEN = GridRisk(0.0, Level.GREEN, 0, "", 0)
 
 
+MAX_TRACKED_IDS = 5000
+
+
+def id_hash(event_id: str) -> int:
+    """A stable 63-bit hash (Python's hash() changes between processes)."""
+    return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=8).digest(), "big") >> 1
+
+
 class Outcome:
     APPLIED = "applied"
     REPLAYED = "replayed"  # already in the bucket before a restart: skipped
+    DUPLICATE = "duplicate"  # another message with an event id already counted: skipped
     LATE = "late"
 
 
@@ -106,7 +120,7 @@ class PartitionState:
     evaluated_bucket: int = -1
 
     # --- applying events -------------------------------------------------------------------------------
-    def apply(self, grid_id: str, event_ms: int, key: CountKey, offset: int) -> tuple[str, int]:
+    def apply(self, grid_id: str, event_ms: int, key: CountKey, offset: int, event_id: str) -> tuple[str, int]:
         """Add one event; return (outcome, bucket start). Events must come in offset order."""
         start = self.spec.bucket_start(event_ms / 1000)
         if self.spec.is_late(start, self.watermark_ms):
@@ -117,8 +131,13 @@ class PartitionState:
         bucket = self.buckets.setdefault(grid_id, {}).setdefault(start, Bucket())
         if offset <= bucket.applied_offset:
             return Outcome.REPLAYED, start
-        bucket.counts[key] = bucket.counts.get(key, 0) + 1
         bucket.applied_offset = offset
+        digest = id_hash(event_id)
+        if digest in bucket.seen:
+            return Outcome.DUPLICATE, start
+        if len(bucket.seen) < MAX_TRACKED_IDS:
+            bucket.seen.add(digest)
+        bucket.counts[key] = bucket.counts.get(key, 0) + 1
         return Outcome.APPLIED, start
 
     # --- reading windows -------------------------------------------------------------------------------

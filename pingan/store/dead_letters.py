@@ -29,9 +29,8 @@ class DeadLetter:
 
 def row(letter: DeadLetter, *, ingested_at: datetime) -> tuple[Any, ...]:
     return (
-        letter.topic, letter.partition, letter.offset, letter.received_at.replace(microsecond=0), letter.kind,
-        letter.field, letter.reason, letter.raw.decode("utf-8", errors="replace"),
-        ingested_at.replace(microsecond=0),
+        letter.topic, letter.partition, letter.offset, int(letter.received_at.timestamp()), letter.kind,
+        letter.field, letter.reason, letter.raw.decode("utf-8", errors="replace"), int(ingested_at.timestamp()),
     )  # fmt: skip
 
 

@@ -51,7 +51,7 @@ class RiskUpdate:
 
     def as_row(self) -> tuple[Any, ...]:
         return (
-            self.grid_id, self.as_of.replace(microsecond=0), self.score, self.level, self.previous_level,
+            self.grid_id, int(self.as_of.timestamp()), self.score, self.level, self.previous_level,
             self.window_events, self.dominant_source, self.config_version, self.version,
         )  # fmt: skip
 

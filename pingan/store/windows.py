@@ -60,7 +60,7 @@ class WindowRow:
         sources = sorted(self.source_counts)
         types = sorted(self.type_counts)
         return (
-            self.grid_id, self.window_start, self.window_seconds, self.events, self.weighted, sources,
+            self.grid_id, int(self.window_start.timestamp()), self.window_seconds, self.events, self.weighted, sources,
             [self.source_counts[s] for s in sources], types, [self.type_counts[t] for t in types], self.score,
             self.level, self.config_version, self.version,
         )  # fmt: skip

@@ -139,6 +139,14 @@ def test_an_unexpected_error_costs_one_record_not_the_batch() -> None:
     assert "boom" in result.dead_letters[0].reason
 
 
+def test_a_repeated_event_id_is_stored_again_but_counted_once() -> None:
+    first = call("same", "G1", T0)
+    result, state = run(records(first, first, call("other", "G1", T0)))
+    assert [e.event_id for e, _, _ in result.stored] == ["same", "same", "other"]  # ClickHouse keeps one
+    assert (result.applied, result.duplicates) == (2, 1)
+    assert state.buckets["G1"][int(T0.timestamp())].events == 2
+
+
 def test_late_events_are_kept_and_flagged_but_not_counted() -> None:
     batch = records(call("now", "G1", T0 + timedelta(minutes=30)), call("old", "G2", T0))
     result, state = run(batch)
@@ -176,6 +184,9 @@ def _stream(n: int) -> list[Record]:
         minute = (i * 7) % 90 - (15 if i % 11 == 0 else 0)
         grid = ("G1", "G2", "G3")[i % 3]
         category = ("criminal", "dispute", "help", "fire")[i % 4]
+        if i % 17 == 0 and docs:
+            docs.append(docs[-1])  # a producer retry: the same message again
+            continue
         docs.append(b"garbage" if i % 13 == 0 else call(f"e{i}", grid, T0 + timedelta(minutes=minute), category))
     return records(*docs)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from streams.windows import Bucket, GridRisk, Outcome, PartitionState, WindowSpec
 from streams.risk_index import Level
+from streams.windows import Bucket, GridRisk, Outcome, PartitionState, WindowSpec
 
 SPEC = WindowSpec(bucket_seconds=300, hop_seconds=3600, allowed_lateness_seconds=120)
 T0 = 1_700_000_100  # 2023-11-14T22:15:00Z, a bucket boundary
@@ -46,29 +46,29 @@ def test_expiry_waits_for_the_hop_and_the_lateness() -> None:
 
 def test_apply_counts_skips_replays_and_flags_late_events() -> None:
     state = PartitionState(SPEC)
-    assert state.apply("G1", ms(T0 + 10), KEY, offset=0) == (Outcome.APPLIED, T0)
-    assert state.apply("G1", ms(T0 + 20), KEY, offset=1) == (Outcome.APPLIED, T0)
+    assert state.apply("G1", ms(T0 + 10), KEY, 0, "a") == (Outcome.APPLIED, T0)
+    assert state.apply("G1", ms(T0 + 20), KEY, 1, "b") == (Outcome.APPLIED, T0)
     assert state.buckets["G1"][T0].counts == {KEY: 2}
     assert state.buckets["G1"][T0].applied_offset == 1
     # a redelivered offset is already in the bucket
-    assert state.apply("G1", ms(T0 + 10), KEY, offset=0) == (Outcome.REPLAYED, T0)
+    assert state.apply("G1", ms(T0 + 10), KEY, 0, "a") == (Outcome.REPLAYED, T0)
+    # a new message carrying an event id already counted (a producer retry) is not counted again
+    assert state.apply("G1", ms(T0 + 10), KEY, 2, "a") == (Outcome.DUPLICATE, T0)
     assert state.buckets["G1"][T0].counts == {KEY: 2}
     # the watermark is the partition's max event time, whichever grid carried it
-    assert state.apply("G2", ms(T0 + 1000), KEY, offset=2) == (Outcome.APPLIED, T0 + 900)
+    assert state.apply("G2", ms(T0 + 1000), KEY, 3, "c") == (Outcome.APPLIED, T0 + 900)
     assert state.watermark_ms == ms(T0 + 1000)
     # G1's first bucket closed at T0 + 420 < watermark: a straggler for it is late and changes nothing
-    assert state.apply("G1", ms(T0 + 30), KEY, offset=3) == (Outcome.LATE, T0)
+    assert state.apply("G1", ms(T0 + 30), KEY, 4, "d") == (Outcome.LATE, T0)
     assert state.buckets["G1"][T0].counts == {KEY: 2}
     # an out-of-order event inside the lateness allowance still counts
-    assert state.apply("G1", ms(T0 + 800), KEY, offset=4) == (Outcome.APPLIED, T0 + 600)
+    assert state.apply("G1", ms(T0 + 800), KEY, 5, "e") == (Outcome.APPLIED, T0 + 600)
 
 
 def test_hop_counts_sum_the_buckets_of_the_hour() -> None:
     state = PartitionState(SPEC)
-    offset = 0
-    for minutes in (0, 4, 6, 59, 61):
-        state.apply("G1", ms(T0 + minutes * 60), KEY, offset)
-        offset += 1
+    for offset, minutes in enumerate((0, 4, 6, 59, 61)):
+        state.apply("G1", ms(T0 + minutes * 60), KEY, offset, f"m{minutes}")
     # hop ending in bucket T0+3300 covers [T0, T0+3600): minutes 0, 4, 6, 59
     assert state.hop_counts("G1", T0 + 3300) == {KEY: 4}
     # hop ending in bucket T0+3600 covers [T0+300, T0+3900): minutes 6, 59, 61
@@ -78,10 +78,10 @@ def test_hop_counts_sum_the_buckets_of_the_hour() -> None:
 
 def test_expire_drops_old_buckets_and_empty_grids() -> None:
     state = PartitionState(SPEC)
-    state.apply("G1", ms(T0), KEY, 0)
-    state.apply("G2", ms(T0 + 3000), KEY, 1)
+    state.apply("G1", ms(T0), KEY, 0, "a")
+    state.apply("G2", ms(T0 + 3000), KEY, 1, "b")
     assert state.expire() == []
-    state.apply("G2", ms(T0 + 3700), KEY, 2)
+    state.apply("G2", ms(T0 + 3700), KEY, 2, "c")
     assert state.expire() == [("G1", T0)]
     assert "G1" not in state.buckets
     assert set(state.buckets["G2"]) == {T0 + 3000, T0 + 3600}
@@ -89,8 +89,8 @@ def test_expire_drops_old_buckets_and_empty_grids() -> None:
 
 def test_checkpoint_round_trip_restores_the_same_state() -> None:
     state = PartitionState(SPEC)
-    state.apply("G1", ms(T0 + 1), KEY, 7)
-    state.apply("G1", ms(T0 + 2), ("camera", "fight", 4), 8)
+    state.apply("G1", ms(T0 + 1), KEY, 7, "a")
+    state.apply("G1", ms(T0 + 2), ("camera", "fight", 4), 8, "b")
     state.risks["G1"] = GridRisk(83.3, Level.YELLOW, ms(T0 + 2), "camera", 2)
     state.evaluated_bucket = T0
     records = list(state.checkpoint([("G1", T0), ("G9", T0)], ["G1", "G8"]))
@@ -105,7 +105,7 @@ def test_checkpoint_round_trip_restores_the_same_state() -> None:
 
 
 def test_bucket_serialisation_keeps_severity_as_int() -> None:
-    bucket = Bucket({("call110", "fire", 5): 3}, 42)
+    bucket = Bucket({("call110", "fire", 5): 3}, 42, {1, 2**62})
     again = Bucket.from_bytes(bucket.to_bytes())
     assert again == bucket
     assert again.events == 3

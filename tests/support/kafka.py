@@ -1,0 +1,44 @@
+"""Produce and read back raw messages on the real broker (tests only)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.structs import ConsumerRecord
+
+from pingan.settings import Settings
+
+
+async def produce(settings: Settings, topic: str, messages: list[tuple[bytes | None, bytes]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=5)
+    await producer.start()
+    try:
+        pending = [await producer.send(topic, value, key=key) for key, value in messages]
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+
+
+async def read_topic(settings: Settings, topic: str, expected: int, *, timeout: float = 30.0) -> list[ConsumerRecord]:
+    """Read from the beginning with a fresh group until ``expected`` records arrived or the timeout."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=f"test-reader-{uuid.uuid4().hex[:8]}",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    records: list[ConsumerRecord] = []
+    try:
+        deadline = time.monotonic() + timeout
+        while len(records) < expected and time.monotonic() < deadline:
+            batches = await consumer.getmany(timeout_ms=500)
+            for batch in batches.values():
+                records.extend(batch)
+    finally:
+        await consumer.stop()
+    return records
