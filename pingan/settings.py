@@ -6,7 +6,6 @@ Build it once at an entry point (``Settings()``) and pass it down; nothing reads
 from __future__ import annotations
 
 import ipaddress
-from functools import cached_property
 from pathlib import Path
 
 from pydantic import Field, SecretStr
@@ -80,25 +79,25 @@ class Settings(BaseSettings):
     pseudonym_key: SecretStr = SecretStr("pingan-local-demo-key-change-me")
     simulate_rate: float = Field(default=1.0, gt=0)  # multiplier on the simulated city's event rates
 
-    @cached_property
+    @property
     def kafka_is_managed(self) -> bool:
         if self.kafka_managed is not None:
             return self.kafka_managed
         return all(_is_loopback(hostport.rsplit(":", 1)[0]) for hostport in self.kafka_bootstrap.split(","))
 
-    @cached_property
+    @property
     def clickhouse_is_managed(self) -> bool:
         if self.clickhouse_managed is not None:
             return self.clickhouse_managed
         return _is_loopback(self.clickhouse_host)
 
-    @cached_property
+    @property
     def idempotent_producer(self) -> bool:
         if self.kafka_idempotence is not None:
             return self.kafka_idempotence
         return not self.kafka_is_managed
 
-    @cached_property
+    @property
     def kafka_port(self) -> int:
         return int(self.kafka_bootstrap.split(",")[0].rsplit(":", 1)[1])
 

@@ -6,6 +6,7 @@ Producers in any language send JSON matching ``schemas/jsonschema/envelope.schem
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
@@ -138,8 +139,13 @@ def parse_event(
     now: datetime,
     max_bytes: int = 64 * 1024,
     max_future: timedelta = timedelta(minutes=5),
+    payload_models: Mapping[str, type[BaseModel]] = SOURCE_PAYLOADS,
 ) -> Event:
-    """Validate one raw record. Raises InvalidEvent; never returns a half-checked event."""
+    """Validate one raw record. Raises InvalidEvent; never returns a half-checked event.
+
+    ``payload_models`` maps each accepted source to its payload model: the four built-in feeds by default,
+    plus any feed registered by a plugin.
+    """
     if len(raw) > max_bytes:
         raise InvalidEvent("oversize", f"record is {len(raw)} bytes, the limit is {max_bytes}")
     try:
@@ -149,8 +155,8 @@ def parse_event(
     if not isinstance(document, dict):
         raise InvalidEvent("bad_json", f"expected a JSON object, got {type(document).__name__}")
     source = document.get("source")
-    if isinstance(source, str) and source not in SOURCE_PAYLOADS:
-        known = ", ".join(sorted(SOURCE_PAYLOADS))
+    if isinstance(source, str) and source not in payload_models:
+        known = ", ".join(sorted(payload_models))
         raise InvalidEvent("unknown_source", f"source {source!r} is not one of: {known}", "source")
     try:
         envelope = _ENVELOPE.validate_python(document)
@@ -159,7 +165,7 @@ def parse_event(
     if envelope.location is None and envelope.grid_id is None:
         raise InvalidEvent("missing_field", "an event needs a location (lon/lat) or a grid_id", "location")
     try:
-        payload = SOURCE_PAYLOADS[envelope.source].model_validate(envelope.payload)
+        payload = payload_models[envelope.source].model_validate(envelope.payload)
     except ValidationError as exc:
         raise _invalid_from(exc, "payload") from None
 

@@ -204,8 +204,7 @@ class Worker:
         stored = time.perf_counter()
         await retry_forever("publish", lambda: self._publish([r for _, r in results]))
         published = time.perf_counter()
-        for partition, result in results:
-            self._checkpoint(partition, result)
+        await retry_forever("checkpoint", lambda: self._checkpoint(results))
         self.processed += len(batch)
         self.batches += 1
         self.stage_seconds["process"] += processed - started
@@ -240,16 +239,37 @@ class Worker:
         if pending:
             await asyncio.gather(*pending)
 
-    def _checkpoint(self, partition: int, result: BatchResult) -> None:
-        # Written to the changelog partition of the input partition, in order; Faust flushes the producer
-        # before it commits offsets, so a committed offset implies its checkpoint records are stored.
-        for key, value in result.checkpoint:
-            full_key = f"{partition}|{key}".encode()
-            if value is None:
-                self.table.data.pop(full_key, None)
-            else:
-                self.table.data[full_key] = value
-            self.table.send_changelog(partition, full_key, value)
+    async def _checkpoint(self, results: Sequence[tuple[int, BatchResult]]) -> None:
+        """Write each partition's checkpoint records to the changelog partition of its input partition.
+
+        Order matters (see PartitionState.checkpoint): updates, then the watermark, then deletions. The
+        watermark goes in a produce request of its own: Tansu reports a partition's end as the first offset of
+        its last request + 1, so Faust's recovery stops there and would miss the rest of that request. Alone,
+        the watermark of the last completed batch is always recovered. Faust flushes its producer before it
+        commits offsets, so a committed offset implies its checkpoint is in the changelog.
+        """
+        marks = []
+        for partition, result in results:
+            records = result.checkpoint
+            mark = next(i for i, (key, _) in enumerate(records) if key == "wm")
+            for key, value in records[:mark]:
+                self._send_checkpoint(partition, key, value)
+            marks.append((partition, records[mark], records[mark + 1 :]))
+        await self.app.producer.flush()
+        for partition, (key, value), _ in marks:
+            self._send_checkpoint(partition, key, value)
+        await self.app.producer.flush()
+        for partition, _, deletions in marks:
+            for key, value in deletions:
+                self._send_checkpoint(partition, key, value)
+
+    def _send_checkpoint(self, partition: int, key: str, value: bytes | None) -> None:
+        full_key = f"{partition}|{key}".encode()
+        if value is None:
+            self.table.data.pop(full_key, None)
+        else:
+            self.table.data[full_key] = value
+        self.table.send_changelog(partition, full_key, value)
 
 
 def create_app(
@@ -286,7 +306,9 @@ def create_app(
         STATE_TABLE,
         default=None,
         partitions=settings.topic_partitions,
-        schema=faust.Schema(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"),
+        # bytes in and out: Faust picks the changelog's serializers from these types (its schema is ignored there).
+        key_type=bytes,
+        value_type=bytes,
     )
     worker = Worker(app, settings, grids, index, clock=clock or SystemClock())
     worker.table = table

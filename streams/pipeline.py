@@ -9,10 +9,12 @@ the wall clock, so replaying a topic reproduces them.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
+
+from pydantic import BaseModel
 
 from pingan.errors import InvalidEvent
 from pingan.partitioning import partition_for_key
@@ -20,6 +22,7 @@ from pingan.store.dead_letters import DeadLetter
 from pingan.store.risk import RiskUpdate
 from pingan.store.windows import WindowRow
 from schemas.envelope import Event, parse_event
+from schemas.payloads import SOURCE_PAYLOADS
 from streams.risk_index import IndexConfig
 from streams.windows import GridRisk, Outcome, PartitionState
 
@@ -50,6 +53,7 @@ class PipelineConfig:
     partitions: int
     max_event_bytes: int = 64 * 1024
     max_future: timedelta = timedelta(minutes=5)
+    payload_models: Mapping[str, type[BaseModel]] = field(default_factory=lambda: dict(SOURCE_PAYLOADS))
 
 
 @dataclass
@@ -64,6 +68,7 @@ class BatchResult:
     applied: int = 0
     replayed: int = 0
     duplicates: int = 0
+    skipped: int = 0
 
 
 def _received_at(record: Record, fallback: datetime) -> datetime:
@@ -97,10 +102,17 @@ def process_batch(
     result = BatchResult()
     touched: set[tuple[str, int]] = set()
     for record in records:
+        if record.offset <= state.done_offset:
+            result.skipped += 1  # written before a restart; its effects are in the restored state
+            continue
         received_at = _received_at(record, now)
         try:
             event = parse_event(
-                record.value, now=received_at, max_bytes=config.max_event_bytes, max_future=config.max_future
+                record.value,
+                now=received_at,
+                max_bytes=config.max_event_bytes,
+                max_future=config.max_future,
+                payload_models=config.payload_models,
             )
             grid_id = resolve_grid(event, grids)
         except InvalidEvent as exc:
@@ -129,6 +141,8 @@ def process_batch(
             result.duplicates += 1
         result.stored.append((event, record, late))
 
+    if records:
+        state.done_offset = max(state.done_offset, records[-1].offset)
     _score(state, config.index, touched, result)
     return result
 
@@ -150,35 +164,44 @@ def _score(state: PartitionState, index: IndexConfig, touched: set[tuple[str, in
     """Window rows for touched buckets, risk updates for grids whose risk changed, expiry, checkpoint."""
     version = state.watermark_ms
     as_of = datetime.fromtimestamp(state.watermark_ms / 1000, UTC)
-    bucket_seconds = state.spec.bucket_seconds
-    for grid_id, start in sorted(touched):
+    spec = state.spec
+    # A window's score covers the hour ending with it, so a change to one bucket changes the scores of the
+    # later windows whose hour includes it: re-emit those too, so every stored row is current.
+    affected = {
+        (grid_id, later)
+        for grid_id, start in touched
+        for later in state.buckets.get(grid_id, {})
+        if start <= later < start + spec.hop_seconds
+    }
+    for grid_id, start in sorted(affected):
         assessment = state.assess_hop(grid_id, start, index)
         bucket = state.buckets[grid_id][start]
         result.window_rows.append(
-            WindowRow.build(grid_id, start, bucket_seconds, bucket.counts, assessment, index, version)
+            WindowRow.build(grid_id, start, spec.bucket_seconds, bucket.counts, assessment, index, version)
         )
 
-    changed_risks = []
+    # Only grids with a score above zero are remembered: a grid that falls to zero gets a last (green)
+    # update and is forgotten, so the state holds exactly the grids on the map that are not plain green.
+    changed_risks, forgotten = [], []
     current = state.current_bucket
     for grid_id in sorted(state.grids_to_evaluate({grid for grid, _ in touched})):
         assessment = state.assess_hop(grid_id, current, index)
         previous = state.risks.get(grid_id)
-        previous_level = previous.level if previous else None
-        if previous and previous.score == assessment.score and previous.level == assessment.level:
-            continue
         if previous is None and assessment.score == 0:
             continue
-        update = RiskUpdate.build(grid_id, as_of, assessment, previous_level, index.version, version)
-        result.risk_updates.append(update)
-        state.risks[grid_id] = GridRisk(
+        risk = GridRisk(
             assessment.score, assessment.level, version, assessment.dominant_source, assessment.window_events
         )
-        changed_risks.append(grid_id)
+        if previous is not None and previous.same_values(risk):
+            continue
+        previous_level = previous.level if previous else None
+        result.risk_updates.append(RiskUpdate.build(grid_id, as_of, assessment, previous_level, index.version, version))
+        if risk.score > 0:
+            state.risks[grid_id] = risk
+            changed_risks.append(grid_id)
+        else:
+            del state.risks[grid_id]
+            forgotten.append(grid_id)
     state.evaluated_bucket = current
-
     expired = state.expire()
-    # Grids back at zero with nothing left in their windows need no memory.
-    forgotten = [g for g, r in state.risks.items() if r.score == 0 and g not in state.buckets]
-    for grid_id in forgotten:
-        del state.risks[grid_id]
-    result.checkpoint = list(state.checkpoint([*sorted(touched), *expired], [*changed_risks, *forgotten]))
+    result.checkpoint = list(state.checkpoint(sorted(touched), changed_risks, expired, forgotten))

@@ -47,9 +47,12 @@ class WindowSpec:
         return closes_at_ms <= watermark_ms
 
     def is_expired(self, bucket_start: int, watermark_ms: int) -> bool:
-        """No live hopping window needs the bucket any more and it can no longer change."""
-        current = self.bucket_start(watermark_ms / 1000)
-        return bucket_start + self.hop_seconds <= current and self.is_late(bucket_start, watermark_ms)
+        """Every window whose hour includes the bucket is closed: nothing can read or change it any more.
+
+        The last such window starts at ``bucket_start + hop - bucket``; it closes at its end plus the
+        lateness allowance. Dropping the bucket sooner would let a still-open window be re-scored without it.
+        """
+        return (bucket_start + self.hop_seconds + self.allowed_lateness_seconds) * 1000 <= watermark_ms
 
 
 @dataclass(slots=True)
@@ -81,6 +84,12 @@ class GridRisk:
     as_of_ms: int
     dominant_source: str
     window_events: int
+
+    def same_values(self, other: GridRisk) -> bool:
+        """Equal apart from when it was computed."""
+        return (self.score, self.level, self.dominant_source, self.window_events) == (
+            other.score, other.level, other.dominant_source, other.window_events,
+        )  # fmt: skip
 
     def to_bytes(self) -> bytes:
         return orjson.dumps([self.score, self.level.value, self.as_of_ms, self.dominant_source, self.window_events])
@@ -118,6 +127,9 @@ class PartitionState:
     risks: dict[str, GridRisk] = field(default_factory=dict)
     watermark_ms: int = 0
     evaluated_bucket: int = -1
+    # The last input offset whose batch is fully written (ClickHouse, topics, checkpoint): on a replay after
+    # a restart, records at or below it are already done and are skipped outright.
+    done_offset: int = -1
 
     # --- applying events -------------------------------------------------------------------------------
     def apply(self, grid_id: str, event_ms: int, key: CountKey, offset: int, event_id: str) -> tuple[str, int]:
@@ -185,16 +197,31 @@ class PartitionState:
             elif kind == "r":
                 self.risks[rest] = GridRisk.from_bytes(value)
             elif kind == "wm":
-                self.watermark_ms, self.evaluated_bucket = orjson.loads(value)
+                self.watermark_ms, self.evaluated_bucket, self.done_offset = orjson.loads(value)
 
     def checkpoint(
-        self, buckets: Iterable[tuple[str, int]], risks: Iterable[str]
+        self,
+        buckets: Iterable[tuple[str, int]],
+        risks: Iterable[str],
+        expired: Iterable[tuple[str, int]] = (),
+        forgotten: Iterable[str] = (),
     ) -> Iterator[tuple[str, bytes | None]]:
-        """Records for the given keys; the watermark comes last, so a restored watermark implies the rest."""
+        """Records of one batch, in the order they must reach the changelog.
+
+        Updates first, then the watermark (with ``done_offset``), then deletions. The changelog keeps
+        order within a partition, so whatever survives a crash is a prefix: a restored watermark implies its
+        updates were restored, and no deletion is restored without the watermark that justified it.
+        """
         for grid_id, start in buckets:
             bucket = self.buckets.get(grid_id, {}).get(start)
-            yield f"b|{grid_id}|{start}", None if bucket is None else bucket.to_bytes()
+            if bucket is not None:
+                yield f"b|{grid_id}|{start}", bucket.to_bytes()
         for grid_id in risks:
             risk = self.risks.get(grid_id)
-            yield f"r|{grid_id}", None if risk is None else risk.to_bytes()
-        yield "wm", orjson.dumps([self.watermark_ms, self.evaluated_bucket])
+            if risk is not None:
+                yield f"r|{grid_id}", risk.to_bytes()
+        yield "wm", orjson.dumps([self.watermark_ms, self.evaluated_bucket, self.done_offset])
+        for grid_id, start in expired:
+            yield f"b|{grid_id}|{start}", None
+        for grid_id in forgotten:
+            yield f"r|{grid_id}", None

@@ -24,7 +24,9 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def pipeline_settings(settings: Settings) -> Settings:
-    return settings.model_copy(update={"api_port": free_port(), "batch_within_seconds": 0.2})
+    return settings.model_copy(
+        update={"api_port": free_port(), "batch_within_seconds": 0.2, "worker_id": f"w-{settings.topic_prefix}"}
+    )
 
 
 @pytest.fixture
@@ -61,7 +63,8 @@ def _scenario(registry: GridRegistry, now: datetime) -> tuple[dict[str, list[dic
         orange: [call110(f"orange-{i}", orange, at, "criminal", 4) for i in range(3)]
         + [camera(f"orange-cam-{i}", orange, at) for i in range(4)],
         yellow: [call110("yellow-0", yellow, at, "criminal", 4), app_report("yellow-app", yellow, at, "hazard")],
-        green: [checkpoint(f"green-pass-{i}", green, at) for i in range(5)] + [call110("green-help", green, at, "help")],
+        green: [checkpoint(f"green-pass-{i}", green, at) for i in range(5)]
+        + [call110("green-help", green, at, "help")],
     }
     future = (now + timedelta(days=2)).isoformat()
     malformed = [

@@ -165,6 +165,21 @@ def test_events_on_the_wrong_partition_are_rerouted_to_their_grids_partition() -
     assert [(g, r.offset) for g, r in result.reroutes] == [(stranger, 1)]
 
 
+def test_a_window_rescored_within_its_lateness_still_counts_the_start_of_its_hour() -> None:
+    # G1: an incident in the first bucket of an hour, one call in its last bucket
+    first = [call(f"a{i}", "G1", T0 + timedelta(seconds=i)) for i in range(4)]
+    last_bucket = T0 + timedelta(minutes=55)
+    result, state = run(records(*first, call("b", "G1", last_bucket + timedelta(seconds=1))))
+    [row] = [r for r in result.window_rows if r.window_start == last_bucket]
+    # the watermark enters the next bucket; the last bucket is still open for 2 more minutes
+    result, state = run(records(call("x", "G2", T0 + timedelta(minutes=60, seconds=10)), start_offset=5), state)
+    # a straggler for the last bucket re-scores it: the hour still includes the first bucket's calls
+    result, state = run(records(call("c", "G1", last_bucket + timedelta(seconds=2)), start_offset=6), state)
+    [again] = [r for r in result.window_rows if r.window_start == last_bucket]
+    assert again.events == 2
+    assert again.score > row.score  # 6 calls in the hour now, not 2
+
+
 def test_decay_brings_a_quiet_grid_back_to_green_and_forgets_it() -> None:
     result, state = run(records(*(call(f"e{i}", "G1", T0) for i in range(5))))
     assert result.risk_updates[0].level == "orange"
@@ -181,7 +196,8 @@ def _stream(n: int) -> list[Record]:
     """A deterministic mixed stream: three grids, out-of-order times, some late, some invalid."""
     docs: list[dict | bytes] = []
     for i in range(n):
-        minute = (i * 7) % 90 - (15 if i % 11 == 0 else 0)
+        # three hours, mostly in order with up to 1.5 minutes of disorder, and now and then a far-late one
+        minute = i * 180 / n - ((i * 37) % 16) / 10 - (20 if i % 11 == 0 else 0)
         grid = ("G1", "G2", "G3")[i % 3]
         category = ("criminal", "dispute", "help", "fire")[i % 4]
         if i % 17 == 0 and docs:
@@ -189,6 +205,17 @@ def _stream(n: int) -> list[Record]:
             continue
         docs.append(b"garbage" if i % 13 == 0 else call(f"e{i}", grid, T0 + timedelta(minutes=minute), category))
     return records(*docs)
+
+
+def _latest_rows(results) -> dict:
+    """What ClickHouse keeps of grid_windows: per key the highest version, ties going to the last insert."""
+    latest: dict = {}
+    for result in results:
+        for row in result.window_rows:
+            key = (row.grid_id, row.window_start)
+            if key not in latest or row.version >= latest[key].version:
+                latest[key] = row
+    return {key: (row.events, row.weighted, row.score, row.level) for key, row in latest.items()}
 
 
 def _final(state: PartitionState) -> tuple:
@@ -203,11 +230,15 @@ def _final(state: PartitionState) -> tuple:
 @pytest.mark.parametrize("persisted", [0, 3, 1000])
 def test_a_crash_and_replay_counts_nothing_twice(crash_after: int, persisted: int) -> None:
     """Uninterrupted run vs: batches committed up to offset 20, a crash mid-way through a later batch with
-    only some of its checkpoint records persisted, restore, replay from the committed offset."""
-    stream = _stream(80)
+    only a prefix of its checkpoint records persisted, restore, replay from the committed offset."""
+    stream = _stream(400)
     uninterrupted = PartitionState(SPEC)
-    for i in range(0, 80, 20):
-        run(stream[i : i + 20], uninterrupted)
+    expected_rows = set()
+    expected_results = []
+    for i in range(0, 400, 20):
+        result, _ = run(stream[i : i + 20], uninterrupted)
+        expected_rows |= {(e.event_id, r.offset, late) for e, r, late in result.stored}
+        expected_results.append(result)
 
     committed = 20
     live = PartitionState(SPEC)
@@ -216,14 +247,19 @@ def test_a_crash_and_replay_counts_nothing_twice(crash_after: int, persisted: in
     changelog.update(first.checkpoint)
     crashed, _ = run(stream[committed:crash_after], live)
     changelog.update(crashed.checkpoint[:persisted])  # a prefix reached the changelog before the crash
+    # The batch's ClickHouse insert precedes its checkpoint: if any checkpoint record exists, it happened.
+    stored_rows = {(e.event_id, r.offset, late) for e, r, late in first.stored}
+    written = [first, crashed] if persisted else [first]
+    if persisted:
+        stored_rows |= {(e.event_id, r.offset, late) for e, r, late in crashed.stored}
 
     restored = PartitionState(SPEC)
     restored.restore((k, v) for k, v in changelog.items() if v is not None)
-    replay_stored = []
-    for i in range(committed, 80, 15):  # other batch boundaries than the first run: results must not care
+    for i in range(committed, 400, 15):  # other batch boundaries than the first run: results must not care
         result, _ = run(stream[i : i + 15], restored)
-        replay_stored.extend(e.event_id for e, _, _ in result.stored)
+        stored_rows |= {(e.event_id, r.offset, late) for e, r, late in result.stored}
+        written.append(result)
     assert _final(restored) == _final(uninterrupted)
-    # the replay re-stores what it re-reads (ClickHouse keeps one row per event id) and loses nothing
-    expected = {e.event_id for i in range(committed, 80, 20) for e, _, _ in run(stream[i : i + 20])[0].stored}
-    assert set(replay_stored) == expected
+    assert _latest_rows(written) == _latest_rows(expected_results)
+    # every message stored, each with the lateness the uninterrupted run gave it (no conflicting rows)
+    assert stored_rows == expected_rows

@@ -37,11 +37,10 @@ def test_lateness_is_measured_from_the_window_end() -> None:
     assert SPEC.is_late(T0, ms(T0 + 420))
 
 
-def test_expiry_waits_for_the_hop_and_the_lateness() -> None:
-    # still inside the hopping window that ends in the watermark's bucket
-    assert not SPEC.is_expired(T0, ms(T0 + 3599))
-    # the watermark's bucket starts at T0 + 3600: the hop no longer reaches T0
-    assert SPEC.is_expired(T0, ms(T0 + 3600))
+def test_expiry_waits_until_every_window_reading_the_bucket_is_closed() -> None:
+    # the last window whose hour includes T0 starts at T0 + 3300 and closes at T0 + 3600 + 120
+    assert not SPEC.is_expired(T0, ms(T0 + 3719.999))
+    assert SPEC.is_expired(T0, ms(T0 + 3720))
 
 
 def test_apply_counts_skips_replays_and_flags_late_events() -> None:
@@ -82,6 +81,8 @@ def test_expire_drops_old_buckets_and_empty_grids() -> None:
     state.apply("G2", ms(T0 + 3000), KEY, 1, "b")
     assert state.expire() == []
     state.apply("G2", ms(T0 + 3700), KEY, 2, "c")
+    assert state.expire() == []  # the window [T0+3300, T0+3600) still reads T0 and is open until T0+3720
+    state.apply("G2", ms(T0 + 3720), KEY, 3, "d")
     assert state.expire() == [("G1", T0)]
     assert "G1" not in state.buckets
     assert set(state.buckets["G2"]) == {T0 + 3000, T0 + 3600}
@@ -93,15 +94,16 @@ def test_checkpoint_round_trip_restores_the_same_state() -> None:
     state.apply("G1", ms(T0 + 2), ("camera", "fight", 4), 8, "b")
     state.risks["G1"] = GridRisk(83.3, Level.YELLOW, ms(T0 + 2), "camera", 2)
     state.evaluated_bucket = T0
-    records = list(state.checkpoint([("G1", T0), ("G9", T0)], ["G1", "G8"]))
-    # the watermark is the last record; missing keys become deletions
-    assert [key for key, _ in records] == [f"b|G1|{T0}", f"b|G9|{T0}", "r|G1", "r|G8", "wm"]
-    assert records[1][1] is None and records[3][1] is None
+    state.done_offset = 8
+    records = list(state.checkpoint([("G1", T0)], ["G1"], expired=[("G9", T0)], forgotten=["G8"]))
+    # updates, then the watermark, then deletions: a crash keeps a prefix, never a deletion without its cause
+    assert [key for key, _ in records] == [f"b|G1|{T0}", "r|G1", "wm", f"b|G9|{T0}", "r|G8"]
+    assert records[3][1] is None and records[4][1] is None
     restored = PartitionState(SPEC)
     restored.restore((k, v) for k, v in records if v is not None)
     assert restored.buckets == state.buckets
     assert restored.risks == state.risks
-    assert (restored.watermark_ms, restored.evaluated_bucket) == (state.watermark_ms, T0)
+    assert (restored.watermark_ms, restored.evaluated_bucket, restored.done_offset) == (ms(T0 + 2), T0, 8)
 
 
 def test_bucket_serialisation_keeps_severity_as_int() -> None:

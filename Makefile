@@ -1,0 +1,58 @@
+# Entry points for developers and CI. On a clean Debian machine `make test` installs what it needs:
+# a virtualenv with the project and its test extras, and ClickHouse from Debian's packages.
+
+PYTHON = python3
+VENV = .venv
+BIN = $(VENV)/bin
+# Written after a successful pip install; pip runs again only when pyproject.toml changes.
+STAMP = $(VENV)/.installed
+APT_PACKAGES = clickhouse-server clickhouse-client
+
+.PHONY: install clickhouse services-up services-down services-status test lint demo clean
+
+install: $(STAMP) clickhouse
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); \
+		echo "could not create $(VENV); on Debian install python3-venv (Python 3.11 or later)" >&2; exit 1; }
+
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $(STAMP)
+
+# The local ClickHouse server (pingan/services.py runs it with a config of its own, not the system one).
+clickhouse:
+	@if command -v clickhouse-server >/dev/null 2>&1 || [ -x /usr/sbin/clickhouse-server ] \
+		|| command -v clickhouse >/dev/null 2>&1; then \
+		:; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		echo "installing $(APT_PACKAGES)"; \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y $(APT_PACKAGES); \
+	else \
+		echo "ClickHouse is not installed. Run: sudo apt-get update && sudo apt-get install -y $(APT_PACKAGES)" >&2; \
+		exit 1; \
+	fi
+
+services-up: install
+	$(BIN)/pingan services up
+
+services-down:
+	@if [ -x $(BIN)/pingan ]; then $(BIN)/pingan services down; fi
+
+services-status: install
+	$(BIN)/pingan services status
+
+lint: install
+	$(BIN)/ruff check .
+
+test: install
+	$(BIN)/ruff check .
+	$(BIN)/pytest
+
+demo: install
+	$(BIN)/pingan demo
+
+# Stops the local services first: their data lives in .pingan/. The virtualenv is kept.
+clean: services-down
+	rm -rf .pingan .pytest_cache .ruff_cache build dist
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +

@@ -1,0 +1,7 @@
+"""``python -m api``: the same as ``pingan api``."""
+
+from api.app import serve
+from pingan.settings import Settings
+
+if __name__ == "__main__":
+    serve(Settings())

@@ -1,0 +1,60 @@
+"""What handlers reach through ``Depends``: everything is created and closed by the app's lifespan."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from api.cache import TTLCache
+from api.readiness import KafkaProbe
+from api.storage import Storage
+from api.views import RiskSnapshot
+from pingan.clock import Clock
+from pingan.grids import GridRegistry
+from pingan.settings import Settings
+from pingan.store.client import Executor
+
+
+@dataclass(frozen=True)
+class Resources:
+    settings: Settings
+    registry: GridRegistry
+    clock: Clock
+    storage: Storage
+    risk_cache: TTLCache[RiskSnapshot]
+    kafka: KafkaProbe
+
+
+async def get_resources(request: Request) -> Resources:
+    resources: Resources | None = getattr(request.app.state, "resources", None)
+    if resources is None:
+        raise RuntimeError("the API's lifespan has not run (serve it, or enter app.router.lifespan_context)")
+    return resources
+
+
+ResourcesDep = Annotated[Resources, Depends(get_resources)]
+
+
+async def get_settings(resources: ResourcesDep) -> Settings:
+    return resources.settings
+
+
+async def get_registry(resources: ResourcesDep) -> GridRegistry:
+    return resources.registry
+
+
+async def get_clock(resources: ResourcesDep) -> Clock:
+    return resources.clock
+
+
+async def get_executor(resources: ResourcesDep) -> Executor:
+    """The ClickHouse executor. Handlers using it are plain ``def``: its calls block (threadpool)."""
+    return resources.storage.executor
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+RegistryDep = Annotated[GridRegistry, Depends(get_registry)]
+ClockDep = Annotated[Clock, Depends(get_clock)]
+ExecutorDep = Annotated[Executor, Depends(get_executor)]

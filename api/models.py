@@ -1,0 +1,216 @@
+"""Response bodies as pydantic models: they document the API in OpenAPI and the tests validate real
+responses against them (handlers render with orjson and do not pass through these models)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Level = Literal["green", "yellow", "orange", "red"]
+
+_AS_OF = "2026-11-23T14:05:00Z"
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="stable machine-readable code: not_found, invalid_parameter, storage_unavailable…")
+    message: str = Field(description="a sentence for a person")
+    field: str | None = Field(default=None, description="the offending parameter, when there is one")
+
+
+class ErrorBody(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"error": {"code": "invalid_parameter", "message": "step: must be a multiple of 300 "
+                                    "seconds (the window size) and at most 86400", "field": "step"}}]
+        }
+    )  # fmt: skip
+
+    error: ErrorDetail
+
+
+class GridRisk(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"grid_id": "G0412", "name": "东城社区第3网格", "community_id": "C015", "subdistrict_id": "S02",
+                 "police_station_id": "P04", "level": "orange", "score": 71.5, "as_of": _AS_OF,
+                 "dominant_source": "call110", "window_events": 23, "config_version": "2026.1"}
+            ]
+        }
+    )  # fmt: skip
+
+    grid_id: str
+    name: str
+    community_id: str
+    subdistrict_id: str
+    police_station_id: str
+    level: Level = Field(description="four-colour level; green when the grid has no assessment")
+    score: float = Field(description="risk score 0-100 (higher is worse); 0 when never assessed")
+    as_of: datetime | None = Field(description="end of the window the assessment was computed at (UTC)")
+    dominant_source: str | None = Field(description="the event source that drives the score")
+    window_events: int = Field(description="events in the hopping window behind the score")
+    config_version: str | None = Field(description="version of the index definition that produced the score")
+
+
+class RiskSummary(BaseModel):
+    grids: int = Field(description="grids in this response (after filters)")
+    levels: dict[Level, int] = Field(description="grids per level (after filters); every level is present")
+    as_of: datetime | None = Field(description="newest assessment among these grids")
+    fetched_at: datetime = Field(description="when the API read the risk table (responses are cached briefly)")
+    unregistered_grids: int = Field(description="risk rows for grid ids missing from the registry")
+
+
+class RiskResponse(BaseModel):
+    summary: RiskSummary
+    grids: list[GridRisk]
+
+
+class PolygonGeometry(BaseModel):
+    type: Literal["Polygon"]
+    coordinates: list[list[tuple[float, float]]] = Field(description="one closed ring of [lon, lat] (WGS-84)")
+
+
+class RiskFeature(BaseModel):
+    type: Literal["Feature"]
+    id: str
+    geometry: PolygonGeometry
+    properties: GridRisk
+
+
+class RiskFeatureCollection(BaseModel):
+    """The risk map as GeoJSON (``?format=geojson``, media type application/geo+json)."""
+
+    type: Literal["FeatureCollection"]
+    features: list[RiskFeature]
+    summary: RiskSummary = Field(description="foreign member (RFC 7946 §6.1) with the same summary as JSON")
+
+
+class HistoryPoint(BaseModel):
+    start: datetime = Field(description="start of the step (UTC)")
+    events: int = Field(description="events in the step's windows")
+    max_score: float = Field(description="highest score of the step's windows")
+    level: Level = Field(description="worst level of the step's windows")
+    windows: int = Field(description="stored windows (of window_seconds each) in the step")
+
+
+class HistoryResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"grid_id": "G0412", "name": "东城社区第3网格", "start": "2026-11-22T14:00:00Z",
+                 "end": "2026-11-23T14:07:12Z", "step": 3600,
+                 "windows": [{"start": "2026-11-23T09:00:00Z", "events": 41, "max_score": 64.0,
+                             "level": "yellow", "windows": 9}]}
+            ]
+        }
+    )  # fmt: skip
+
+    grid_id: str
+    name: str
+    start: datetime
+    end: datetime
+    step: int = Field(description="seconds per point")
+    windows: list[HistoryPoint] = Field(description="one per step that has windows; quiet steps are omitted")
+
+
+class HotspotsResponse(BaseModel):
+    as_of: datetime | None
+    fetched_at: datetime
+    hotspots: list[GridRisk] = Field(description="highest score first; grids with score 0 are never hot spots")
+
+
+class GridInfo(BaseModel):
+    grid_id: str
+    name: str
+    grid_type: str
+    population: int
+    households: int
+    area_km2: float
+    district_id: str
+    subdistrict_id: str
+    community_id: str
+    police_station_id: str
+    centroid: tuple[float, float] = Field(description="[lon, lat]")
+    bbox: tuple[float, float, float, float] = Field(description="[min lon, min lat, max lon, max lat]")
+
+
+class GridsResponse(BaseModel):
+    count: int
+    grids: list[GridInfo]
+
+
+class GridDetail(GridInfo):
+    polygon: list[list[tuple[float, float]]] = Field(description="GeoJSON Polygon coordinates (closed ring)")
+    risk: GridRisk
+
+
+class DeadLetter(BaseModel):
+    topic: str
+    partition: int
+    offset: int
+    received_at: datetime
+    kind: str = Field(description="why it was rejected: bad_json, missing_field, no_grid…")
+    field: str = Field(description="dotted path of the offending field, empty when none")
+    reason: str
+    raw: str = Field(description="the original record (UTF-8, replacement characters for invalid bytes)")
+    raw_truncated: bool = Field(description="raw was cut to keep the response small")
+
+
+class DeadLettersResponse(BaseModel):
+    count_by_kind: dict[str, int] = Field(description="all stored dead letters per kind")
+    dead_letters: list[DeadLetter] = Field(description="most recent first")
+
+
+class Health(BaseModel):
+    status: Literal["alive"]
+
+
+class BrokerCheck(BaseModel):
+    ok: bool
+    latency_ms: float
+    topics: int | None = None
+    error: str | None = None
+
+
+class ClickHouseCheck(BaseModel):
+    ok: bool
+    latency_ms: float
+    version: str | None = None
+    error: str | None = None
+
+
+class PartitionLag(BaseModel):
+    partition: int
+    committed: int | None
+    end: int
+    lag: int
+
+
+class WorkerCheck(BaseModel):
+    status: Literal["ok", "lagging", "idle", "not_consuming", "no_topic", "unknown"] = Field(
+        description="ok; lagging above the threshold; idle/not_consuming when the group never committed; "
+        "no_topic when the events topic does not exist; unknown when the lag could not be read"
+    )
+    group: str
+    topic: str
+    lag: int | None = Field(description="events not yet processed, summed over partitions")
+    partitions: list[PartitionLag] | None = None
+    error: str | None = None
+
+
+class ReadyChecks(BaseModel):
+    broker: BrokerCheck
+    clickhouse: ClickHouseCheck
+    worker: WorkerCheck
+
+
+class Ready(BaseModel):
+    status: Literal["ready"]
+    checks: ReadyChecks
+
+
+class NotReady(BaseModel):
+    error: ErrorDetail
+    checks: ReadyChecks

@@ -1,0 +1,56 @@
+"""Validation of query parameters that FastAPI's types cannot express alone (pure, unit-tested)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from api.errors import invalid
+from api.views import LEVELS
+
+MAX_HISTORY = timedelta(days=31)
+DEFAULT_HISTORY = timedelta(hours=24)
+MAX_STEP_SECONDS = 86_400
+
+
+def parse_levels(raw: str | None) -> frozenset[str] | None:
+    """``red,orange`` -> {"red", "orange"}; None or blank means every level."""
+    if raw is None or not raw.strip():
+        return None
+    levels = frozenset(part.strip().lower() for part in raw.split(",") if part.strip())
+    unknown = sorted(levels.difference(LEVELS))
+    if unknown:
+        raise invalid(f"level: unknown level(s) {', '.join(unknown)}; use {', '.join(LEVELS)}", "level")
+    return levels
+
+
+@dataclass(frozen=True)
+class HistoryRange:
+    start: datetime
+    end: datetime
+    step: int
+
+
+def history_range(
+    start: datetime | None, end: datetime | None, step: int, *, now: datetime, bucket_seconds: int
+) -> HistoryRange:
+    """Check and complete a history request: [start, end) with steps of whole windows.
+
+    Defaults: ``end`` = now, ``start`` = 24 h before ``end`` rounded down to a step boundary, so a default
+    chart's first point covers a whole step.
+    """
+    if step <= 0 or step % bucket_seconds or step > MAX_STEP_SECONDS:
+        raise invalid(
+            f"step: must be a multiple of {bucket_seconds} seconds (the window size) and at most {MAX_STEP_SECONDS}",
+            "step",
+        )
+    if end is None:
+        end = now.replace(microsecond=0)  # DateTime has second precision
+    if start is None:
+        start = end - DEFAULT_HISTORY
+        start -= timedelta(seconds=int(start.timestamp()) % step, microseconds=start.microsecond)
+    if end <= start:
+        raise invalid("end: must be after start", "end")
+    if end - start > MAX_HISTORY:
+        raise invalid(f"start: the range may span at most {MAX_HISTORY.days} days", "start")
+    return HistoryRange(start, end, step)

@@ -1,0 +1,63 @@
+"""Operations: dead letters, liveness and readiness."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from starlette.responses import Response
+
+from api.deps import ExecutorDep, ResourcesDep
+from api.errors import error_body
+from api.models import DeadLettersResponse, ErrorBody, Health, NotReady, Ready
+from api.readiness import check_clickhouse
+from api.responses import OrjsonResponse
+from pingan.store import dead_letters
+
+router = APIRouter(tags=["ops"])
+
+RAW_LIMIT = 2048  # characters of each dead letter's raw record returned
+
+
+@router.get(
+    "/v1/dead-letters",
+    summary="Recent dead letters (records that could not become events)",
+    response_model=DeadLettersResponse,
+    responses={422: {"model": ErrorBody}, 503: {"model": ErrorBody}},
+)
+def recent_dead_letters(
+    executor: ExecutorDep,
+    limit: Annotated[int, Query(ge=1, le=1000, description="how many, most recent first")] = 100,
+) -> Response:
+    letters = []
+    for letter in dead_letters.recent(executor, limit=limit):
+        raw = letter["raw"]
+        letters.append({**letter, "raw": raw[:RAW_LIMIT], "raw_truncated": len(raw) > RAW_LIMIT})
+    return OrjsonResponse({"count_by_kind": dead_letters.count_by_kind(executor), "dead_letters": letters})
+
+
+@router.get("/healthz", summary="Liveness: the process answers (no I/O)", response_model=Health)
+async def healthz() -> Response:
+    return OrjsonResponse({"status": "alive"})
+
+
+@router.get(
+    "/readyz",
+    summary="Readiness: broker and ClickHouse answer; worker lag is reported",
+    response_model=Ready,
+    responses={503: {"model": NotReady, "description": "the broker or ClickHouse does not answer"}},
+)
+async def readyz(resources: ResourcesDep) -> Response:
+    """200 when the broker answers a metadata request and ClickHouse a query, each within 2 s.
+
+    The worker's lag (its consumer group's committed offsets against the end of the events topic) is
+    reported but does not make the API unready: the API still serves what ClickHouse holds.
+    """
+    (broker, worker), clickhouse = await asyncio.gather(resources.kafka.check(), check_clickhouse(resources.storage))
+    checks = {"broker": broker, "clickhouse": clickhouse, "worker": worker}
+    failed = [name for name in ("broker", "clickhouse") if not checks[name]["ok"]]
+    if failed:
+        body = error_body("not_ready", f"not ready: {', '.join(failed)} unavailable")
+        return OrjsonResponse({**body, "checks": checks}, status_code=503)
+    return OrjsonResponse({"status": "ready", "checks": checks})

@@ -1,0 +1,147 @@
+"""Pure functions that turn the registry and store rows into API bodies (no I/O, unit-tested)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from pingan.grids import Grid, GridRegistry
+
+LEVELS = ("green", "yellow", "orange", "red")  # mildest first
+GREEN = "green"
+
+
+def close_ring(polygon: Sequence[tuple[float, float]]) -> list[list[float]]:
+    """A GeoJSON linear ring: [lon, lat] positions with the first repeated at the end (RFC 7946 3.1.6)."""
+    ring = [[lon, lat] for lon, lat in polygon]
+    if ring and ring[0] != ring[-1]:
+        ring.append(list(ring[0]))
+    return ring
+
+
+def grid_risk(grid: Grid, row: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A grid's current risk; a grid with no risk on record has had no events: green, score 0."""
+    base = {
+        "grid_id": grid.grid_id,
+        "name": grid.name,
+        "community_id": grid.community_id,
+        "subdistrict_id": grid.subdistrict_id,
+        "police_station_id": grid.police_station_id,
+    }
+    if row is None:
+        return {**base, "level": GREEN, "score": 0.0, "as_of": None, "dominant_source": None,
+                "window_events": 0, "config_version": None}  # fmt: skip
+    return {
+        **base,
+        "level": row["level"],
+        "score": float(row["score"]),
+        "as_of": row["as_of"],
+        "dominant_source": row["dominant_source"] or None,
+        "window_events": int(row["window_events"]),
+        "config_version": row["config_version"] or None,
+    }
+
+
+@dataclass(frozen=True)
+class RiskSnapshot:
+    """One read of ``risk_latest`` joined to the registry; shared by every request until it expires."""
+
+    fetched_at: datetime
+    grids: tuple[dict[str, Any], ...]  # registry order
+    by_id: Mapping[str, dict[str, Any]]
+    unregistered: int  # risk rows for grid ids the registry does not know (a stale or foreign registry)
+    _rendered: dict[Any, bytes] = field(default_factory=dict, repr=False, compare=False)
+    _render_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def rendered(self, key: Any, render: Callable[[], bytes], max_entries: int = 64) -> bytes:
+        """A body rendered once per snapshot: every dashboard polling the same view gets the same bytes."""
+        with self._render_lock:
+            body = self._rendered.get(key)
+            if body is None:
+                body = render()
+                if len(self._rendered) < max_entries:  # filters are client-chosen: bound the memo
+                    self._rendered[key] = body
+            return body
+
+
+def build_snapshot(registry: GridRegistry, rows: Iterable[Mapping[str, Any]], fetched_at: datetime) -> RiskSnapshot:
+    by_grid = {row["grid_id"]: row for row in rows}
+    grids = tuple(grid_risk(grid, by_grid.get(grid.grid_id)) for grid in registry.grids)
+    unregistered = sum(1 for grid_id in by_grid if grid_id not in registry)
+    return RiskSnapshot(fetched_at, grids, {g["grid_id"]: g for g in grids}, unregistered)
+
+
+def select(
+    items: Iterable[dict[str, Any]], levels: frozenset[str] | None = None, community_id: str | None = None
+) -> list[dict[str, Any]]:
+    if levels is not None:
+        items = (item for item in items if item["level"] in levels)
+    if community_id is not None:
+        items = (item for item in items if item["community_id"] == community_id)
+    return list(items)
+
+
+def summarize(items: Sequence[Mapping[str, Any]], snapshot: RiskSnapshot) -> dict[str, Any]:
+    """Counts per level (every level present, zeros included) and the newest assessment of the items."""
+    counts = dict.fromkeys(LEVELS, 0)
+    as_of = None
+    for item in items:
+        counts[item["level"]] = counts.get(item["level"], 0) + 1
+        if item["as_of"] is not None and (as_of is None or item["as_of"] > as_of):
+            as_of = item["as_of"]
+    return {
+        "grids": len(items),
+        "levels": counts,
+        "as_of": as_of,
+        "fetched_at": snapshot.fetched_at,
+        "unregistered_grids": snapshot.unregistered,
+    }
+
+
+def feature_collection(
+    items: Iterable[Mapping[str, Any]], registry: GridRegistry, summary: Mapping[str, Any]
+) -> dict[str, Any]:
+    """A GeoJSON FeatureCollection of grid polygons with the risk as properties.
+
+    ``summary`` is a foreign member (RFC 7946 6.1): GeoJSON clients ignore it, dashboards read it.
+    """
+    features = []
+    for item in items:
+        grid = registry.get(item["grid_id"])
+        if grid is None:
+            continue
+        features.append(
+            {
+                "type": "Feature",
+                "id": grid.grid_id,
+                "geometry": {"type": "Polygon", "coordinates": [close_ring(grid.polygon)]},
+                "properties": dict(item),
+            }
+        )
+    return {"type": "FeatureCollection", "features": features, "summary": dict(summary)}
+
+
+def top_by_score(items: Iterable[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
+    """Grids with a positive score, highest first, ties by grid id (the order risk.hotspots uses)."""
+    ranked = sorted((item for item in items if item["score"] > 0), key=lambda item: (-item["score"], item["grid_id"]))
+    return ranked[:limit]
+
+
+def grid_info(grid: Grid) -> dict[str, Any]:
+    return {
+        "grid_id": grid.grid_id,
+        "name": grid.name,
+        "grid_type": grid.grid_type,
+        "population": grid.population,
+        "households": grid.households,
+        "area_km2": round(grid.area_km2, 4),
+        "district_id": grid.district_id,
+        "subdistrict_id": grid.subdistrict_id,
+        "community_id": grid.community_id,
+        "police_station_id": grid.police_station_id,
+        "centroid": list(grid.centroid),
+        "bbox": list(grid.bbox),
+    }
