@@ -6,6 +6,7 @@ Runs in the foreground; Ctrl-C stops the worker, API and simulator, then the ser
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import subprocess
@@ -24,11 +25,12 @@ READY_TIMEOUT_S = 90.0
 def _spawn(settings: Settings, command: str, log_name: str) -> subprocess.Popen[bytes]:
     log_dir = settings.data_dir / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
-    log_file = open(log_dir / log_name, "ab")  # noqa: SIM115 - owned by the child for its whole life
     env = {**os.environ, **settings.as_env()}
-    return subprocess.Popen(
-        [sys.executable, "-m", "pingan.cli", command], env=env, stdout=log_file, stderr=subprocess.STDOUT
-    )
+    # The child keeps its own descriptor of the log; ours can close at once.
+    with open(log_dir / log_name, "ab") as log_file:
+        return subprocess.Popen(
+            [sys.executable, "-m", "pingan.cli", command], env=env, stdout=log_file, stderr=subprocess.STDOUT
+        )
 
 
 @contextlib.contextmanager
@@ -76,7 +78,30 @@ def wait_until_coloured(url: str, children: list[subprocess.Popen[bytes]], timeo
     raise RuntimeError(f"the map did not colour within {timeout_s:.0f}s ({last})")
 
 
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[None]:
+    """Ctrl-C and SIGTERM both end the demo cleanly, even when started in the background (where SIGINT
+    arrives ignored). The previous handlers come back afterwards."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def run_demo(settings: Settings, *, exit_when_ready: bool = False) -> int:
+    with _stop_on_signals():
+        return _run_demo(settings, exit_when_ready=exit_when_ready)
+
+
+def _run_demo(settings: Settings, *, exit_when_ready: bool) -> int:
+    # The readiness poll below would otherwise log every request.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     started = time.monotonic()
     print("starting services (broker, ClickHouse)...", flush=True)
     services.up(settings)

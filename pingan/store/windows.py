@@ -86,8 +86,8 @@ FROM
         multiIf(level = 'red', 3, level = 'orange', 2, level = 'yellow', 1, 0) AS level_rank
     FROM grid_windows FINAL
     WHERE grid_id = %(grid_id)s
-      AND window_start >= %(start)s
-      AND window_start < %(end)s
+      AND window_start >= toDateTime(%(start)s)
+      AND window_start < toDateTime(%(end)s)
 )
 GROUP BY step_start
 ORDER BY step_start
@@ -96,6 +96,14 @@ ORDER BY step_start
 
 def history(executor: Executor, grid_id: str, start: datetime, end: datetime, step_seconds: int) -> list[dict]:
     """Windows of one grid in [start, end), grouped into steps of ``step_seconds``."""
-    rows = executor.query(HISTORY_SQL, {"grid_id": grid_id, "start": start, "end": end, "step": int(step_seconds)})
+    # Epoch seconds, not datetimes: the driver would render a datetime in the server's time zone, and a
+    # string compared with a DateTime('UTC') column is read as UTC.
+    params = {
+        "grid_id": grid_id,
+        "start": int(start.timestamp()),
+        "end": int(end.timestamp()),
+        "step": int(step_seconds),
+    }
+    rows = executor.query(HISTORY_SQL, params)
     keys = ("start", "events", "max_score", "level", "windows")
     return [dict(zip(keys, r, strict=True)) for r in rows]
