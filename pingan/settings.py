@@ -58,6 +58,18 @@ class Settings(BaseSettings):
     api_port: int = 8000
     api_cache_seconds: float = Field(default=1.0, ge=0)
 
+    # --- ingest gateway (POST /v1/ingest/{source}, docs/ingest.md) ---
+    # SHA-256 hashes of producers' API keys and the sources each may send; the shipped file holds the local
+    # demo key only, so production points this at a file of its own.
+    ingest_keys_path: Path = REPO_ROOT / "deploy" / "config" / "ingest-keys.toml"
+    ingest_max_batch: int = Field(default=500, ge=1)
+    ingest_max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # Requests being read, validated or delivered at once; beyond it the gateway answers 429. Together with
+    # the body limit it bounds the gateway's memory: at most max_in_flight × max_body_bytes of requests.
+    ingest_max_in_flight: int = Field(default=64, ge=1)
+    # How long a request waits for the broker's acks before answering 503.
+    ingest_delivery_timeout_seconds: float = Field(default=10.0, gt=0)
+
     # --- worker ---
     worker_id: str = "pingan-worker"
     worker_web_port: int = 6066
@@ -73,6 +85,10 @@ class Settings(BaseSettings):
     # --- config files shipped with the repo ---
     risk_config_path: Path = REPO_ROOT / "deploy" / "config" / "risk-index.toml"
     grid_registry_path: Path = REPO_ROOT / "deploy" / "data" / "grids.json"
+    # Weights, periods, score and flag rules of the published index (`pingan publish`, docs/risk-index.md).
+    published_index_config_path: Path = REPO_ROOT / "deploy" / "config" / "published-index.toml"
+    # Feeds: per-source topic, category -> (type, severity) table, index weights for plugin feeds.
+    feeds_config_path: Path = REPO_ROOT / "deploy" / "config" / "feeds.toml"
 
     # --- producers ---
     # Key of the keyed hash that pseudonymises plates, phone numbers and person ids at the edge.
@@ -117,6 +133,10 @@ class Settings(BaseSettings):
     @property
     def topic_risk(self) -> str:
         return f"{self.topic_prefix}risk"
+
+    @property
+    def topic_alerts(self) -> str:
+        return f"{self.topic_prefix}alerts"
 
     def as_env(self) -> dict[str, str]:
         """These settings as PINGAN_* variables, so a child process (worker, API) gets exactly them."""

@@ -32,9 +32,15 @@ _TOPIC_ALREADY_EXISTS = 36
 _CONFIG_REFUSED = frozenset({40, 42, 44})  # INVALID_CONFIG, INVALID_REQUEST, POLICY_VIOLATION
 
 
-def topic_names(settings: Settings) -> tuple[str, str, str, str]:
-    """The four topics: events, dead letters, late events, risk."""
-    return (settings.topic_events, settings.topic_dead_letters, settings.topic_late, settings.topic_risk)
+def topic_names(settings: Settings) -> tuple[str, ...]:
+    """The topics: events, dead letters, late events, risk, alerts."""
+    return (
+        settings.topic_events,
+        settings.topic_dead_letters,
+        settings.topic_late,
+        settings.topic_risk,
+        settings.topic_alerts,
+    )
 
 
 def _errors(response: object) -> dict[str, tuple[int, str | None]]:
@@ -51,10 +57,10 @@ async def _create(admin: AIOKafkaAdminClient, topics: list[NewTopic]) -> dict[st
 
 
 async def ensure_topics(settings: Settings) -> None:
-    """Create the events, dead-letter, late and risk topics unless they exist; check partition counts."""
+    """Create the events, dead-letter, late, risk and alerts topics unless they exist; check partition counts."""
     partitions, replication = settings.topic_partitions, settings.topic_replication
-    events, dead_letters, late, risk = topic_names(settings)
-    wanted = [NewTopic(name, partitions, replication) for name in (events, dead_letters, late)]
+    events, dead_letters, late, risk, alerts = topic_names(settings)
+    wanted = [NewTopic(name, partitions, replication) for name in (events, dead_letters, late, alerts)]
     wanted.append(NewTopic(risk, partitions, replication, topic_configs=dict(COMPACTED)))
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id="pingan-topics")
     try:

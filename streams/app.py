@@ -34,7 +34,7 @@ from pingan.errors import StorageError
 from pingan.grids import GridRegistry
 from pingan.partitioning import partition_for_key
 from pingan.settings import Settings
-from pingan.store import dead_letters, events, risk, windows
+from pingan.store import alerts, dead_letters, events, risk, windows
 from pingan.store.client import DriverExecutor, connect
 from streams.pipeline import BatchResult, PipelineConfig, Record, process_batch
 from streams.risk_index import IndexConfig
@@ -76,6 +76,7 @@ class StorageWriter:
             )
             windows.insert(client, [row for result in results for row in result.window_rows])
             risk.insert(client, [update for result in results for update in result.risk_updates])
+            alerts.insert(client, [alert for result in results for alert in result.alerts])
         except StorageError:
             # The connection may be half-broken; the next attempt starts from a fresh client.
             client.close()
@@ -137,7 +138,9 @@ class Worker:
         self.settings = settings
         self.grids = grids
         self.clock = clock
-        self.spec = WindowSpec(settings.window_seconds, settings.hop_window_seconds, settings.allowed_lateness_seconds)
+        self.spec = WindowSpec(
+            settings.window_seconds, settings.hop_window_seconds, settings.allowed_lateness_seconds, index.quiet_windows
+        )
         self.pipeline = PipelineConfig(
             index=index,
             partitions=settings.topic_partitions,
@@ -236,6 +239,9 @@ class Worker:
             for update in result.risk_updates:
                 key = update.grid_id.encode()
                 pending.append(await producer.send(settings.topic_risk, key, update.to_json(), None, None, None))
+            for alert in result.alerts:
+                key = alert.grid_id.encode()
+                pending.append(await producer.send(settings.topic_alerts, key, alert.to_json(), None, None, None))
         if pending:
             await asyncio.gather(*pending)
 

@@ -18,12 +18,13 @@ from pydantic import BaseModel
 
 from pingan.errors import InvalidEvent
 from pingan.partitioning import partition_for_key
+from pingan.store.alerts import Alert, alert_for
 from pingan.store.dead_letters import DeadLetter
 from pingan.store.risk import RiskUpdate
 from pingan.store.windows import WindowRow
 from schemas.envelope import Event, parse_event
 from schemas.payloads import SOURCE_PAYLOADS
-from streams.risk_index import IndexConfig
+from streams.risk_index import IndexConfig, Level
 from streams.windows import GridRisk, Outcome, PartitionState
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,7 @@ class BatchResult:
     reroutes: list[tuple[str, Record]] = field(default_factory=list)  # (grid id, record)
     window_rows: list[WindowRow] = field(default_factory=list)
     risk_updates: list[RiskUpdate] = field(default_factory=list)
+    alerts: list[Alert] = field(default_factory=list)
     checkpoint: list[tuple[str, bytes | None]] = field(default_factory=list)
     applied: int = 0
     replayed: int = 0
@@ -180,28 +182,34 @@ def _score(state: PartitionState, index: IndexConfig, touched: set[tuple[str, in
             WindowRow.build(grid_id, start, spec.bucket_seconds, bucket.counts, assessment, index, version)
         )
 
-    # Only grids with a score above zero are remembered: a grid that falls to zero gets a last (green)
-    # update and is forgotten, so the state holds exactly the grids on the map that are not plain green.
+    # Only grids off plain green are remembered: a grid that comes back to green with a zero score gets a
+    # last update and is forgotten, so the state holds exactly the grids the map shows in colour.
     changed_risks, forgotten = [], []
     current = state.current_bucket
     for grid_id in sorted(state.grids_to_evaluate({grid for grid, _ in touched})):
-        assessment = state.assess_hop(grid_id, current, index)
+        assessment, shown = state.assess_grid(grid_id, index)
         previous = state.risks.get(grid_id)
-        if previous is None and assessment.score == 0:
+        plain = assessment.score == 0 and shown is Level.GREEN
+        if previous is None and plain:
             continue
-        risk = GridRisk(
-            assessment.score, assessment.level, version, assessment.dominant_source, assessment.window_events
-        )
+        risk = GridRisk(assessment.score, shown, version, assessment.dominant_source, assessment.window_events)
         if previous is not None and previous.same_values(risk):
             continue
         previous_level = previous.level if previous else None
-        result.risk_updates.append(RiskUpdate.build(grid_id, as_of, assessment, previous_level, index.version, version))
-        if risk.score > 0:
-            state.risks[grid_id] = risk
-            changed_risks.append(grid_id)
-        else:
+        update = RiskUpdate.build(grid_id, as_of, assessment, shown, previous_level, index.version, version)
+        result.risk_updates.append(update)
+        alert = alert_for(
+            grid_id, update.previous_level, update.level, update.score, as_of, version, update.explanation(),
+            index.version,
+        )  # fmt: skip
+        if alert is not None:
+            result.alerts.append(alert)
+        if plain:
             del state.risks[grid_id]
             forgotten.append(grid_id)
+        else:
+            state.risks[grid_id] = risk
+            changed_risks.append(grid_id)
     state.evaluated_bucket = current
     expired = state.expire()
     result.checkpoint = list(state.checkpoint(sorted(touched), changed_risks, expired, forgotten))

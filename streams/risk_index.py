@@ -8,7 +8,7 @@ from __future__ import annotations
 import itertools
 import tomllib
 from bisect import bisect_right
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -49,6 +49,8 @@ class IndexConfig:
     red: float
     severity_multiplier: Mapping[int, float]
     sources: Mapping[str, SourceConfig]
+    # Closed windows a lower level must last before the colour steps down (escalation is immediate).
+    quiet_windows: int = 2
 
     def event_weight(self, source: str, event_type: str, severity: int) -> float:
         source_config = self.sources.get(source)
@@ -85,11 +87,14 @@ def parse_config(document: Mapping[str, Any]) -> IndexConfig:
             )
             for name, body in document["sources"].items()
         }
+        quiet_windows = int(document.get("hysteresis", {}).get("quiet_windows", 2))
     except KeyError as exc:
         raise ConfigError(f"risk index config is missing {exc}") from None
     if not 0 < yellow < orange < red:
         raise ConfigError("levels must satisfy 0 < yellow < orange < red")
-    return IndexConfig(version, yellow, orange, red, severity, sources)
+    if not 0 <= quiet_windows <= 12:
+        raise ConfigError("hysteresis.quiet_windows must be between 0 and 12")
+    return IndexConfig(version, yellow, orange, red, severity, sources, quiet_windows)
 
 
 def load_config(path: Path) -> IndexConfig:
@@ -131,6 +136,28 @@ class Assessment:
     dominant_source: str
     sub_indices: Mapping[str, float]
     window_events: int
+    # The event types that weigh most: ("source/type", weighted count, events), heaviest first, at most 3.
+    top_types: tuple[tuple[str, float, int], ...] = ()
+
+
+def shown_level(live: Level, closed: Sequence[Level]) -> Level:
+    """The colour on the map: the live level, held up by the last closed windows (hysteresis).
+
+    ``closed`` are the levels of the hours ending at the grid's last ``quiet_windows`` closed windows. A rise
+    shows at once; a fall shows only when every one of those closed windows has fallen too. Closed windows
+    are final, so the colour depends on event time only, not on when batches happened to run.
+    """
+    return max((live, *closed), key=lambda level: level.rank)
+
+
+def top_types(counts: Mapping[tuple[str, str, int], int], config: IndexConfig, n: int = 3) -> tuple:
+    totals: dict[str, list[float]] = {}
+    for (source, event_type, severity), count in counts.items():
+        entry = totals.setdefault(f"{source}/{event_type}", [0.0, 0])
+        entry[0] += count * config.event_weight(source, event_type, severity)
+        entry[1] += count
+    ranked = sorted(totals.items(), key=lambda item: (-item[1][0], -item[1][1], item[0]))
+    return tuple((name, round(w, 3), int(c)) for name, (w, c) in ranked[:n] if w > 0)
 
 
 def weighted_by_source(counts: Mapping[tuple[str, str, int], int], config: IndexConfig) -> dict[str, float]:
@@ -152,4 +179,4 @@ def assess(counts: Mapping[tuple[str, str, int], int], config: IndexConfig) -> A
     dominant, score = max(subs.items(), key=lambda item: (item[1], item[0]), default=("", 0.0))
     if score <= 0:
         dominant = ""
-    return Assessment(score, level_for(score, config), dominant, subs, sum(counts.values()))
+    return Assessment(score, level_for(score, config), dominant, subs, sum(counts.values()), top_types(counts, config))

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from streams.risk_index import Assessment, IndexConfig, Level, assess
+from streams.risk_index import Assessment, IndexConfig, Level, assess, shown_level
 
 CountKey = tuple[str, str, int]  # (source, type, severity)
 
@@ -29,6 +29,8 @@ class WindowSpec:
     bucket_seconds: int = 300
     hop_seconds: int = 3600
     allowed_lateness_seconds: int = 120
+    # Closed windows the hysteresis looks back over; their hours need their buckets kept that much longer.
+    held_windows: int = 0
 
     def __post_init__(self) -> None:
         if self.hop_seconds % self.bucket_seconds:
@@ -52,7 +54,12 @@ class WindowSpec:
         The last such window starts at ``bucket_start + hop - bucket``; it closes at its end plus the
         lateness allowance. Dropping the bucket sooner would let a still-open window be re-scored without it.
         """
-        return (bucket_start + self.hop_seconds + self.allowed_lateness_seconds) * 1000 <= watermark_ms
+        kept = self.hop_seconds + self.allowed_lateness_seconds + self.held_windows * self.bucket_seconds
+        return (bucket_start + kept) * 1000 <= watermark_ms
+
+    def last_closed_bucket(self, watermark_ms: int) -> int:
+        """Start of the newest bucket that is closed (its lateness allowance has passed)."""
+        return self.bucket_start(watermark_ms / 1000 - self.bucket_seconds - self.allowed_lateness_seconds)
 
 
 @dataclass(slots=True)
@@ -166,6 +173,14 @@ class PartitionState:
     def assess_hop(self, grid_id: str, end_bucket_start: int, config: IndexConfig) -> Assessment:
         return assess(self.hop_counts(grid_id, end_bucket_start), config)
 
+    def assess_grid(self, grid_id: str, config: IndexConfig) -> tuple[Assessment, Level]:
+        """The live assessment (the hour ending now) and the level to show after hysteresis."""
+        live = self.assess_hop(grid_id, self.current_bucket, config)
+        last_closed = self.spec.last_closed_bucket(self.watermark_ms)
+        size = self.spec.bucket_seconds
+        closed = [self.assess_hop(grid_id, last_closed - i * size, config).level for i in range(config.quiet_windows)]
+        return live, shown_level(live.level, closed)
+
     @property
     def current_bucket(self) -> int:
         return self.spec.bucket_start(self.watermark_ms / 1000)
@@ -173,7 +188,7 @@ class PartitionState:
     def grids_to_evaluate(self, touched: set[str]) -> set[str]:
         """Touched grids, plus every grid with state whenever the watermark entered a new bucket (decay)."""
         if self.current_bucket != self.evaluated_bucket:
-            return touched | set(self.buckets) | {g for g, r in self.risks.items() if r.score > 0}
+            return touched | set(self.buckets) | set(self.risks)
         return touched
 
     def expire(self) -> list[tuple[str, int]]:

@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = REPO_ROOT / "deploy" / "clickhouse" / "migrations"
 _FILE_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+_ADD_COLUMN = re.compile(r"^ALTER\s+TABLE\s+(\w+)\s+ADD\s+COLUMN\s+(\w+)\s", re.IGNORECASE)
 
 _CREATE_LEDGER = """
 CREATE TABLE IF NOT EXISTS schema_migrations
@@ -62,6 +63,20 @@ def create_database(server: Executor, database: str) -> None:
     server.query(f"CREATE DATABASE IF NOT EXISTS {checked_identifier(database)}")
 
 
+def _column_exists(executor: Executor, statement: str) -> bool:
+    """True for an ADD COLUMN whose column is there already (18.16 has no ADD COLUMN IF NOT EXISTS, and the
+    worker and the API may migrate at the same moment)."""
+    match = _ADD_COLUMN.match(statement)
+    if match is None:
+        return False
+    rows = executor.query(
+        "SELECT count() FROM system.columns WHERE database = currentDatabase() AND table = %(table)s "
+        "AND name = %(column)s",
+        {"table": match[1], "column": match[2]},
+    )
+    return bool(rows) and rows[0][0] > 0
+
+
 def migrate(executor: Executor, directory: Path = MIGRATIONS_DIR) -> list[int]:
     """Apply pending migrations to the executor's database; return the versions applied now."""
     executor.query(_CREATE_LEDGER)
@@ -71,6 +86,8 @@ def migrate(executor: Executor, directory: Path = MIGRATIONS_DIR) -> list[int]:
         if migration.version in done:
             continue
         for statement in migration.statements:
+            if _column_exists(executor, statement):
+                continue
             executor.query(statement)
         executor.insert("schema_migrations", ["version", "name"], [(migration.version, migration.name)])
         log.info("applied migration %04d_%s", migration.version, migration.name)

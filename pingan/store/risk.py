@@ -12,11 +12,11 @@ import orjson
 from pingan.store.client import Executor
 
 if TYPE_CHECKING:
-    from streams.risk_index import Assessment
+    from streams.risk_index import Assessment, Level
 
 COLUMNS = (
     "grid_id", "as_of", "score", "level", "previous_level", "window_events", "dominant_source",
-    "config_version", "version",
+    "config_version", "version", "live_level", "explanation",
 )  # fmt: skip
 
 
@@ -32,6 +32,26 @@ class RiskUpdate:
     sub_indices: Mapping[str, float]
     config_version: str
     version: int
+    # The level of the hour ending now; ``level`` is what the map shows, held up by hysteresis.
+    live_level: str = ""
+    top_types: tuple[tuple[str, float, int], ...] = ()
+
+    @property
+    def held(self) -> bool:
+        return bool(self.live_level) and self.live_level != self.level
+
+    def explanation(self) -> dict[str, Any]:
+        """Why the grid has this colour: sources by sub-index, the heaviest event types, hysteresis."""
+        return {
+            "sources": [
+                {"source": source, "sub_index": value}
+                for source, value in sorted(self.sub_indices.items(), key=lambda item: (-item[1], item[0]))
+            ],
+            "top_types": [{"type": name, "weighted": w, "events": n} for name, w, n in self.top_types],
+            "live_level": self.live_level,
+            "held_by_hysteresis": self.held,
+            "config_version": self.config_version,
+        }
 
     @classmethod
     def build(
@@ -39,20 +59,22 @@ class RiskUpdate:
         grid_id: str,
         as_of: datetime,
         assessment: Assessment,
+        shown: Level,
         previous_level: str | None,
         config_version: str,
         version: int,
     ) -> RiskUpdate:
         return cls(
-            grid_id, as_of, assessment.score, assessment.level.value, previous_level or "",
-            assessment.window_events, assessment.dominant_source, dict(assessment.sub_indices), config_version,
-            version,
+            grid_id, as_of, assessment.score, shown.value, previous_level or "", assessment.window_events,
+            assessment.dominant_source, dict(assessment.sub_indices), config_version, version,
+            assessment.level.value, assessment.top_types,
         )  # fmt: skip
 
     def as_row(self) -> tuple[Any, ...]:
         return (
             self.grid_id, int(self.as_of.timestamp()), self.score, self.level, self.previous_level,
-            self.window_events, self.dominant_source, self.config_version, self.version,
+            self.window_events, self.dominant_source, self.config_version, self.version, self.live_level,
+            orjson.dumps(self.explanation()).decode(),
         )  # fmt: skip
 
     def to_json(self) -> bytes:
@@ -69,6 +91,7 @@ class RiskUpdate:
                 "sub_indices": self.sub_indices,
                 "config_version": self.config_version,
                 "version": self.version,
+                "explanation": self.explanation(),
             }
         )
 

@@ -21,7 +21,7 @@ from api.deps import ResourcesDep, get_executor
 from pingan.clock import FixedClock
 from pingan.grids import Grid, GridRegistry, ring_area_centroid
 from pingan.settings import Settings
-from pingan.store import dead_letters, events, risk, server, windows
+from pingan.store import alerts, dead_letters, events, risk, server, windows
 from pingan.store.client import DriverExecutor, Executor, connect
 from pingan.store.migrate import create_database, load_migrations, migrate
 from schemas.envelope import Event
@@ -31,7 +31,7 @@ pytestmark = pytest.mark.integration
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)  # first window of the sample history
-TABLES = ["dead_letters", "events", "grid_windows", "risk_latest", "risk_updates", "schema_migrations"]
+TABLES = ["alerts", "dead_letters", "events", "grid_windows", "risk_latest", "risk_updates", "schema_migrations"]
 
 
 @pytest.fixture(scope="session")
@@ -134,6 +134,14 @@ def load_sample(executor: Executor) -> None:
     )
     risk.insert(executor, [_risk("G0001", 50.0, "yellow", 1), _risk("G0002", 88.0, "red", 1, "orange")])
     risk.insert(executor, [_risk("G0001", 72.0, "orange", 2, "yellow"), _risk("G0003", 0.0, "green", 1)])
+    at = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
+    raised = [
+        alerts.alert_for(grid, before, after, score, at, version, {"top_types": []}, "v1")
+        for grid, before, after, score, version in [
+            ("G0002", "yellow", "red", 160.0, 5), ("G0001", "", "orange", 110.0, 5), ("G0002", "red", "green", 0.0, 9),
+        ]
+    ]  # fmt: skip
+    alerts.insert(executor, [a for a in raised if a is not None])
 
 
 def run_store_reads(executor: Executor) -> dict[str, Any]:
@@ -142,6 +150,8 @@ def run_store_reads(executor: Executor) -> dict[str, Any]:
         "risk.latest": risk.latest(executor),
         "risk.hotspots": risk.hotspots(executor, 10),
         "risk.hotspots.1": risk.hotspots(executor, 1),
+        "alerts.after": alerts.after(executor, None),
+        "alerts.after.cursor": alerts.after(executor, alerts.encode_cursor(5, "G0001")),
         "windows.history.300": windows.history(executor, "G0001", T0, T0 + timedelta(hours=3), 300),
         "windows.history.900": windows.history(executor, "G0001", T0, T0 + timedelta(hours=3), 900),
         "windows.history.3600.partial": windows.history(executor, "G0001", T0 + timedelta(minutes=5), NOW, 3600),
@@ -187,6 +197,10 @@ def test_store_writes_and_reads_agree_on_both_engines(
     assert got["risk.latest"][0]["as_of"] == NOW - timedelta(minutes=5)
     assert [r["grid_id"] for r in got["risk.hotspots"]] == ["G0002", "G0001"]
     assert [r["grid_id"] for r in got["risk.hotspots.1"]] == ["G0002"]
+    assert [(a["grid_id"], a["kind"]) for a in got["alerts.after"]] == [
+        ("G0001", "escalation"), ("G0002", "escalation"), ("G0002", "de-escalation"),
+    ]  # fmt: skip
+    assert [a["alert_id"] for a in got["alerts.after.cursor"]] == ["G0002:5", "G0002:9"]
     steps = [(p["start"], p["events"], p["max_score"], p["level"], p["windows"]) for p in got["windows.history.900"]]
     assert steps == [
         (T0, 6, 55.0, "orange", 2),

@@ -135,6 +135,31 @@ async def test_known_events_reach_the_map_clickhouse_and_history(pipeline_settin
     assert sum(w["events"] for w in windows) == len(plan[red])
     assert "red" in {w["level"] for w in windows}
 
+    # escalations of the orange and red grids are alerts: by cursor poll, and as Server-Sent Events
+    alerted = {g for g, level in expected.items() if level in ("orange", "red")}
+    page = wait_for(
+        lambda: (
+            (p := httpx.get(f"{api}/v1/alerts", timeout=5).json())
+            and {a["grid_id"] for a in p["alerts"]} >= alerted
+            and p
+        ),
+        timeout=20,
+        what="alerts for the orange and red grids",
+    )
+    mine = [a for a in page["alerts"] if a["grid_id"] in alerted]
+    assert {(a["grid_id"], a["kind"], a["level"]) for a in mine} == {(g, "escalation", expected[g]) for g in alerted}
+    assert all(a["explanation"]["top_types"][0]["type"] == "call110/criminal" for a in mine)
+    newer = httpx.get(f"{api}/v1/alerts", params={"after": page["next_cursor"]}, timeout=5).json()
+    assert newer["alerts"] == []
+    with httpx.stream("GET", f"{api}/v1/alerts/stream", timeout=10) as stream:
+        streamed = []
+        for line in stream.iter_lines():
+            if line.startswith("data: "):
+                streamed.append(orjson.loads(line[len("data: ") :]))
+            if len(streamed) == len(page["alerts"]):
+                break
+    assert [a["alert_id"] for a in streamed] == [a["alert_id"] for a in page["alerts"]]
+
     letters = await read_topic(settings, settings.topic_dead_letters, len(malformed))
     assert sorted(r.value for r in letters) == sorted(malformed)  # the original bytes, untouched
     reasons = {dict(r.headers)["pingan-error-kind"].decode() for r in letters}

@@ -15,7 +15,7 @@ from streams.risk_index import load_config
 from streams.windows import PartitionState, WindowSpec
 
 INDEX = load_config(Settings().risk_config_path)
-SPEC = WindowSpec(300, 3600, 120)
+SPEC = WindowSpec(300, 3600, 120, INDEX.quiet_windows)
 T0 = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
 
 
@@ -183,9 +183,12 @@ def test_a_window_rescored_within_its_lateness_still_counts_the_start_of_its_hou
 def test_decay_brings_a_quiet_grid_back_to_green_and_forgets_it() -> None:
     result, state = run(records(*(call(f"e{i}", "G1", T0) for i in range(5))))
     assert result.risk_updates[0].level == "orange"
-    # an hour and a bit later, another grid's event moves the partition's watermark
-    later = records(call("x", "G2", T0 + timedelta(minutes=70)), start_offset=5)
-    result, state = run(later, state)
+    # 70 minutes later the hour no longer holds the calls, but two closed windows still do: held orange
+    result, state = run(records(call("x", "G2", T0 + timedelta(minutes=70)), start_offset=5), state)
+    g1 = next(u for u in result.risk_updates if u.grid_id == "G1")
+    assert (g1.score, g1.level, g1.live_level, g1.held) == (0.0, "orange", "green", True)
+    # 80 minutes later the last two closed windows are quiet too: green, and the grid is forgotten
+    result, state = run(records(call("y", "G2", T0 + timedelta(minutes=80)), start_offset=6), state)
     g1 = next(u for u in result.risk_updates if u.grid_id == "G1")
     assert (g1.score, g1.level, g1.previous_level) == (0.0, "green", "orange")
     assert "G1" not in state.buckets and "G1" not in state.risks

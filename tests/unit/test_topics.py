@@ -52,13 +52,15 @@ def fake_admin(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(topics, "AIOKafkaAdminClient", FakeAdmin)
 
 
-async def test_creates_four_topics_with_partitions_replication_and_a_compacted_risk_topic() -> None:
+async def test_creates_the_topics_with_partitions_replication_and_a_compacted_risk_topic() -> None:
     FakeAdmin.script = [{}]
     await topics.ensure_topics(SETTINGS)
     [created] = FakeAdmin.calls
-    assert [t.name for t in created] == ["unit.events", "unit.dead-letters", "unit.events-late", "unit.risk"]
+    assert [t.name for t in created] == [
+        "unit.events", "unit.dead-letters", "unit.events-late", "unit.alerts", "unit.risk",
+    ]  # fmt: skip
     assert {(t.num_partitions, t.replication_factor) for t in created} == {(6, 3)}
-    assert [t.topic_configs for t in created] == [{}, {}, {}, {"cleanup.policy": "compact"}]
+    assert [t.topic_configs for t in created] == [{}, {}, {}, {}, {"cleanup.policy": "compact"}]
     assert FakeAdmin.closed
 
 

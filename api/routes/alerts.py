@@ -1,0 +1,88 @@
+"""Alerts: escalations to orange or red and steps down from them, as a cursor poll and as Server-Sent Events."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Header, Query, Request
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response, StreamingResponse
+
+from api.deps import ExecutorDep, ResourcesDep
+from api.errors import ApiError
+from api.models import ErrorBody
+from api.responses import OrjsonResponse
+from pingan.errors import InvalidEvent
+from pingan.store import alerts
+from pingan.store.client import Executor
+
+router = APIRouter(tags=["alerts"])
+
+SSE_POLL_SECONDS = 1.0
+SSE_KEEPALIVE_SECONDS = 15.0
+
+
+def _page(executor: Executor, after: str | None, limit: int) -> list[dict[str, Any]]:
+    try:
+        return alerts.after(executor, after, limit=limit)
+    except InvalidEvent as exc:
+        raise ApiError(422, "invalid_cursor", exc.reason, exc.field) from None
+
+
+@router.get(
+    "/v1/alerts",
+    summary="Alerts after a cursor, oldest first",
+    responses={422: {"model": ErrorBody}, 503: {"model": ErrorBody}},
+)
+def poll_alerts(
+    executor: ExecutorDep,
+    after: Annotated[str | None, Query(description="`next_cursor` of the previous page; omit to start")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> Response:
+    """Each alert carries its own cursor; poll again with `after=next_cursor` to get only newer ones."""
+    page = _page(executor, after, limit)
+    next_cursor = page[-1]["cursor"] if page else after
+    return OrjsonResponse({"alerts": page, "next_cursor": next_cursor})
+
+
+def _sse(alert: dict[str, Any]) -> bytes:
+    return b"id: " + alert["cursor"].encode() + b"\nevent: alert\ndata: " + orjson.dumps(alert) + b"\n\n"
+
+
+@router.get(
+    "/v1/alerts/stream",
+    summary="Alerts as Server-Sent Events (resumes from Last-Event-ID)",
+    response_class=StreamingResponse,
+)
+async def stream_alerts(
+    request: Request,
+    resources: ResourcesDep,
+    after: Annotated[str | None, Query(description="start after this cursor (as in /v1/alerts)")] = None,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+) -> StreamingResponse:
+    """Sends every alert after the cursor, then new ones as they are stored (checked every second)."""
+    cursor = last_event_id or after
+    executor = resources.storage.executor
+    if cursor:
+        await run_in_threadpool(_page, executor, cursor, 1)  # a bad cursor is a 422 now, not a broken stream
+
+    async def events() -> AsyncIterator[bytes]:
+        nonlocal cursor
+        idle = 0.0
+        while not await request.is_disconnected():
+            page = await run_in_threadpool(_page, executor, cursor, 500)
+            for alert in page:
+                yield _sse(alert)
+            if page:
+                cursor, idle = page[-1]["cursor"], 0.0
+                continue
+            idle += SSE_POLL_SECONDS
+            if idle >= SSE_KEEPALIVE_SECONDS:
+                yield b": keep-alive\n\n"
+                idle = 0.0
+            await asyncio.sleep(SSE_POLL_SECONDS)
+
+    return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})

@@ -1,0 +1,105 @@
+"""SQL of the ``alerts`` table: escalations to orange or red, and steps down from them."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from pingan.errors import InvalidEvent
+from pingan.store.client import Executor
+
+COLUMNS = (
+    "alert_id", "grid_id", "kind", "level", "previous_level", "score", "as_of", "version", "explanation",
+    "config_version",
+)  # fmt: skip
+ALERT_LEVELS = ("orange", "red")
+_RANK = {"": 0, "green": 0, "yellow": 1, "orange": 2, "red": 3}
+
+
+@dataclass(frozen=True)
+class Alert:
+    grid_id: str
+    kind: str  # "escalation" | "de-escalation"
+    level: str
+    previous_level: str
+    score: float
+    as_of: datetime
+    version: int
+    explanation: dict[str, Any]
+    config_version: str
+
+    @property
+    def alert_id(self) -> str:
+        return f"{self.grid_id}:{self.version}"
+
+    def as_row(self) -> tuple[Any, ...]:
+        return (
+            self.alert_id, self.grid_id, self.kind, self.level, self.previous_level, self.score,
+            int(self.as_of.timestamp()), self.version, orjson.dumps(self.explanation).decode(), self.config_version,
+        )  # fmt: skip
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(alert_document(self.as_row()))
+
+
+def alert_for(
+    grid_id: str, previous: str, level: str, score: float, as_of: datetime, version: int, explanation: dict,
+    config_version: str,
+) -> Alert | None:  # fmt: skip
+    """An alert when a grid rises into orange/red or falls from it; None for any other change."""
+    up, down = _RANK[level] > _RANK[previous], _RANK[level] < _RANK[previous]
+    if up and level in ALERT_LEVELS:
+        kind = "escalation"
+    elif down and previous in ALERT_LEVELS:
+        kind = "de-escalation"
+    else:
+        return None
+    return Alert(grid_id, kind, level, previous, score, as_of, version, explanation, config_version)
+
+
+def insert(executor: Executor, alerts: Iterable[Alert]) -> None:
+    executor.insert("alerts", COLUMNS, [a.as_row() for a in alerts])
+
+
+def encode_cursor(version: int, grid_id: str) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps([version, grid_id])).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[int, str]:
+    try:
+        version, grid_id = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        return int(version), str(grid_id)
+    except (ValueError, TypeError, orjson.JSONDecodeError):
+        raise InvalidEvent("invalid_field", "not a cursor returned by this API", "after") from None
+
+
+def alert_document(row: tuple[Any, ...]) -> dict[str, Any]:
+    alert_id, grid_id, kind, level, previous, score, as_of, version, explanation, config_version = row
+    if isinstance(as_of, int):
+        as_of = datetime.fromtimestamp(as_of, UTC)
+    return {
+        "alert_id": alert_id, "grid_id": grid_id, "kind": kind, "level": level, "previous_level": previous or None,
+        "score": score, "as_of": as_of, "explanation": orjson.loads(explanation) if explanation else None,
+        "config_version": config_version, "cursor": encode_cursor(version, grid_id),
+    }  # fmt: skip
+
+
+def after(executor: Executor, cursor: str | None, *, limit: int = 100) -> list[dict[str, Any]]:
+    """Alerts after ``cursor`` (all from the start without one), oldest first; each carries its own cursor."""
+    version, grid_id = decode_cursor(cursor) if cursor else (0, "")
+    rows = executor.query(
+        """
+        SELECT alert_id, grid_id, kind, level, previous_level, score, as_of, version, explanation, config_version
+        FROM alerts FINAL
+        WHERE version > %(version)s OR (version = %(version)s AND grid_id > %(grid_id)s)
+        ORDER BY version, grid_id
+        LIMIT %(limit)s
+        """,
+        {"version": version, "grid_id": grid_id, "limit": int(limit)},
+    )
+    return [alert_document(row) for row in rows]
