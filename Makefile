@@ -8,7 +8,7 @@ BIN = $(VENV)/bin
 STAMP = $(VENV)/.installed
 APT_PACKAGES = clickhouse-server clickhouse-client
 
-.PHONY: install clickhouse services-up services-down services-status test lint demo clean
+.PHONY: install clickhouse bench-tools services-up services-down services-status test lint demo clean
 
 install: $(STAMP) clickhouse
 
@@ -30,6 +30,17 @@ clickhouse:
 		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y $(APT_PACKAGES); \
 	else \
 		echo "ClickHouse is not installed. Run: sudo apt-get update && sudo apt-get install -y $(APT_PACKAGES)" >&2; \
+		exit 1; \
+	fi
+
+# Load-testing tools for bench/ (wrk, for bench/ingest_load.py). Not needed by `make test`.
+bench-tools:
+	@if command -v wrk >/dev/null 2>&1; then \
+		:; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y wrk; \
+	else \
+		echo "wrk is not installed. Run: sudo apt-get update && sudo apt-get install -y wrk" >&2; \
 		exit 1; \
 	fi
 

@@ -13,16 +13,20 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 import pingan
-from api import errors
+from api import errors, ingest
 from api.cache import TTLCache
 from api.deps import Resources
+from api.ingest_gateway import IngestGateway
+from api.ingest_models import OPENAPI_MODELS as INGEST_MODELS
 from api.readiness import KafkaProbe
 from api.responses import OrjsonResponse
-from api.routes import grids, ops, risk
+from api.routes import alerts, grids, ops, published, risk, units, webhooks
 from api.storage import Storage
 from api.views import RiskSnapshot
+from api.webhooks import Webhook
 from pingan.clock import Clock, SystemClock
 from pingan.errors import StorageError
+from pingan.feeds import load_feeds, payload_models
 from pingan.grids import GridRegistry
 from pingan.settings import Settings
 
@@ -46,6 +50,11 @@ def create_app(settings: Settings, *, registry: GridRegistry | None = None, cloc
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         grid_registry = registry or await anyio.to_thread.run_sync(GridRegistry.load, settings.grid_registry_path)
+        # Reads the ingest keys (a bad file stops start-up); its producer connects on the first ingest request.
+        # The same feeds as the worker (built-in, plugins, feeds.toml), so both accept the same sources.
+        feeds = load_feeds(settings)
+        gateway = IngestGateway.create(settings, grid_registry, clock, payload_models=payload_models(feeds))
+        camera_webhook = Webhook.for_feed(settings, feeds["camera"], grid_registry)
         storage = Storage(settings)
         try:
             # Bounded: a server that accepts connections but never answers must not keep the API (and its
@@ -63,12 +72,16 @@ def create_app(settings: Settings, *, registry: GridRegistry | None = None, cloc
             storage=storage,
             risk_cache=TTLCache[RiskSnapshot](settings.api_cache_seconds),
             kafka=kafka,
+            ingest=gateway,
+            camera_webhook=camera_webhook,
         )
         log.info("API ready: %d grids, ClickHouse database %s", len(grid_registry), settings.clickhouse_database)
         try:
             yield
         finally:
             del app.state.resources
+            await gateway.close()
+            await camera_webhook.close()
             await kafka.close()
             await anyio.to_thread.run_sync(storage.close)
 
@@ -84,13 +97,19 @@ def create_app(settings: Settings, *, registry: GridRegistry | None = None, cloc
     app.include_router(risk.router)
     app.include_router(grids.router)
     app.include_router(ops.router)
+    app.include_router(units.router)
+    app.include_router(published.router)
+    app.include_router(alerts.router)
+    app.include_router(ingest.router)
+    app.include_router(webhooks.router)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
-            # The geojson variant of /v1/grids/risk is rendered by hand; publish its schema too.
+            # The geojson variant of /v1/grids/risk and the ingest request body are documented by hand;
+            # publish their schemas too.
             components = schema.setdefault("components", {}).setdefault("schemas", {})
-            for model in risk.GEOJSON_MODELS:
+            for model in (*risk.GEOJSON_MODELS, *INGEST_MODELS):
                 model_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
                 components.update(model_schema.pop("$defs", {}))
                 components[model.__name__] = model_schema

@@ -8,9 +8,11 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from api.cache import TTLCache
+from api.ingest_gateway import IngestGateway
 from api.readiness import KafkaProbe
 from api.storage import Storage
 from api.views import RiskSnapshot
+from api.webhooks import Webhook
 from pingan.clock import Clock
 from pingan.grids import GridRegistry
 from pingan.settings import Settings
@@ -25,6 +27,8 @@ class Resources:
     storage: Storage
     risk_cache: TTLCache[RiskSnapshot]
     kafka: KafkaProbe
+    ingest: IngestGateway
+    camera_webhook: Webhook
 
 
 async def get_resources(request: Request) -> Resources:

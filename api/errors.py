@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
 
@@ -20,12 +21,15 @@ log = logging.getLogger(__name__)
 class ApiError(Exception):
     """A request the API refuses on purpose, with the status and the body to send."""
 
-    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, field: str | None = None, headers: Mapping[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.field = field
+        self.headers = dict(headers or {})  # e.g. WWW-Authenticate on 401, Retry-After on 429/503
 
 
 def not_found(message: str, field: str | None = None) -> ApiError:
@@ -52,7 +56,9 @@ _HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
 
 async def _api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
-    return error_response(exc.status, exc.code, exc.message, exc.field)
+    response = error_response(exc.status, exc.code, exc.message, exc.field)
+    response.headers.update(exc.headers)
+    return response
 
 
 async def _validation_error(request: Request, exc: Exception) -> Response:

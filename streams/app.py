@@ -21,13 +21,14 @@ import logging
 import os
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any, TypeVar
 
 import faust
 from faust.types import EventT
+from pydantic import BaseModel
 
 from pingan.clock import Clock, SystemClock
 from pingan.errors import StorageError
@@ -36,6 +37,7 @@ from pingan.partitioning import partition_for_key
 from pingan.settings import Settings
 from pingan.store import alerts, dead_letters, events, risk, windows
 from pingan.store.client import DriverExecutor, connect
+from schemas.payloads import SOURCE_PAYLOADS
 from streams.pipeline import BatchResult, PipelineConfig, Record, process_batch
 from streams.risk_index import IndexConfig
 from streams.windows import PartitionState, WindowSpec
@@ -133,6 +135,7 @@ class Worker:
         index: IndexConfig,
         *,
         clock: Clock,
+        payload_models: Mapping[str, type[BaseModel]] | None = None,
     ) -> None:
         self.app = app
         self.settings = settings
@@ -146,6 +149,7 @@ class Worker:
             partitions=settings.topic_partitions,
             max_event_bytes=settings.max_event_bytes,
             max_future=timedelta(seconds=settings.max_future_seconds),
+            payload_models=dict(SOURCE_PAYLOADS if payload_models is None else payload_models),
         )
         self.storage = StorageWriter(settings)
         self.states: dict[int, PartitionState] = {}
@@ -279,7 +283,12 @@ class Worker:
 
 
 def create_app(
-    settings: Settings, grids: GridRegistry, index: IndexConfig, *, clock: Clock | None = None
+    settings: Settings,
+    grids: GridRegistry,
+    index: IndexConfig,
+    *,
+    clock: Clock | None = None,
+    payload_models: Mapping[str, type[BaseModel]] | None = None,
 ) -> tuple[faust.App, Worker]:
     """The Faust app and its worker; nothing connects until the app starts."""
     app = faust.App(
@@ -316,7 +325,7 @@ def create_app(
         key_type=bytes,
         value_type=bytes,
     )
-    worker = Worker(app, settings, grids, index, clock=clock or SystemClock())
+    worker = Worker(app, settings, grids, index, clock=clock or SystemClock(), payload_models=payload_models)
     worker.table = table
 
     @app.agent(events_topic, name="risk-index")

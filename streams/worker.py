@@ -7,13 +7,14 @@ import logging
 
 import faust
 
+from pingan.feeds import feeds_without_index, index_document, load_feeds, payload_models
 from pingan.grids import GridRegistry
 from pingan.settings import Settings
 from pingan.store.client import connect
 from pingan.store.migrate import create_database, migrate
 from pingan.topics import ensure_topics
 from streams.app import create_app
-from streams.risk_index import load_config
+from streams.risk_index import parse_config
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +38,16 @@ def prepare_storage(settings: Settings) -> None:
 def run_worker(settings: Settings, *, loglevel: str = "INFO") -> None:
     # Config errors surface here, before anything connects.
     registry = GridRegistry.load(settings.grid_registry_path)
-    index = load_config(settings.risk_config_path)
+    # Feeds (built-in, plugins, feeds.toml) decide which sources are accepted and add index sections.
+    feeds = load_feeds(settings)
+    index_doc = index_document(settings, feeds)
+    index = parse_config(index_doc)
+    for name in feeds_without_index(index_doc, feeds):
+        log.warning("feed %s has no risk-index section: its events are stored but weigh nothing", name)
     prepare_storage(settings)
     asyncio.run(ensure_topics(settings))
     (settings.data_dir / "faust" / settings.worker_id).mkdir(parents=True, exist_ok=True)
-    app, worker = create_app(settings, registry, index)
+    app, worker = create_app(settings, registry, index, payload_models=payload_models(feeds))
     log.info("worker %s: %d grids, index config %s", settings.worker_id, len(registry.grids), index.version)
     try:
         faust.Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()

@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from pingan.errors import StorageError
 from pingan.settings import REPO_ROOT
 from pingan.store.client import Executor, checked_identifier
 
@@ -18,6 +19,8 @@ log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = REPO_ROOT / "deploy" / "clickhouse" / "migrations"
 _FILE_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+# "column already exists": DUPLICATE_COLUMN (15) on current ClickHouse, ILLEGAL_COLUMN (44) on 18.16.
+_DUPLICATE_COLUMN_CODES = frozenset({15, 44})
 _ADD_COLUMN = re.compile(r"^ALTER\s+TABLE\s+(\w+)\s+ADD\s+COLUMN\s+(\w+)\s", re.IGNORECASE)
 
 _CREATE_LEDGER = """
@@ -88,7 +91,13 @@ def migrate(executor: Executor, directory: Path = MIGRATIONS_DIR) -> list[int]:
         for statement in migration.statements:
             if _column_exists(executor, statement):
                 continue
-            executor.query(statement)
+            try:
+                executor.query(statement)
+            except StorageError as exc:
+                # Another process added the column between our check and our ALTER: the outcome we wanted.
+                code = getattr(exc.__cause__, "code", None)
+                if not (_ADD_COLUMN.match(statement) and code in _DUPLICATE_COLUMN_CODES and "exists" in str(exc)):
+                    raise
         executor.insert("schema_migrations", ["version", "name"], [(migration.version, migration.name)])
         log.info("applied migration %04d_%s", migration.version, migration.name)
         applied.append(migration.version)

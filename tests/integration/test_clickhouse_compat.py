@@ -9,29 +9,36 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
 from chdb.session import Session
 
+import pingan.store.migrate as migrate_module
 from api.app import create_app
 from api.deps import ResourcesDep, get_executor
+from pingan.cli_index import rollup_snapshot
 from pingan.clock import FixedClock
 from pingan.grids import Grid, GridRegistry, ring_area_centroid
+from pingan.published_index import period_containing, publish
 from pingan.settings import Settings
-from pingan.store import alerts, dead_letters, events, risk, server, windows
+from pingan.store import alerts, dead_letters, events, grid_units, published, risk, server, units, windows
 from pingan.store.client import DriverExecutor, Executor, connect
 from pingan.store.migrate import create_database, load_migrations, migrate
 from schemas.envelope import Event
+from tests.support import small_city
 from tests.support.chdb_executor import ChdbExecutor
 
 pytestmark = pytest.mark.integration
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)  # first window of the sample history
-TABLES = ["alerts", "dead_letters", "events", "grid_windows", "risk_latest", "risk_updates", "schema_migrations"]
+TABLES = [
+    "alerts", "dead_letters", "events", "grid_units", "grid_windows", "published_index", "risk_latest",
+    "risk_updates", "schema_migrations", "unit_risk",
+]  # fmt: skip
 
 
 @pytest.fixture(scope="session")
@@ -142,6 +149,7 @@ def load_sample(executor: Executor) -> None:
         ]
     ]  # fmt: skip
     alerts.insert(executor, [a for a in raised if a is not None])
+    load_index_sample(executor)
 
 
 def run_store_reads(executor: Executor) -> dict[str, Any]:
@@ -279,11 +287,20 @@ async def test_every_api_query_runs_on_both_engines(settings: Settings, chdb_exe
                 ),
                 "/v1/dead-letters": await client.get("/v1/dead-letters"),
                 "/readyz": await client.get("/readyz"),
+                "/v1/units/{level}/risk": await client.get("/v1/units/community/risk"),
+                "/v1/units/{level}/{unit_id}/risk": await client.get("/v1/units/police_station/P01/risk"),
+                "/v1/index/{period}": await client.get("/v1/index/day", params={"date": "2026-11-23"}),
+                "/v1/index/{period}/flagged": await client.get("/v1/index/day/flagged"),
+                "/v1/alerts": await client.get("/v1/alerts"),
             }
     assert {path: r.status_code for path, r in visited.items() if r.status_code != 200} == {}
-    # Every data route of the app was called (a new route must be added above).
-    routes = {getattr(r, "path", "") for r in app.routes if getattr(r, "path", "").startswith("/v1/")}
-    assert routes <= {path.split("?")[0] for path in visited}
+    # Every data route of the app was called (a new route must be added above). Not ClickHouse readers: the
+    # ingest gateway and webhooks (write to Kafka) and the alert stream (the same query as /v1/alerts, in a loop).
+    not_readers = {"/v1/alerts/stream"}
+    routes = {
+        p for p in app.openapi()["paths"] if p.startswith("/v1/") and not p.startswith(("/v1/ingest/", "/v1/webhooks/"))
+    }
+    assert routes - not_readers <= {path.split("?")[0] for path in visited}
 
     statements = [s for recorder in recorders for s in recorder.statements]
     assert len({sql for sql, _, _ in statements}) >= 4  # risk.latest, history, recent, count_by_kind
@@ -291,3 +308,90 @@ async def test_every_api_query_runs_on_both_engines(settings: Settings, chdb_exe
     load_sample(chdb_executor)
     for sql, params, rows in statements:
         assert chdb_executor.query(sql, params) == rows, sql
+
+
+# --- roll-ups and the published index (pingan.rollup, pingan.published_index) ---------------------------
+
+
+def load_index_sample(executor: Executor) -> None:
+    """A roll-up snapshot and a published day over the sample above, for the API routes that read them."""
+    registry = GridRegistry([_square_grid(f"G000{i}", i) for i in range(1, 5)])
+    rollup_snapshot(executor, registry, now=NOW)
+    publish(executor, registry, small_city.CONFIG, "day", T0.date(), now=NOW)
+
+
+def run_index_work(executor: Executor) -> dict[str, Any]:
+    """Every write and read of the roll-ups and the published index, on the small city's two days."""
+    migrate(executor)
+    small_city.insert_two_days(executor)
+    risk.insert(executor, [_risk("G3", 120.0, "orange", 1), _risk("G5", 60.0, "yellow", 1)])
+    results: dict[str, Any] = {"rollup": rollup_snapshot(executor, small_city.REGISTRY, now=NOW).units}
+    for kind, day in (("day", small_city.DAY1), ("day", small_city.DAY2), ("week", small_city.DAY2),
+                      ("month", small_city.DAY2)):  # fmt: skip
+        results[f"publish.{kind}.{day}"] = publish(executor, small_city.REGISTRY, small_city.CONFIG, kind, day, now=NOW)
+    day2 = period_containing("day", small_city.DAY2)
+    zone = small_city.CONFIG.zone
+    sources = small_city.CONFIG.counted_sources
+    (both_start, _), (_, both_end) = day2.previous().utc_bounds(zone), day2.utc_bounds(zone)
+    return {
+        **results,
+        "grid_units.content": grid_units.content(executor),
+        "published.units.community": published.units(executor, "community"),
+        "published.units.police_station": published.units(executor, "police_station"),
+        "published.district_populations": published.district_populations(executor),
+        "published.unit_counts": published.unit_counts(executor, "community", sources, *day2.utc_bounds(zone)),
+        "published.district_daily_counts": published.district_daily_counts(
+            executor, sources, both_start, both_end, "Asia/Shanghai"
+        ),
+        "published.read.day": published.read(executor, "day", "community", small_city.DAY2),
+        "published.read.week.police": published.read(executor, "week", "police_station", small_city.DAY2),
+        "published.read.month": published.read(executor, "month", "community", date(2026, 11, 1)),
+        "published.latest.day": published.latest_period_start(executor, "day", "community"),
+        "published.latest.none": published.latest_period_start(executor, "day", "subdistrict"),
+        "units.latest_snapshot": units.latest_snapshot(executor, "community"),
+        "units.history": units.history(executor, "community", "C3", NOW - timedelta(hours=1), NOW),
+    }
+
+
+def test_index_tables_and_queries_agree_on_both_engines(
+    server_executor: DriverExecutor, chdb_executor: ChdbExecutor
+) -> None:
+    results = {name: run_index_work(executor) for name, executor in (("18.16", server_executor),
+                                                                     ("chdb", chdb_executor))}  # fmt: skip
+    for key in results["18.16"]:
+        assert results["18.16"][key] == results["chdb"][key], key
+
+    got = results["chdb"]
+    day = [(r["unit_id"], r["rank"], r["score"], r["change"], r["flag_change"]) for r in got["published.read.day"]]
+    assert day == [
+        ("C2", 1, 100.0, 6.7, ""), ("C1", 2, 96.7, 23.4, "left"), ("C4", 3, 86.7, -6.6, ""),
+        ("C3", 4, 66.7, -33.3, "entered"),
+    ]  # fmt: skip
+    assert [(r["unit_id"], r["flag_change"]) for r in got["published.read.week.police"]] == [
+        ("P1", "left"), ("P2", "entered"),
+    ]  # fmt: skip
+    assert [r["unit_id"] for r in got["published.read.month"]] == ["C2", "C4", "C1", "C3"]
+    assert got["published.units.police_station"] == [("P1", "D", 25_000), ("P2", "D", 15_000)]
+    assert got["published.district_populations"] == {"D": 40_000}
+    assert got["published.unit_counts"]["C3"] == {("call110", "criminal", 3): 3, ("call110", "criminal", 5): 1}
+    daily = [(r[1], r[3], r[4], r[5]) for r in got["published.district_daily_counts"]]
+    assert daily == [
+        (small_city.DAY1, "criminal", 3, 4), (small_city.DAY1, "dispute", 2, 2), (small_city.DAY1, "dispute", 3, 2),
+        (small_city.DAY2, "criminal", 3, 5), (small_city.DAY2, "criminal", 5, 1), (small_city.DAY2, "dispute", 3, 1),
+    ]  # fmt: skip
+    assert (got["published.latest.day"], got["published.latest.none"]) == (small_city.DAY2, None)
+    c3 = next(r for r in got["units.latest_snapshot"] if r["unit_id"] == "C3")
+    assert (c3["level"], c3["weighted_score"], c3["worst_score"], c3["as_of"]) == (
+        "orange", 60.0, 120.0, NOW - timedelta(minutes=5),
+    )  # fmt: skip
+    assert [h["weighted_score"] for h in got["units.history"]] == [60.0]
+
+
+def test_losing_an_add_column_race_is_not_an_error(
+    server_executor: DriverExecutor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker and the API migrate at start-up: both may find a column missing, and both ALTER."""
+    migrate(server_executor)  # the winner
+    server_executor.query("TRUNCATE TABLE schema_migrations")  # the loser had seen nothing applied...
+    monkeypatch.setattr(migrate_module, "_column_exists", lambda executor, statement: False)  # ...nor the columns
+    assert migrate(server_executor) == [m.version for m in load_migrations()]

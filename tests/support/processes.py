@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TypeVar
 
@@ -38,14 +38,17 @@ def wait_for(probe: Callable[[], T | None], *, timeout: float, what: str, interv
 class ChildProcess:
     """`python -m pingan.cli COMMAND` with the given settings in its environment, logging to a file."""
 
-    def __init__(self, command: str, settings: Settings, log_path: Path) -> None:
+    def __init__(
+        self, command: str, settings: Settings, log_path: Path, *, env: Mapping[str, str] | None = None
+    ) -> None:
         self.command = command
         self.settings = settings
         self.log_path = log_path
+        self.env = dict(env or {})  # on top of the settings, e.g. PYTHONPATH for a plugin's dist-info
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> ChildProcess:
-        env = {**os.environ, **self.settings.as_env()}
+        env = {**os.environ, **self.settings.as_env(), **self.env}
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "pingan.cli", self.command], env=env, stdout=log, stderr=subprocess.STDOUT

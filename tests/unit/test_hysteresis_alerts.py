@@ -12,19 +12,19 @@ from pingan.store.alerts import alert_for, decode_cursor, encode_cursor
 from streams.risk_index import Level, load_config, shown_level
 from streams.windows import PartitionState, WindowSpec
 
-G, Y, O, R = Level.GREEN, Level.YELLOW, Level.ORANGE, Level.RED
+GREEN, YELLOW, ORANGE, RED = Level.GREEN, Level.YELLOW, Level.ORANGE, Level.RED
 INDEX = load_config(Settings().risk_config_path)
 
 
 @pytest.mark.parametrize(
     ("live", "closed", "shown"),
     [
-        (R, [G, G], R),  # escalation is immediate
-        (G, [R, G], R),  # one closed window still red: held
-        (G, [Y, O], O),  # held at the highest of the closed windows
-        (G, [G, G], G),  # two quiet closed windows: down
-        (Y, [G, G], Y),
-        (G, [], G),  # no hysteresis configured
+        (RED, [GREEN, GREEN], RED),  # escalation is immediate
+        (GREEN, [RED, GREEN], RED),  # one closed window still red: held
+        (GREEN, [YELLOW, ORANGE], ORANGE),  # held at the highest of the closed windows
+        (GREEN, [GREEN, GREEN], GREEN),  # two quiet closed windows: down
+        (YELLOW, [GREEN, GREEN], YELLOW),
+        (GREEN, [], GREEN),  # no hysteresis configured
     ],
 )
 def test_shown_level(live: Level, closed: list[Level], shown: Level) -> None:

@@ -1,0 +1,192 @@
+"""API keys of the ingest gateway: who is calling, and whether they may send this source.
+
+Keys are configured in a TOML file (``settings.ingest_keys_path``, e.g. ``deploy/config/ingest-keys.toml``)
+as SHA-256 hashes, so the file can be read by ops tooling and kept in a repository without handing out keys.
+A key is a long random string (``python -m api.ingest_auth new-key NAME SOURCE...`` makes one), so a plain
+hash is enough: there is no low-entropy password to protect with a slow hash.
+
+    [[producer]]
+    name = "cad-bridge"
+    sources = ["call110"]
+    key_sha256 = ["<64 hex digits>", "<another, while rotating>"]
+
+Everything here is pure except :meth:`KeyRing.load`, which reads the file once at start-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import hmac
+import re
+import secrets
+import sys
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from api.errors import ApiError
+from pingan.errors import ConfigError
+
+__all__ = ["KeyRing", "Producer", "authorize", "hash_key", "presented_key"]
+
+REALM = 'Bearer realm="pingan-ingest"'
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_NAME = re.compile(r"^[A-Za-z0-9._\-]{1,64}$")
+
+
+def hash_key(key: str) -> str:
+    """The stored form of a key: SHA-256 of its UTF-8 bytes, lower-case hex."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Producer:
+    """An authenticated caller: its name (the dead letters' origin) and the sources it may send."""
+
+    name: str
+    sources: frozenset[str]
+
+    def may_send(self, source: str) -> bool:
+        return source in self.sources
+
+
+def _strings(value: Any, where: str) -> list[str]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not value or not all(isinstance(item, str) and item for item in value):
+        raise ConfigError(f"{where}: expected a non-empty list of strings")
+    return value
+
+
+@dataclass(frozen=True)
+class KeyRing:
+    """Hashed keys and the producer each belongs to."""
+
+    entries: tuple[tuple[bytes, Producer], ...]
+
+    @classmethod
+    def from_document(cls, document: Mapping[str, Any], origin: str = "ingest keys") -> KeyRing:
+        producers = document.get("producer", [])
+        if not isinstance(producers, list):
+            raise ConfigError(f"{origin}: [[producer]] must be an array of tables")
+        entries: list[tuple[bytes, Producer]] = []
+        seen: dict[str, str] = {}
+        for index, table in enumerate(producers):
+            where = f"{origin}: producer #{index + 1}"
+            if not isinstance(table, Mapping):
+                raise ConfigError(f"{where}: expected a table")
+            unknown = set(table) - {"name", "sources", "key_sha256"}
+            if unknown:
+                raise ConfigError(f"{where}: unknown keys {sorted(unknown)}")
+            name = table.get("name")
+            if not isinstance(name, str) or not _NAME.match(name):
+                raise ConfigError(f"{where}: name must be 1-64 letters, digits, '.', '_' or '-'")
+            producer = Producer(name, frozenset(_strings(table.get("sources"), f"{where} ({name}) sources")))
+            for digest in _strings(table.get("key_sha256"), f"{where} ({name}) key_sha256"):
+                digest = digest.lower()
+                if not _HEX64.match(digest):
+                    raise ConfigError(f"{where} ({name}): key_sha256 entries are 64 hex digits (SHA-256)")
+                if digest in seen:
+                    # One key must identify one producer, or its scope would depend on file order.
+                    raise ConfigError(f"{where} ({name}): the same key hash is also listed for {seen[digest]!r}")
+                seen[digest] = name
+                entries.append((bytes.fromhex(digest), producer))
+        return cls(tuple(entries))
+
+    @classmethod
+    def load(cls, path: Path) -> KeyRing:
+        try:
+            with path.open("rb") as file:
+                document = tomllib.load(file)
+        except FileNotFoundError:
+            raise ConfigError(f"ingest keys file {path} does not exist (setting ingest_keys_path)") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"ingest keys file {path} is not valid TOML: {exc}") from None
+        return cls.from_document(document, str(path))
+
+    def identify(self, key: str) -> Producer | None:
+        """The producer owning ``key``, or None.
+
+        Every stored hash is compared, with a constant-time comparison, whatever matched: the time taken
+        says nothing about which entry (or how much of one) the presented key came close to.
+        """
+        digest = hashlib.sha256(key.encode()).digest()
+        found: Producer | None = None
+        for stored, producer in self.entries:
+            if hmac.compare_digest(stored, digest) and found is None:
+                found = producer
+        return found
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+
+def presented_key(bearer: str | None, api_key: str | None) -> str | None:
+    """The key sent as ``Authorization: Bearer <key>`` (preferred) or ``X-API-Key: <key>``; None if neither.
+
+    ``bearer`` is the credentials part of a Bearer Authorization header (another scheme gives None).
+    """
+    for candidate in (bearer, api_key):
+        if candidate and candidate.strip():
+            return candidate.strip()
+    return None
+
+
+def authorize(ring: KeyRing, key: str | None, source: str) -> Producer:
+    """The caller, if ``key`` is known and may send ``source``. Raises ApiError 401 or 403."""
+    if key is None:
+        raise ApiError(
+            401,
+            "missing_api_key",
+            "an API key is required: send `Authorization: Bearer <key>` or `X-API-Key: <key>`",
+            headers={"WWW-Authenticate": REALM},
+        )
+    producer = ring.identify(key)
+    if producer is None:
+        raise ApiError(
+            401,
+            "invalid_api_key",
+            "the API key is not valid",
+            headers={"WWW-Authenticate": f'{REALM}, error="invalid_token"'},
+        )
+    if not producer.may_send(source):
+        allowed = ", ".join(sorted(producer.sources))
+        raise ApiError(
+            403, "source_not_allowed", f"producer {producer.name!r} may send {allowed}, not {source!r}", "source"
+        )
+    return producer
+
+
+def new_key_entry(name: str, sources: Sequence[str]) -> tuple[str, str]:
+    """(a new random key, the TOML entry to add to the keys file). The key is shown once, never stored."""
+    if not _NAME.match(name):
+        raise ConfigError("name must be 1-64 letters, digits, '.', '_' or '-'")
+    key = "pgn_" + secrets.token_urlsafe(32)
+    listed = ", ".join(f'"{source}"' for source in sources)
+    entry = f'[[producer]]\nname = "{name}"\nsources = [{listed}]\nkey_sha256 = ["{hash_key(key)}"]\n'
+    return key, entry
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m api.ingest_auth", description="ingest gateway API keys")
+    commands = parser.add_subparsers(dest="command", required=True)
+    new = commands.add_parser("new-key", help="make a key and print the entry for the keys file")
+    new.add_argument("name")
+    new.add_argument("sources", nargs="+")
+    digest = commands.add_parser("hash", help="print the SHA-256 of a key read from standard input")
+    digest.set_defaults(command="hash")
+    args = parser.parse_args(argv)
+    if args.command == "new-key":
+        key, entry = new_key_entry(args.name, args.sources)
+        print(f"key (give it to the producer; it is not stored anywhere): {key}\n", file=sys.stderr)
+        print(entry)
+    else:
+        print(hash_key(sys.stdin.readline().strip()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,229 @@
+"""The ingest gateway's I/O: the producer it owns, and delivery with a deadline.
+
+A request is answered only once the broker has acknowledged every record it produced (``acks=all``), both
+the accepted events and the dead letters of the rejected ones. If the broker cannot be reached or does not
+acknowledge within ``ingest_delivery_timeout_seconds``, the answer is 503 with Retry-After and nothing of
+the request counts as accepted; some of its records may still arrive, so a producer retries with the same
+event ids and the worker's event-id dedupe absorbs the repeats (at-least-once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Protocol
+
+from aiokafka.errors import KafkaError
+from pydantic import BaseModel
+
+from api.errors import ApiError
+from api.ingest_auth import KeyRing
+from api.ingest_batch import Accepted, ItemRules, Outcome, dead_letter_headers
+from api.ingest_limits import BROKER_RETRY_AFTER_SECONDS, InFlightLimiter, Permit
+from pingan.clock import Clock
+from pingan.errors import ServiceError
+from pingan.grids import GridRegistry
+from pingan.settings import Settings
+from pingan.topics import ensure_topics
+from producers.kafka import EventProducer
+from schemas.payloads import SOURCE_PAYLOADS
+
+__all__ = ["IngestGateway", "IngestProducer", "KafkaPublisher", "Publisher"]
+
+log = logging.getLogger(__name__)
+
+CLOSE_TIMEOUT_SECONDS = 10.0
+
+Headers = list[tuple[str, bytes]]
+EventRecord = tuple[bytes, bytes]  # (key, value)
+DeadLetterRecord = tuple[bytes, Headers]  # (value, headers)
+
+
+class Publisher(Protocol):
+    async def deliver(self, events: Sequence[EventRecord], dead_letters: Sequence[DeadLetterRecord]) -> None:
+        """Produce (key, value) events and (value, headers) dead letters; return once the broker has all."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class IngestProducer(EventProducer):
+    """The shared producer, taking records the gateway has already encoded and keyed, plus dead letters."""
+
+    async def deliver(self, events: Sequence[EventRecord], dead_letters: Sequence[DeadLetterRecord]) -> None:
+        producer = self._running()
+        pending: list[asyncio.Future[Any]] = []
+        failure: BaseException | None = None
+        try:
+            # send() only waits for buffer space; each future resolves on the broker's ack, so all of a
+            # request's records share round trips.
+            for key, value in events:
+                pending.append(await producer.send(self.topic, value, key=key))
+            for value, headers in dead_letters:
+                pending.append(await producer.send(self.settings.topic_dead_letters, value, headers=headers))
+        except KafkaError as exc:
+            failure = exc
+        finally:
+            # Collect everything started, or a failed future would surface later as an unretrieved error.
+            outcomes = await asyncio.gather(*pending, return_exceptions=True)
+        errors = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
+        self.sent += len(outcomes) - len(errors)
+        if failure is not None or errors:
+            first = failure or errors[0]
+            total = len(events) + len(dead_letters)
+            raise ServiceError(f"{total - len(outcomes) + len(errors)} of {total} records not delivered: {first!r}")
+
+
+class KafkaPublisher:
+    """Owns an :class:`IngestProducer`, started on first use so the API starts (and serves queries) while the
+    broker is down. After a failure it refuses at once for ``cooldown`` seconds instead of letting every
+    request pay a connection attempt."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        start_timeout: float,
+        cooldown: float = BROKER_RETRY_AFTER_SECONDS,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._settings = settings
+        self._start_timeout = start_timeout
+        self._cooldown = cooldown
+        self._monotonic = monotonic
+        self._producer: IngestProducer | None = None
+        self._down_until = 0.0
+        self._lock = asyncio.Lock()
+
+    def _refuse_if_cooling_down(self) -> None:
+        if self._monotonic() < self._down_until:
+            raise ServiceError(f"the broker at {self._settings.kafka_bootstrap} failed recently")
+
+    async def _running(self) -> IngestProducer:
+        if self._producer is not None:
+            return self._producer
+        self._refuse_if_cooling_down()
+        async with self._lock:
+            if self._producer is None:
+                self._refuse_if_cooling_down()  # another request may have failed while this one waited
+                producer = IngestProducer(self._settings, client_id="pingan-ingest")
+                try:
+                    async with asyncio.timeout(self._start_timeout):
+                        # Tansu creates a topic it is asked about with its own partition count; creating
+                        # them first keeps keys on the partitions the worker expects.
+                        await ensure_topics(self._settings)
+                        await producer.start()
+                except (ServiceError, TimeoutError) as exc:
+                    await producer.stop()
+                    self._down_until = self._monotonic() + self._cooldown
+                    raise ServiceError(f"cannot start the ingest producer: {exc!r}") from exc
+                self._producer = producer
+            return self._producer
+
+    async def deliver(self, events: Sequence[EventRecord], dead_letters: Sequence[DeadLetterRecord]) -> None:
+        producer = await self._running()
+        try:
+            await producer.deliver(events, dead_letters)
+        except ServiceError:
+            self._down_until = self._monotonic() + self._cooldown
+            raise
+
+    async def close(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is None:
+            return
+        try:
+            # Bounded: with the broker gone, flushing would wait for the producer's own request timeout.
+            async with asyncio.timeout(CLOSE_TIMEOUT_SECONDS):
+                await producer.stop()
+        except TimeoutError:
+            log.warning(
+                "the ingest producer did not flush within %.0f s; unacknowledged records are dropped "
+                "(their requests were answered 503)",
+                CLOSE_TIMEOUT_SECONDS,
+            )
+
+
+def _unavailable(message: str) -> ApiError:
+    return ApiError(503, "broker_unavailable", message, headers={"Retry-After": str(BROKER_RETRY_AFTER_SECONDS)})
+
+
+def _log_late_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.warning("a delivery answered 503 after its timeout finally failed: %s", exc)
+
+
+@dataclass(frozen=True)
+class IngestGateway:
+    """Everything the ingest route needs; created and closed by the app's lifespan."""
+
+    settings: Settings
+    keys: KeyRing
+    rules: ItemRules
+    limiter: InFlightLimiter
+    publisher: Publisher
+    clock: Clock
+
+    @classmethod
+    def create(
+        cls,
+        settings: Settings,
+        registry: GridRegistry,
+        clock: Clock,
+        *,
+        payload_models: Mapping[str, type[BaseModel]] = SOURCE_PAYLOADS,
+    ) -> IngestGateway:
+        """Reads the keys file (ConfigError if it is missing or wrong); connects nothing.
+
+        ``payload_models`` must be what the worker accepts (its PipelineConfig's), or the gateway would accept
+        events the worker then dead-letters.
+        """
+        rules = ItemRules(
+            grids=registry,
+            payload_models=dict(payload_models),
+            max_event_bytes=settings.max_event_bytes,
+            max_future=timedelta(seconds=settings.max_future_seconds),
+        )
+        return cls(
+            settings=settings,
+            keys=KeyRing.load(settings.ingest_keys_path),
+            rules=rules,
+            limiter=InFlightLimiter(settings.ingest_max_in_flight),
+            publisher=KafkaPublisher(settings, start_timeout=settings.ingest_delivery_timeout_seconds),
+            clock=clock,
+        )
+
+    async def publish(self, permit: Permit, outcomes: Sequence[Outcome], producer: str) -> None:
+        """Produce accepted events keyed by grid and rejected items as dead letters; wait for the broker.
+
+        Raises ApiError 503 when the broker is down or slow. The delivery itself is never cancelled (a
+        cancelled send may still reach the broker); if the request stops waiting, its in-flight slot stays
+        taken until the delivery ends, so retries cannot pile records up in the producer's buffer.
+        """
+        events = [(o.key, o.value) for o in outcomes if isinstance(o, Accepted)]
+        letters = [(o.raw, dead_letter_headers(o.error, producer)) for o in outcomes if not isinstance(o, Accepted)]
+        task = asyncio.create_task(self.publisher.deliver(events, letters))
+        try:
+            async with asyncio.timeout(self.settings.ingest_delivery_timeout_seconds):
+                await asyncio.shield(task)
+        except TimeoutError:
+            permit.release_when_done(task)
+            task.add_done_callback(_log_late_failure)
+            raise _unavailable(
+                f"the broker did not acknowledge within {self.settings.ingest_delivery_timeout_seconds:g} s; "
+                "retry with the same event ids"
+            ) from None
+        except asyncio.CancelledError:
+            permit.release_when_done(task)
+            task.add_done_callback(_log_late_failure)
+            raise
+        except ServiceError as exc:
+            log.warning("ingest from %s not delivered: %s", producer, exc)
+            raise _unavailable("the event broker is unavailable; retry shortly with the same event ids") from None
+
+    async def close(self) -> None:
+        await self.publisher.close()

@@ -1,0 +1,100 @@
+"""The published public-safety index (平安指数): rankings and the flagged ("hat") list, as published by
+``pingan publish`` into ``published_index``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import date
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Path, Query
+from starlette.responses import Response
+
+from api.deps import ExecutorDep
+from api.errors import not_found
+from api.index_models import FlaggedResponse, IndexResponse
+from api.models import ErrorBody
+from api.responses import OrjsonResponse
+from pingan.published_index import flagged_lists, period_containing
+from pingan.store import published
+from pingan.store.client import Executor
+
+router = APIRouter(prefix="/v1/index", tags=["published index"])
+
+PeriodParam = Annotated[Literal["day", "week", "month"], Path(description="day, ISO week (Monday first) or month")]
+UnitParam = Annotated[
+    Literal["community", "subdistrict", "district", "police_station"],
+    Query(description="unit level; the shipped config publishes community and police_station"),
+]
+DateParam = Annotated[
+    date | None,
+    Query(alias="date", description="any local day in the period (YYYY-MM-DD); default: the newest published one"),
+]
+
+_RESPONSES: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorBody, "description": "no index published for that period and unit level"},
+    422: {"model": ErrorBody, "description": "invalid parameter"},
+    503: {"model": ErrorBody, "description": "ClickHouse unavailable"},
+}
+
+# Columns that describe the period, not the unit: lifted to the top of the body.
+_PERIOD_FIELDS = ("period_kind", "period_start", "period_end", "unit_level", "timezone", "config_version")
+
+
+def _unit_item(row: Mapping[str, Any]) -> dict[str, Any]:
+    item = {key: value for key, value in row.items() if key not in _PERIOD_FIELDS}
+    item["flagged"] = bool(row["flagged"])
+    item["previously_flagged"] = bool(row["previously_flagged"])
+    return item
+
+
+def _published_rows(executor: Executor, period: str, unit: str, day: date | None) -> list[dict[str, Any]]:
+    if day is None:
+        start = published.latest_period_start(executor, period, unit)
+    else:
+        start = period_containing(period, day).start
+    rows = published.read(executor, period, unit, start) if start is not None else []
+    if not rows:
+        which = f"the {period} of {day.isoformat()}" if day is not None else f"any {period}"
+        hint = f"pingan publish --period {period}" + (f" --date {day.isoformat()}" if day is not None else "")
+        raise not_found(f"no {unit} index is published for {which} (run: {hint})", "date" if day else None)
+    return rows
+
+
+def _period_header(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: row[key] for key in _PERIOD_FIELDS}
+
+
+@router.get(
+    "/{period}",
+    summary="The published index of one period: every unit ranked, with the change on the previous period",
+    response_model=IndexResponse,
+    responses=_RESPONSES,
+)
+def index_ranking(
+    executor: ExecutorDep,
+    period: PeriodParam,
+    unit: UnitParam = "community",
+    day: DateParam = None,
+) -> Response:
+    """Score 0-100 (100 = safest), rank 1 = safest, ``change`` = score minus the previous period's
+    (docs/risk-index.md, "The published index")."""
+    rows = _published_rows(executor, period, unit, day)
+    return OrjsonResponse({**_period_header(rows[0]), "units": [_unit_item(r) for r in rows]})
+
+
+@router.get(
+    "/{period}/flagged",
+    summary="High-incidence units that put on the hat this period, took it off, or still wear it",
+    response_model=FlaggedResponse,
+    responses=_RESPONSES,
+)
+def index_flagged(
+    executor: ExecutorDep,
+    period: PeriodParam,
+    unit: UnitParam = "community",
+    day: DateParam = None,
+) -> Response:
+    rows = _published_rows(executor, period, unit, day)
+    lists = {name: [_unit_item(r) for r in found] for name, found in flagged_lists(rows).items()}
+    return OrjsonResponse({**_period_header(rows[0]), **lists})

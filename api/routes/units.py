@@ -1,0 +1,78 @@
+"""Roll-ups: the risk of communities, subdistricts, districts and police stations, live from the grid map."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Path
+from starlette.responses import Response
+
+from api.deps import ExecutorDep, ResourcesDep
+from api.errors import not_found
+from api.index_models import UnitRiskDetail, UnitsRiskResponse
+from api.models import ErrorBody
+from api.responses import OrjsonResponse, dumps
+from api.routes.risk import current_risk
+from pingan.rollup import LEVELS, members, roll_up, roll_up_unit, scores_from_rows
+
+router = APIRouter(prefix="/v1/units", tags=["units"])
+
+UnitLevelParam = Annotated[
+    Literal["community", "subdistrict", "district", "police_station"],
+    Path(description="community, subdistrict, district or police_station"),
+]
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    422: {"model": ErrorBody, "description": "invalid parameter"},
+    503: {"model": ErrorBody, "description": "ClickHouse unavailable"},
+}
+
+
+@router.get(
+    "/{level}/risk",
+    summary="Current risk of every unit of a level, rolled up from its grids",
+    response_model=UnitsRiskResponse,
+    responses=_ERRORS,
+)
+def units_risk(resources: ResourcesDep, executor: ExecutorDep, level: UnitLevelParam) -> Response:
+    """Each unit's level is its worst grid's; ``weighted_score`` is the population-weighted mean of its grid
+    scores and ``worst_score`` the highest (docs/risk-index.md, "Roll-ups").
+
+    Computed from the same cached read of the grid risk as ``/v1/grids/risk``, once per snapshot.
+    """
+    snapshot = current_risk(resources, executor)
+
+    def render() -> bytes:
+        found = [unit.as_dict() for unit in roll_up(resources.registry, scores_from_rows(snapshot.grids), level)]
+        counts = dict.fromkeys(LEVELS, 0)
+        for unit in found:
+            counts[unit["level"]] = counts.get(unit["level"], 0) + 1
+        as_of = max((u["as_of"] for u in found if u["as_of"] is not None), default=None)
+        summary = {"units": len(found), "levels": counts, "as_of": as_of, "fetched_at": snapshot.fetched_at}
+        return dumps({"unit_level": level, "summary": summary, "units": found})
+
+    return OrjsonResponse(snapshot.rendered(("units", level), render))
+
+
+@router.get(
+    "/{level}/{unit_id}/risk",
+    summary="One unit's rolled-up risk, with every grid of the unit",
+    response_model=UnitRiskDetail,
+    responses={404: {"model": ErrorBody, "description": "no unit of that level has this id"}, **_ERRORS},
+)
+def unit_risk(
+    resources: ResourcesDep,
+    executor: ExecutorDep,
+    level: UnitLevelParam,
+    unit_id: Annotated[str, Path(description="unit id from the registry")],
+) -> Response:
+    registry = resources.registry
+    # Checked against the registry first, so an unknown unit costs no ClickHouse round trip.
+    grids = members(registry, level).get(unit_id)
+    if grids is None:
+        raise not_found(f"{level} {unit_id!r} is not in the registry", "unit_id")
+    snapshot = current_risk(resources, executor)
+    unit = roll_up_unit(registry, scores_from_rows(snapshot.grids), level, unit_id)
+    assert unit is not None  # same registry, same members
+    grid_risks = [snapshot.by_id[grid.grid_id] for grid in grids]
+    return OrjsonResponse({**unit.as_dict(), "fetched_at": snapshot.fetched_at, "grid_risks": grid_risks})

@@ -1,0 +1,482 @@
+"""The feed registry: which sources exist, how their categories become envelope types, how they weigh.
+
+A feed is a :class:`FeedSpec`. Three places contribute, in this order:
+
+builtin
+    The four feeds of ``schemas/payloads.py`` (call110, camera, checkpoint, app_report), with their mapping
+    functions in ``producers/adapters/``.
+plugin
+    Every entry point in the group ``pingan.feeds`` (see :data:`ENTRY_POINT_GROUP`) of any installed
+    distribution. An entry point resolves to a FeedSpec or to a callable returning one; its name must be the
+    feed's name. This is how ops add a feed without touching ``streams/``: ship a small package whose
+    ``pyproject.toml`` declares ``[project.entry-points."pingan.feeds"] alarm_column = "pkg.mod:feed"``.
+config
+    ``deploy/config/feeds.toml`` (``settings.feeds_config_path``). A ``[feeds.NAME]`` section configures a
+    builtin or plugin feed (topic, category table, index weights, time zone, field names); a section for a
+    name nobody registered defines a feed by itself when it names its ``payload_model`` (and usually its
+    ``mapper``) as ``"module:attribute"``.
+
+The configuration is layered on the code's defaults: ``types`` and ``fields`` entries are added to (and
+override) the spec's own, ``index`` replaces it, ``topic``/``timezone``/``description`` replace theirs.
+
+The worker uses :func:`payload_models` (which sources it accepts and how to validate their payloads) and
+:func:`index_document` (risk-index.toml plus the ``index`` sections of feeds it does not already cover).
+Producers use the spec's ``mapping`` and ``mapper`` through ``producers/adapters``.
+
+Nothing here imports a mapper or connects anywhere: mappers given as strings are imported on first use, so
+the worker can load the registry without importing producer code.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import importlib
+import importlib.metadata
+import itertools
+import re
+import tomllib
+import unicodedata
+import zoneinfo
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Final
+
+import orjson
+from pydantic import BaseModel
+
+from pingan.errors import ConfigError
+from schemas.payloads import SOURCE_PAYLOADS
+
+if TYPE_CHECKING:
+    from pingan.settings import Settings
+
+__all__ = [
+    "BUILTIN_FEEDS",
+    "ENTRY_POINT_GROUP",
+    "NAME_PATTERN",
+    "FeedSpec",
+    "IndexSection",
+    "Mapper",
+    "TypeMapping",
+    "build_feeds",
+    "category_key",
+    "feeds_without_index",
+    "index_document",
+    "load_feeds",
+    "merge_index_document",
+    "payload_models",
+    "read_feeds_config",
+    "read_risk_document",
+]
+
+ENTRY_POINT_GROUP: Final = "pingan.feeds"
+DEFAULT_TIMEZONE: Final = "Asia/Shanghai"
+# The envelope's own rule for a source or type name (schemas.envelope.Name).
+NAME_PATTERN: Final = re.compile(r"^[a-z0-9_]{1,64}$")
+ORIGINS: Final = ("builtin", "plugin", "config")
+
+# A mapper turns one raw record (a dict decoded from JSON or a CSV row) into an envelope dict. Its second
+# argument is a producers.adapters.base.MapContext; typed loosely here so pingan does not import producers.
+Mapper = Callable[[Mapping[str, Any], Any], dict[str, Any]]
+
+
+def category_key(value: object) -> str:
+    """How a source category is compared with the table: NFKC (full-width -> ASCII), trimmed, case-folded."""
+    return unicodedata.normalize("NFKC", str(value)).strip().casefold()
+
+
+@dataclass(frozen=True, slots=True)
+class TypeMapping:
+    """What one source category becomes in the envelope."""
+
+    type: str
+    severity: int
+
+
+@dataclass(frozen=True)
+class IndexSection:
+    """The risk-index section of one source, as in ``[sources.NAME]`` of risk-index.toml."""
+
+    default_weight: float
+    type_weights: Mapping[str, float]
+    breakpoints: tuple[tuple[float, float], ...]
+
+    def as_document(self) -> dict[str, Any]:
+        return {
+            "default_weight": self.default_weight,
+            "type_weights": dict(self.type_weights),
+            "breakpoints": [list(point) for point in self.breakpoints],
+        }
+
+
+@dataclass(frozen=True)
+class FeedSpec:
+    """One registered feed (source).
+
+    ``mapping`` keys are :func:`category_key` spellings of the source's own categories. ``mapper`` is a
+    callable or a ``"module:function"`` string imported on first use; a feed without one can still be
+    validated by the worker (events may come from the ingest gateway or a producer in another language),
+    it just cannot be tailed by ``pingan producers``. ``topic`` None means the events topic; otherwise it
+    may use ``{prefix}`` for the settings' topic prefix. ``fields`` maps a canonical field name to extra
+    column names to look for in raw records (CAD exports name their columns in many ways).
+    ``personal_fields`` are raw field names holding personal identifiers, pseudonymised in dead letters in
+    addition to the ones every adapter knows.
+    """
+
+    name: str
+    payload_model: type[BaseModel]
+    description: str = ""
+    mapping: Mapping[str, TypeMapping] = field(default_factory=dict)
+    index: IndexSection | None = None
+    mapper: Mapper | str | None = None
+    topic: str | None = None
+    timezone: str = DEFAULT_TIMEZONE
+    fields: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    personal_fields: tuple[str, ...] = ()
+    origin: str = "plugin"
+    registered_by: str = ""  # the entry point or file that registered it, for error messages and `list`
+
+    def __post_init__(self) -> None:
+        if not NAME_PATTERN.match(self.name):
+            raise ConfigError(f"feed name {self.name!r} must be 1-64 characters of [a-z0-9_]")
+        if not (isinstance(self.payload_model, type) and issubclass(self.payload_model, BaseModel)):
+            raise ConfigError(f"feed {self.name}: payload_model must be a pydantic BaseModel subclass")
+        if self.origin not in ORIGINS:
+            raise ConfigError(f"feed {self.name}: origin must be one of {ORIGINS}")
+        # Frozen all the way down: a spec is shared by every record of a feed.
+        object.__setattr__(self, "mapping", MappingProxyType({category_key(k): v for k, v in self.mapping.items()}))
+        object.__setattr__(self, "fields", MappingProxyType({k: tuple(v) for k, v in self.fields.items()}))
+
+    def topic_name(self, settings: Settings) -> str:
+        if self.topic is None:
+            return settings.topic_events
+        return self.topic.format(prefix=settings.topic_prefix)
+
+    def resolve_mapper(self) -> Mapper:
+        if self.mapper is None:
+            raise ConfigError(f"feed {self.name} has no mapper: it cannot be produced by pingan producers")
+        if isinstance(self.mapper, str):
+            return _import_attribute(self.mapper, f"the mapper of feed {self.name}")
+        return self.mapper
+
+
+# --- built-in feeds ------------------------------------------------------------------------------------------
+
+
+def _builtin_specs() -> dict[str, FeedSpec]:
+    described = {
+        "call110": ("110 emergency-call incidents (CAD export)", "producers.adapters.call110:map_incident"),
+        "camera": ("video-analytics alerts from fixed cameras (webhook)", "producers.adapters.camera:map_alert"),
+        "checkpoint": ("vehicle and person passes at checkpoints", "producers.adapters.checkpoint:map_pass"),
+        "app_report": ("grid-worker and citizen reports", "producers.adapters.app_report:map_report"),
+    }
+    return {
+        name: FeedSpec(
+            name, model, described[name][0], mapper=described[name][1], origin="builtin", registered_by="schemas"
+        )
+        for name, model in SOURCE_PAYLOADS.items()
+    }
+
+
+BUILTIN_FEEDS: Final = ("call110", "camera", "checkpoint", "app_report")
+
+
+# --- plugins ---------------------------------------------------------------------------------------------
+
+
+def _describe(entry_point: importlib.metadata.EntryPoint) -> str:
+    dist = getattr(entry_point, "dist", None)
+    where = f" from {dist.name} {dist.version}" if dist is not None else ""
+    return f"entry point {entry_point.name!r} ({entry_point.value}){where}"
+
+
+def _plugin_spec(entry_point: importlib.metadata.EntryPoint) -> FeedSpec:
+    what = _describe(entry_point)
+    try:
+        target = entry_point.load()
+    except Exception as exc:  # a plugin can fail in any way while importing; name it and stop
+        raise ConfigError(f"feed plugin {what} failed to load: {exc!r}") from exc
+    if not isinstance(target, FeedSpec):
+        if not callable(target):
+            raise ConfigError(f"feed plugin {what} is neither a FeedSpec nor a callable returning one")
+        try:
+            target = target()
+        except ConfigError as exc:
+            raise ConfigError(f"feed plugin {what}: {exc}") from exc
+        except Exception as exc:
+            raise ConfigError(f"feed plugin {what} raised while building its FeedSpec: {exc!r}") from exc
+        if not isinstance(target, FeedSpec):
+            raise ConfigError(f"feed plugin {what} returned {type(target).__name__}, not a FeedSpec")
+    if target.name != entry_point.name:
+        raise ConfigError(f"feed plugin {what} defines feed {target.name!r}; the entry point must be named alike")
+    return replace(target, origin="plugin", registered_by=what)
+
+
+def _entry_points() -> list[importlib.metadata.EntryPoint]:
+    return list(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
+
+
+def _add_plugins(feeds: dict[str, FeedSpec], entry_points: Iterable[importlib.metadata.EntryPoint]) -> None:
+    seen: dict[str, importlib.metadata.EntryPoint] = {}
+    for entry_point in entry_points:
+        name = entry_point.name
+        if not NAME_PATTERN.match(name):
+            raise ConfigError(f"feed plugin {_describe(entry_point)}: the name must be 1-64 characters of [a-z0-9_]")
+        if name in seen:
+            if seen[name].value == entry_point.value:
+                continue  # one distribution found twice on sys.path: the same plugin, not a clash
+            raise ConfigError(
+                f"feed {name!r} is registered twice: {_describe(seen[name])} and {_describe(entry_point)}"
+            )
+        if name in feeds:
+            raise ConfigError(f"feed plugin {_describe(entry_point)} clashes with the built-in feed {name!r}")
+        seen[name] = entry_point
+        feeds[name] = _plugin_spec(entry_point)
+
+
+# --- configuration -------------------------------------------------------------------------------------------
+
+_FEED_KEYS: Final = frozenset(
+    {"description", "topic", "timezone", "types", "index", "fields", "personal_fields", "payload_model", "mapper"}
+)
+_INDEX_KEYS: Final = frozenset({"default_weight", "type_weights", "breakpoints"})
+
+
+def _import_attribute(path: str, what: str) -> Any:
+    module_name, _, attribute = path.partition(":")
+    if not module_name or not attribute:
+        raise ConfigError(f"{what} must be written 'package.module:attribute', got {path!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:
+        raise ConfigError(f"{what}: cannot import {module_name!r}: {exc!r}") from exc
+    try:
+        target = module
+        for part in attribute.split("."):
+            target = getattr(target, part)
+    except AttributeError:
+        raise ConfigError(f"{what}: module {module_name!r} has no attribute {attribute!r}") from None
+    return target
+
+
+def _types(where: str, raw: Any) -> dict[str, TypeMapping]:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where} must be a table of category = {{ type = ..., severity = ... }}")
+    table: dict[str, TypeMapping] = {}
+    spelled: dict[str, str] = {}
+    for category, target in raw.items():
+        entry = f"{where}.{category!r}"
+        if not isinstance(target, Mapping) or set(target) != {"type", "severity"}:
+            raise ConfigError(f'{entry} must be {{ type = "...", severity = 1..5 }}')
+        event_type, severity = target["type"], target["severity"]
+        if not isinstance(event_type, str) or not NAME_PATTERN.match(event_type):
+            raise ConfigError(f"{entry}: type {event_type!r} must be 1-64 characters of [a-z0-9_]")
+        if isinstance(severity, bool) or not isinstance(severity, int) or not 1 <= severity <= 5:
+            raise ConfigError(f"{entry}: severity must be an integer from 1 to 5, got {severity!r}")
+        key = category_key(category)
+        if not key:
+            raise ConfigError(f"{where} has an empty category")
+        if key in spelled:
+            raise ConfigError(f"{where}: {spelled[key]!r} and {category!r} are the same category once normalised")
+        spelled[key] = category
+        table[key] = TypeMapping(event_type, severity)
+    return table
+
+
+def _number(where: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{where} must be a number, got {value!r}")
+    return float(value)
+
+
+def _index(where: str, raw: Any) -> IndexSection:
+    """Checked as far as the shape goes; the worker's parse_config checks the breakpoints again at start-up."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where} must be a table")
+    unknown = set(raw) - _INDEX_KEYS
+    if unknown:
+        raise ConfigError(f"{where} has unknown keys {sorted(unknown)}; allowed: {sorted(_INDEX_KEYS)}")
+    if "breakpoints" not in raw:
+        raise ConfigError(f"{where} needs breakpoints = [[0.0, 0.0], [count, index], ...]")
+    weights = raw.get("type_weights", {})
+    if not isinstance(weights, Mapping):
+        raise ConfigError(f"{where}.type_weights must be a table of type = weight")
+    try:
+        points = tuple((float(x), float(y)) for x, y in raw["breakpoints"])
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}.breakpoints must be [[count, index], ...]") from None
+    if len(points) < 2 or points[0] != (0.0, 0.0):
+        raise ConfigError(f"{where}.breakpoints must start at [0, 0] and have at least two points")
+    for (x0, y0), (x1, y1) in itertools.pairwise(points):
+        if not (x1 > x0 and y1 > y0):
+            raise ConfigError(f"{where}.breakpoints must increase strictly in both columns")
+    return IndexSection(
+        default_weight=_number(f"{where}.default_weight", raw.get("default_weight", 1.0)),
+        type_weights={str(k): _number(f"{where}.type_weights.{k}", v) for k, v in weights.items()},
+        breakpoints=points,
+    )
+
+
+def _string(where: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(f"{where} must be a string, got {value!r}")
+    return value
+
+
+def _apply_section(name: str, section: Mapping[str, Any], base: FeedSpec | None, source: str) -> FeedSpec:
+    where = f"{source}: [feeds.{name}]"
+    unknown = set(section) - _FEED_KEYS
+    if unknown:
+        raise ConfigError(f"{where} has unknown keys {sorted(unknown)}; allowed: {sorted(_FEED_KEYS)}")
+    if base is None:
+        if "payload_model" not in section:
+            raise ConfigError(
+                f"{where}: no built-in feed or installed plugin is called {name!r}; register it by entry point "
+                f'(group {ENTRY_POINT_GROUP!r}) or give payload_model = "module:Model" here'
+            )
+        model = _import_attribute(_string(f"{where}.payload_model", section["payload_model"]), f"{where} payload_model")
+        mapper = _string(f"{where}.mapper", section["mapper"]) if "mapper" in section else None
+        base = FeedSpec(name, model, mapper=mapper, origin="config", registered_by=source)
+    elif "payload_model" in section or "mapper" in section:
+        raise ConfigError(f"{where}: payload_model and mapper belong to new feeds; {name} is {base.origin}")
+
+    changes: dict[str, Any] = {}
+    if "description" in section:
+        changes["description"] = _string(f"{where}.description", section["description"])
+    if "topic" in section:
+        topic = _string(f"{where}.topic", section["topic"])
+        try:
+            topic.format(prefix="")
+        except (KeyError, IndexError, ValueError):
+            raise ConfigError(f"{where}.topic may only use the placeholder {{prefix}}, got {topic!r}") from None
+        changes["topic"] = topic
+    if "timezone" in section:
+        changes["timezone"] = _string(f"{where}.timezone", section["timezone"])
+    if "types" in section:
+        changes["mapping"] = {**base.mapping, **_types(f"{where}.types", section["types"])}
+    if "index" in section:
+        changes["index"] = _index(f"{where}.index", section["index"])
+    if "fields" in section:
+        raw_fields = section["fields"]
+        if not isinstance(raw_fields, Mapping):
+            raise ConfigError(f'{where}.fields must be a table of field = ["column", ...]')
+        extra = {}
+        for canonical, names in raw_fields.items():
+            names = [names] if isinstance(names, str) else names
+            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+                raise ConfigError(f"{where}.fields.{canonical} must be a column name or a list of them")
+            extra[str(canonical)] = tuple(names)
+        changes["fields"] = {**base.fields, **extra}
+    if "personal_fields" in section:
+        names = section["personal_fields"]
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise ConfigError(f"{where}.personal_fields must be a list of field names")
+        changes["personal_fields"] = (*base.personal_fields, *names)
+    spec = replace(base, **changes)
+    _check_timezone(spec)
+    return spec
+
+
+def _check_timezone(spec: FeedSpec) -> None:
+    try:
+        zoneinfo.ZoneInfo(spec.timezone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(
+            f"feed {spec.name}: unknown time zone {spec.timezone!r} (an IANA name such as Asia/Shanghai; "
+            "install the tzdata package where the system has no zone files)"
+        ) from None
+
+
+def read_feeds_config(path: Path) -> dict[str, Any]:
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"feeds config {path} does not exist (settings.feeds_config_path)") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"feeds config {path} is not valid TOML: {exc}") from None
+    unknown = set(document) - {"feeds"}
+    if unknown:
+        raise ConfigError(f"feeds config {path}: unknown top-level keys {sorted(unknown)}; feeds go under [feeds.NAME]")
+    sections = document.get("feeds", {})
+    if not isinstance(sections, dict):
+        raise ConfigError(f"feeds config {path}: feeds must be a table of [feeds.NAME] sections")
+    return sections
+
+
+def build_feeds(
+    sections: Mapping[str, Any],
+    entry_points: Iterable[importlib.metadata.EntryPoint],
+    *,
+    source: str = "feeds.toml",
+) -> dict[str, FeedSpec]:
+    """The registry from parsed config sections and entry points (what :func:`load_feeds` reads)."""
+    feeds = _builtin_specs()
+    _add_plugins(feeds, entry_points)
+    for name, section in sections.items():
+        if not NAME_PATTERN.match(name):
+            raise ConfigError(f"{source}: feed name {name!r} must be 1-64 characters of [a-z0-9_]")
+        if not isinstance(section, Mapping):
+            raise ConfigError(f"{source}: feeds.{name} must be a table")
+        feeds[name] = _apply_section(name, section, feeds.get(name), source)
+    return dict(sorted(feeds.items()))
+
+
+def load_feeds(
+    settings: Settings, *, entry_points: Iterable[importlib.metadata.EntryPoint] | None = None
+) -> dict[str, FeedSpec]:
+    """Every feed: built-in, installed plugins (entry points), then feeds.toml. Raises ConfigError."""
+    sections = read_feeds_config(settings.feeds_config_path)
+    points = _entry_points() if entry_points is None else list(entry_points)
+    return build_feeds(sections, points, source=str(settings.feeds_config_path))
+
+
+def payload_models(feeds: Mapping[str, FeedSpec]) -> dict[str, type[BaseModel]]:
+    """What the worker's parse_event needs: source name -> payload model."""
+    return {name: spec.payload_model for name, spec in feeds.items()}
+
+
+# --- the risk index ----------------------------------------------------------------------------------------
+
+
+def merge_index_document(risk_doc: Mapping[str, Any], feeds: Mapping[str, FeedSpec]) -> dict[str, Any]:
+    """risk-index.toml's document plus ``sources.NAME`` for every feed with an index section it lacks.
+
+    risk-index.toml wins where both define a source: it is the reviewed, versioned file. When sections are
+    added the version gets a suffix naming them and a digest of their values, so risk values computed with
+    a feed's weights say so and a change of those weights changes the version.
+    """
+    document = copy.deepcopy(dict(risk_doc))
+    sources = document.setdefault("sources", {})
+    added = {
+        name: spec.index.as_document()
+        for name, spec in sorted(feeds.items())
+        if spec.index is not None and name not in sources
+    }
+    if added:
+        sources.update(added)
+        digest = hashlib.blake2b(orjson.dumps(added, option=orjson.OPT_SORT_KEYS), digest_size=4).hexdigest()
+        document["version"] = f"{document.get('version', '')}+{'.'.join(added)}.{digest}"
+    return document
+
+
+def feeds_without_index(index_doc: Mapping[str, Any], feeds: Mapping[str, FeedSpec]) -> list[str]:
+    """Feeds whose events weigh nothing in the index (no section anywhere): worth a warning at start-up."""
+    sources = index_doc.get("sources", {})
+    return [name for name in feeds if name not in sources]
+
+
+def read_risk_document(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"risk index config {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"risk index config {path} is not valid TOML: {exc}") from None
+
+
+def index_document(settings: Settings, feeds: Mapping[str, FeedSpec]) -> dict[str, Any]:
+    """The document the worker gives ``streams.risk_index.parse_config``: risk-index.toml + feed sections."""
+    return merge_index_document(read_risk_document(settings.risk_config_path), feeds)
