@@ -1,6 +1,6 @@
 """Worker throughput on this machine, with the two ceilings it is measured against.
 
-    .venv/bin/python bench/worker_throughput.py [--events 200000] [--write docs/benchmarks.md]
+    .venv/bin/python -m bench.worker_throughput [--events 200000] [--write docs/benchmarks.md]
 
 Starts its own broker and ClickHouse on free loopback ports in a temporary directory, produces a realistic
 mixed stream (four feeds, 300 grids, 2 % invalid, 1 % repeated) and measures:
@@ -121,8 +121,8 @@ def pure_pipeline(settings: Settings, registry: GridRegistry, messages: list[tup
     return len(records) / (time.perf_counter() - started)
 
 
-def worker_throughput(settings: Settings, distinct_valid: int, log_path: Path) -> tuple[float, float]:
-    """(events/s between 10 % and 100 % stored, seconds from start to all stored)."""
+def worker_throughput(settings: Settings, distinct_valid: int, log_path: Path) -> tuple[float, float, str]:
+    """(events/s between 10 % and 100 % stored, seconds from start to all stored, the worker's stage log)."""
     executor = connect(settings)
     worker = ChildProcess("worker", settings, log_path).start()
     started = time.perf_counter()
@@ -139,10 +139,12 @@ def worker_throughput(settings: Settings, distinct_valid: int, log_path: Path) -
                 raise RuntimeError(f"worker stopped or too slow:\n{worker.log_tail()}")
             time.sleep(0.1)
         assert first is not None
-        return (distinct_valid - first[1]) / (now - first[0]), now - started
+        rate, total = (distinct_valid - first[1]) / (now - first[0]), now - started
     finally:
         worker.stop()
         executor.close()
+    stages = [line for line in log_path.read_text().splitlines() if "processed" in line and "batches" in line]
+    return rate, total, stages[-1].split("] ", 2)[-1].strip() if stages else "no progress line"
 
 
 def main() -> None:
@@ -158,6 +160,7 @@ def main() -> None:
             clickhouse_port=free_port(),
             clickhouse_http_port=free_port(),
             worker_id="bench-worker",
+            progress_log_seconds=5.0,
         )
         services.up(settings)
         try:
@@ -169,7 +172,7 @@ def main() -> None:
             ceiling = asyncio.run(raw_ceiling(settings, len(messages)))
             pure = pure_pipeline(settings, registry, messages)
             prepare_storage(settings)
-            worker_rate, total_s = worker_throughput(settings, distinct_valid, Path(tmp) / "worker.log")
+            worker_rate, total_s, stages = worker_throughput(settings, distinct_valid, Path(tmp) / "worker.log")
         finally:
             services.down(settings)
 
@@ -187,6 +190,7 @@ def main() -> None:
         f"| **worker end to end** (Faust + ClickHouse + topics + checkpoint) | **{worker_rate:,.0f}** |",
         "",
         f"Worker start to last event stored: {total_s:.1f} s (includes Faust start-up and recovery).",
+        f"Worker's own account at shutdown: `{stages}`.",
         "",
     ]
     report = "\n".join(lines)
