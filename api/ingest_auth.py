@@ -21,13 +21,13 @@ import hmac
 import re
 import secrets
 import sys
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from api.errors import ApiError
+from pingan.config_files import read_toml
 from pingan.errors import ConfigError
 
 __all__ = ["KeyRing", "Producer", "authorize", "hash_key", "presented_key"]
@@ -98,14 +98,7 @@ class KeyRing:
 
     @classmethod
     def load(cls, path: Path) -> KeyRing:
-        try:
-            with path.open("rb") as file:
-                document = tomllib.load(file)
-        except FileNotFoundError:
-            raise ConfigError(f"ingest keys file {path} does not exist (setting ingest_keys_path)") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"ingest keys file {path} is not valid TOML: {exc}") from None
-        return cls.from_document(document, str(path))
+        return cls.from_document(read_toml(path, "ingest keys file", hint="setting ingest_keys_path"), str(path))
 
     def identify(self, key: str) -> Producer | None:
         """The producer owning ``key``, or None.

@@ -33,11 +33,11 @@ from pingan.grids import GridRegistry
 from pingan.settings import Settings
 from pingan.store import events
 from pingan.store.client import connect
+from pingan.store.migrate import prepare_database
 from pingan.topics import ensure_topics
 from streams.pipeline import PipelineConfig, Record, process_batch
 from streams.risk_index import load_config
 from streams.windows import PartitionState, WindowSpec
-from streams.worker import prepare_storage
 from tests.support.processes import ChildProcess, free_port
 
 SOURCES = ("call110", "camera", "camera", "camera", "checkpoint", "app_report")
@@ -171,7 +171,7 @@ def main() -> None:
             produce_rate = asyncio.run(produce(settings, messages))
             ceiling = asyncio.run(raw_ceiling(settings, len(messages)))
             pure = pure_pipeline(settings, registry, messages)
-            prepare_storage(settings)
+            prepare_database(settings)
             worker_rate, total_s, stages = worker_throughput(settings, distinct_valid, Path(tmp) / "worker.log")
         finally:
             services.down(settings)

@@ -34,9 +34,9 @@ def _simulate(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _migrate(settings: Settings, args: argparse.Namespace) -> int:
-    from streams.worker import prepare_storage
+    from pingan.store.migrate import prepare_database
 
-    prepare_storage(settings)
+    prepare_database(settings)
     print(f"ClickHouse database {settings.clickhouse_database} is up to date")
     return 0
 

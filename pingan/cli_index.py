@@ -27,7 +27,7 @@ from pingan.rollup import DEFAULT_TOP, ROLLUP_LEVELS, UnitRisk, roll_up, scores_
 from pingan.settings import Settings
 from pingan.store import risk, units
 from pingan.store.client import DriverExecutor, Executor, connect
-from pingan.store.migrate import create_database, migrate
+from pingan.store.migrate import prepare_database
 
 
 @dataclass(frozen=True)
@@ -59,18 +59,8 @@ def rollup_snapshot(
 
 def _storage(settings: Settings) -> DriverExecutor:
     """A client to the database, created and migrated first (both idempotent), as the worker does."""
-    admin = connect(settings, database="")
-    try:
-        create_database(admin, settings.clickhouse_database)
-    finally:
-        admin.close()
-    executor = connect(settings)
-    try:
-        migrate(executor)
-    except BaseException:
-        executor.close()
-        raise
-    return executor
+    prepare_database(settings)
+    return connect(settings)
 
 
 def _rollup(settings: Settings, args: argparse.Namespace, clock: Clock | None = None) -> int:

@@ -35,7 +35,6 @@ import importlib
 import importlib.metadata
 import itertools
 import re
-import tomllib
 import unicodedata
 import zoneinfo
 from collections.abc import Callable, Iterable, Mapping
@@ -47,6 +46,7 @@ from typing import TYPE_CHECKING, Any, Final
 import orjson
 from pydantic import BaseModel
 
+from pingan.config_files import read_toml
 from pingan.errors import ConfigError
 from schemas.payloads import SOURCE_PAYLOADS
 
@@ -391,12 +391,7 @@ def _check_timezone(spec: FeedSpec) -> None:
 
 
 def read_feeds_config(path: Path) -> dict[str, Any]:
-    try:
-        document = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"feeds config {path} does not exist (settings.feeds_config_path)") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"feeds config {path} is not valid TOML: {exc}") from None
+    document = read_toml(path, "feeds config", hint="settings.feeds_config_path")
     unknown = set(document) - {"feeds"}
     if unknown:
         raise ConfigError(f"feeds config {path}: unknown top-level keys {sorted(unknown)}; feeds go under [feeds.NAME]")
@@ -469,12 +464,7 @@ def feeds_without_index(index_doc: Mapping[str, Any], feeds: Mapping[str, FeedSp
 
 
 def read_risk_document(path: Path) -> dict[str, Any]:
-    try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"risk index config {path} does not exist") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"risk index config {path} is not valid TOML: {exc}") from None
+    return read_toml(path, "risk index config")
 
 
 def index_document(settings: Settings, feeds: Mapping[str, FeedSpec]) -> dict[str, Any]:

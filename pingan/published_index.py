@@ -9,7 +9,6 @@ weights, scores, ranks, flags) except :func:`publish`, which runs one publicatio
 from __future__ import annotations
 
 import itertools
-import tomllib
 from bisect import bisect_left
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any, Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from pingan.config_files import read_toml
 from pingan.errors import ConfigError
 from pingan.grids import GridRegistry
 from pingan.store import grid_units
@@ -181,13 +181,7 @@ def parse_config(document: Mapping[str, Any]) -> PublishedConfig:
 
 
 def load_config(path: Path) -> PublishedConfig:
-    try:
-        document = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"published index config {path} does not exist") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"published index config {path} is not valid TOML: {exc}") from None
-    return parse_config(document)
+    return parse_config(read_toml(path, "published index config"))
 
 
 # --- periods ------------------------------------------------------------------------------------------

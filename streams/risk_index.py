@@ -6,7 +6,6 @@ Nothing here does I/O except :func:`load_config`, which reads the TOML file name
 from __future__ import annotations
 
 import itertools
-import tomllib
 from bisect import bisect_right
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -14,6 +13,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from pingan.config_files import read_toml
 from pingan.errors import ConfigError
 
 
@@ -98,13 +98,7 @@ def parse_config(document: Mapping[str, Any]) -> IndexConfig:
 
 
 def load_config(path: Path) -> IndexConfig:
-    try:
-        document = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"risk index config {path} does not exist") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"risk index config {path} is not valid TOML: {exc}") from None
-    return parse_config(document)
+    return parse_config(read_toml(path, "risk index config"))
 
 
 def sub_index(weighted_count: float, breakpoints: tuple[tuple[float, float], ...]) -> float:

@@ -10,29 +10,12 @@ import faust
 from pingan.feeds import feeds_without_index, index_document, load_feeds, payload_models
 from pingan.grids import GridRegistry
 from pingan.settings import Settings
-from pingan.store.client import connect
-from pingan.store.migrate import create_database, migrate
+from pingan.store.migrate import prepare_database
 from pingan.topics import ensure_topics
 from streams.app import create_app
 from streams.risk_index import parse_config
 
 log = logging.getLogger(__name__)
-
-
-def prepare_storage(settings: Settings) -> None:
-    """Create the database and apply pending migrations (idempotent)."""
-    server = connect(settings, database="")
-    try:
-        create_database(server, settings.clickhouse_database)
-    finally:
-        server.close()
-    executor = connect(settings)
-    try:
-        applied = migrate(executor)
-    finally:
-        executor.close()
-    if applied:
-        log.info("applied ClickHouse migrations %s", applied)
 
 
 def run_worker(settings: Settings, *, loglevel: str = "INFO") -> None:
@@ -44,7 +27,7 @@ def run_worker(settings: Settings, *, loglevel: str = "INFO") -> None:
     index = parse_config(index_doc)
     for name in feeds_without_index(index_doc, feeds):
         log.warning("feed %s has no risk-index section: its events are stored but weigh nothing", name)
-    prepare_storage(settings)
+    prepare_database(settings)
     asyncio.run(ensure_topics(settings))
     (settings.data_dir / "faust" / settings.worker_id).mkdir(parents=True, exist_ok=True)
     app, worker = create_app(settings, registry, index, payload_models=payload_models(feeds))

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pingan.errors import StorageError
-from pingan.settings import REPO_ROOT
-from pingan.store.client import Executor, checked_identifier
+from pingan.settings import REPO_ROOT, Settings
+from pingan.store.client import Executor, checked_identifier, connect
 
 log = logging.getLogger(__name__)
 
@@ -101,4 +101,21 @@ def migrate(executor: Executor, directory: Path = MIGRATIONS_DIR) -> list[int]:
         executor.insert("schema_migrations", ["version", "name"], [(migration.version, migration.name)])
         log.info("applied migration %04d_%s", migration.version, migration.name)
         applied.append(migration.version)
+    return applied
+
+
+def prepare_database(settings: Settings) -> list[int]:
+    """Create the database and apply pending migrations (both idempotent); what every entry point runs first."""
+    server = connect(settings, database="")
+    try:
+        create_database(server, settings.clickhouse_database)
+    finally:
+        server.close()
+    executor = connect(settings)
+    try:
+        applied = migrate(executor)
+    finally:
+        executor.close()
+    if applied:
+        log.info("applied ClickHouse migrations %s", applied)
     return applied

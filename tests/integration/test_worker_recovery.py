@@ -14,8 +14,8 @@ from pingan.grids import GridRegistry
 from pingan.settings import Settings
 from pingan.store import events
 from pingan.store.client import DriverExecutor, connect
+from pingan.store.migrate import prepare_database
 from pingan.topics import ensure_topics
-from streams.worker import prepare_storage
 from tests.support.events import mixed_stream
 from tests.support.kafka import produce
 from tests.support.processes import ChildProcess, wait_for
@@ -58,8 +58,8 @@ async def test_sigkill_mid_stream_loses_and_double_counts_nothing(settings: Sett
 
     await ensure_topics(base)
     await produce(base, base.topic_events, messages)
-    prepare_storage(killed)
-    prepare_storage(steady)
+    prepare_database(killed)
+    prepare_database(steady)
 
     steady_worker = ChildProcess("worker", steady, tmp_path / "steady.log").start()
     victim = ChildProcess("worker", killed, tmp_path / "killed.log").start()
