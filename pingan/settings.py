@@ -81,6 +81,8 @@ class Settings(BaseSettings):
     max_future_seconds: int = Field(default=300, ge=0)
     max_event_bytes: int = Field(default=64 * 1024, ge=1024)
     progress_log_seconds: float = Field(default=30.0, gt=0)
+    # How long the worker waits at start-up for ClickHouse to answer before giving up.
+    startup_wait_seconds: float = Field(default=60.0, ge=0)
 
     # --- config files shipped with the repo ---
     risk_config_path: Path = REPO_ROOT / "deploy" / "config" / "risk-index.toml"

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 import faust
 
+from pingan.errors import StorageError
 from pingan.feeds import feeds_without_index, index_document, load_feeds, payload_models
 from pingan.grids import GridRegistry
 from pingan.settings import Settings
@@ -18,6 +20,20 @@ from streams.risk_index import parse_config
 log = logging.getLogger(__name__)
 
 
+def _wait_for_storage(settings: Settings) -> None:
+    """Migrate, waiting for ClickHouse if it is still starting (services often come up together)."""
+    deadline = time.monotonic() + settings.startup_wait_seconds
+    while True:
+        try:
+            prepare_database(settings)
+            return
+        except StorageError as exc:
+            if time.monotonic() >= deadline:
+                raise
+            log.warning("ClickHouse not ready (%s); retrying for up to %.0fs", exc, deadline - time.monotonic())
+            time.sleep(1.0)
+
+
 def run_worker(settings: Settings, *, loglevel: str = "INFO") -> None:
     # Config errors surface here, before anything connects.
     registry = GridRegistry.load(settings.grid_registry_path)
@@ -27,7 +43,7 @@ def run_worker(settings: Settings, *, loglevel: str = "INFO") -> None:
     index = parse_config(index_doc)
     for name in feeds_without_index(index_doc, feeds):
         log.warning("feed %s has no risk-index section: its events are stored but weigh nothing", name)
-    prepare_database(settings)
+    _wait_for_storage(settings)
     asyncio.run(ensure_topics(settings))
     (settings.data_dir / "faust" / settings.worker_id).mkdir(parents=True, exist_ok=True)
     app, worker = create_app(settings, registry, index, payload_models=payload_models(feeds))
