@@ -50,9 +50,9 @@ def create_app(settings: Settings, *, registry: GridRegistry | None = None, cloc
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         grid_registry = registry or await anyio.to_thread.run_sync(GridRegistry.load, settings.grid_registry_path)
-        # Reads the ingest keys (a bad file stops start-up); its producer connects on the first ingest request.
         # The same feeds as the worker (built-in, plugins, feeds.toml), so both accept the same sources.
         feeds = load_feeds(settings)
+        # Reads the ingest keys (a bad file stops start-up); its producer connects on the first ingest request.
         gateway = IngestGateway.create(settings, grid_registry, clock, payload_models=payload_models(feeds))
         camera_webhook = Webhook.for_feed(settings, feeds["camera"], grid_registry)
         storage = Storage(settings)
