@@ -133,6 +133,17 @@ def _invalid_from(exc: ValidationError, prefix: str = "") -> InvalidEvent:
     return InvalidEvent(category, f"{error['msg']}{more}", field)
 
 
+def decode_object(raw: bytes) -> dict[str, Any]:
+    """A JSON object from bytes, or InvalidEvent("bad_json") saying what was wrong."""
+    try:
+        document = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidEvent("bad_json", f"not JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise InvalidEvent("bad_json", f"expected a JSON object, got {type(document).__name__}")
+    return document
+
+
 def parse_event(
     raw: bytes,
     *,
@@ -148,12 +159,7 @@ def parse_event(
     """
     if len(raw) > max_bytes:
         raise InvalidEvent("oversize", f"record is {len(raw)} bytes, the limit is {max_bytes}")
-    try:
-        document = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidEvent("bad_json", f"not JSON: {exc}") from None
-    if not isinstance(document, dict):
-        raise InvalidEvent("bad_json", f"expected a JSON object, got {type(document).__name__}")
+    document = decode_object(raw)
     source = document.get("source")
     if isinstance(source, str) and source not in payload_models:
         known = ", ".join(sorted(payload_models))

@@ -32,7 +32,7 @@ from pingan.errors import InvalidEvent
 from pingan.feeds import FeedSpec, Mapper, TypeMapping, category_key
 from producers.kafka import encode_event
 from producers.pseudonym import pseudonymise
-from schemas.envelope import parse_event
+from schemas.envelope import decode_object, parse_event
 from schemas.payloads import PSEUDONYM_PATTERN
 
 __all__ = [
@@ -323,16 +323,6 @@ def scrub_text(text: str) -> str:
 
 
 # --- raw bytes -------------------------------------------------------------------------------------------
-
-
-def decode_object(raw: bytes) -> dict[str, Any]:
-    try:
-        document = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidEvent("bad_json", f"not JSON: {exc}") from None
-    if not isinstance(document, dict):
-        raise InvalidEvent("bad_json", f"expected a JSON object, got {type(document).__name__}")
-    return document
 
 
 _LIST_KEYS: Final = ("alerts", "records", "events", "items", "data")

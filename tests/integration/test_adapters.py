@@ -3,14 +3,12 @@ dead-letter topic with the reason; the CAD tailer resuming after a restart witho
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import ConsumerRecord
 
 from pingan.feeds import FeedSpec, load_feeds
@@ -21,6 +19,7 @@ from pingan.topics import ensure_topics
 from producers.adapters import adapter_for, publisher_for
 from producers.adapters.camera import handle_webhook
 from producers.adapters.tailer import FileTailer
+from tests.support.kafka import read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -34,25 +33,6 @@ def registry() -> GridRegistry:
 async def feeds(settings: Settings) -> dict[str, FeedSpec]:
     await ensure_topics(settings)
     return load_feeds(settings, entry_points=[])
-
-
-async def read_all(settings: Settings, topic: str, expected: int, *, timeout: float = 20.0) -> list[ConsumerRecord]:
-    """Every record on ``topic`` once ``expected`` arrived, plus a short settle to catch any extra."""
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=settings.kafka_bootstrap, group_id=None, auto_offset_reset="earliest"
-    )
-    await consumer.start()
-    records: list[ConsumerRecord] = []
-    try:
-        deadline = asyncio.get_running_loop().time() + timeout
-        while len(records) < expected and asyncio.get_running_loop().time() < deadline:
-            for batch in (await consumer.getmany(timeout_ms=300)).values():
-                records.extend(batch)
-        for batch in (await consumer.getmany(timeout_ms=300)).values():
-            records.extend(batch)
-    finally:
-        await consumer.stop()
-    return records
 
 
 def headers(record: ConsumerRecord) -> dict[str, str]:
@@ -86,7 +66,7 @@ async def test_call110_cad_file_to_events_and_dead_letters(
         report = await tail.run(stop_at_eof=True)
     assert (report.events, report.dead_letters) == (2, 2)
 
-    events = await read_all(settings, settings.topic_events, 2)
+    events = await read_topic(settings, settings.topic_events, 2, timeout=20, settle_ms=300)
     by_id = {orjson.loads(r.value)["event_id"]: r for r in events}
     assert sorted(by_id) == ["cad-JJ1", "cad-JJ2"]
     first = orjson.loads(by_id["cad-JJ1"].value)
@@ -96,7 +76,7 @@ async def test_call110_cad_file_to_events_and_dead_letters(
         assert record.key == grid.grid_id.encode()
         assert record.partition == partition_for_key(record.key, settings.topic_partitions)
 
-    letters = await read_all(settings, settings.topic_dead_letters, 2)
+    letters = await read_topic(settings, settings.topic_dead_letters, 2, timeout=20, settle_ms=300)
     assert sorted(r.value for r in letters) == sorted(bad)  # original bytes (nothing personal to redact)
     reasons = {headers(r)["pingan-error-kind"]: headers(r) for r in letters}
     assert set(reasons) == {"unknown_category", "bad_json"}
@@ -127,10 +107,10 @@ async def test_camera_webhook_batch(settings: Settings, feeds: dict[str, FeedSpe
             {"index": 2, "kind": "missing_field", "field": "confidence", "reason": "the record has no confidence"}
         ],
     }
-    events = await read_all(settings, settings.topic_events, 2)
+    events = await read_topic(settings, settings.topic_events, 2, timeout=20, settle_ms=300)
     assert sorted(orjson.loads(r.value)["type"] for r in events) == ["fight", "smoke_fire"]
     assert {r.key for r in events} == {b"G0001"}
-    [letter] = await read_all(settings, settings.topic_dead_letters, 1)
+    [letter] = await read_topic(settings, settings.topic_dead_letters, 1, timeout=20, settle_ms=300)
     assert orjson.loads(letter.value)["alarm_id"] == "a3"
     assert headers(letter)["pingan-origin"] == "webhook#2"
 
@@ -151,8 +131,8 @@ async def test_checkpoint_passes_never_put_a_plate_on_the_broker(
     async with publisher_for(settings, spec) as publisher:
         report = await publisher.publish(adapter.map_document(body, "http", now=datetime.now(UTC)))
     assert (report.events, report.dead_letters) == (2, 2)
-    events = await read_all(settings, settings.topic_events, 2)
-    letters = await read_all(settings, settings.topic_dead_letters, 2)
+    events = await read_topic(settings, settings.topic_events, 2, timeout=20, settle_ms=300)
+    letters = await read_topic(settings, settings.topic_dead_letters, 2, timeout=20, settle_ms=300)
     assert sorted(orjson.loads(r.value)["type"] for r in events) == ["flagged_pass", "pass"]
     assert {headers(r)["pingan-error-kind"] for r in letters} == {"invalid_field", "bad_json"}
     assert all(headers(r)["pingan-redacted"] == "1" for r in letters)
@@ -173,9 +153,9 @@ async def test_app_reports(settings: Settings, feeds: dict[str, FeedSpec]) -> No
     adapter = adapter_for(settings, spec)
     async with publisher_for(settings, spec) as publisher:
         await publisher.publish(adapter.map_document(orjson.dumps(reports), "app", now=datetime.now(UTC)))
-    events = await read_all(settings, settings.topic_events, 2)
+    events = await read_topic(settings, settings.topic_events, 2, timeout=20, settle_ms=300)
     assert sorted(orjson.loads(r.value)["event_id"] for r in events) == ["app-R1", "app-R2"]
-    [letter] = await read_all(settings, settings.topic_dead_letters, 1)
+    [letter] = await read_topic(settings, settings.topic_dead_letters, 1, timeout=20, settle_ms=300)
     assert headers(letter)["pingan-error-kind"] == "unknown_category"
     for record in (*events, letter):
         assert b"13700001234" not in record.value
@@ -209,7 +189,7 @@ async def test_cad_tailer_resumes_after_restart_without_gaps(
         report = await FileTailer(path, adapter, publisher, state_path=state, max_lines=15).run(stop_at_eof=True)
     assert report.lines == 70 - 30
 
-    records = await read_all(settings, settings.topic_events, 70)
+    records = await read_topic(settings, settings.topic_events, 70, timeout=20, settle_ms=300)
     ids = [orjson.loads(r.value)["event_id"] for r in records]
     assert sorted(ids) == sorted(f"cad-T{n}" for n in range(70))  # every line exactly once
 
@@ -231,5 +211,5 @@ async def test_pingan_producers_tail_command(settings: Settings, tmp_path) -> No
     )
     assert result.returncode == 0, result.stderr
     assert "2 lines: 1 events, 1 dead letters" in result.stdout
-    [event] = await read_all(settings, settings.topic_events, 1)
+    [event] = await read_topic(settings, settings.topic_events, 1, timeout=20, settle_ms=300)
     assert orjson.loads(event.value)["event_id"] == "cad-C1"

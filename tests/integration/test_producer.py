@@ -5,16 +5,13 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-import uuid
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from aiokafka.structs import ConsumerRecord
 
 from pingan.clock import FixedClock
 from pingan.errors import ConfigError, ServiceError
@@ -25,6 +22,7 @@ from pingan.topics import ensure_topics, topic_names
 from producers.kafka import EventProducer
 from producers.simulator import CitySimulator, run_simulation
 from schemas.envelope import parse_event
+from tests.support.kafka import read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -38,30 +36,6 @@ def registry() -> GridRegistry:
 
 def _key(settings: Settings) -> bytes:
     return settings.pseudonym_key.get_secret_value().encode()
-
-
-async def _read(settings: Settings, expected: int, *, timeout: float = 60.0) -> list[ConsumerRecord]:
-    """Everything on the events topic, from the beginning, with a fresh consumer group."""
-    consumer = AIOKafkaConsumer(
-        settings.topic_events,
-        bootstrap_servers=settings.kafka_bootstrap,
-        group_id=f"test-producer-{uuid.uuid4().hex[:8]}",
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-    )
-    await consumer.start()
-    records: list[ConsumerRecord] = []
-    try:
-        deadline = time.monotonic() + timeout
-        while len(records) < expected and time.monotonic() < deadline:
-            for batch in (await consumer.getmany(timeout_ms=500)).values():
-                records.extend(batch)
-        # A short extra poll: more records than sent would mean duplicates.
-        for batch in (await consumer.getmany(timeout_ms=300)).values():
-            records.extend(batch)
-    finally:
-        await consumer.stop()
-    return records
 
 
 async def test_topics_are_created_once_with_the_configured_partitions(settings: Settings) -> None:
@@ -106,7 +80,7 @@ async def test_events_arrive_keyed_by_grid_on_the_grids_partition(settings: Sett
     print(f"send_many: {len(events)} events in {elapsed:.3f}s ({len(events) / elapsed:,.0f}/s)")
     assert single.partition == partition_for_key(events[0]["grid_id"].encode(), settings.topic_partitions)
 
-    records = await _read(settings, len(events) + 2)
+    records = await read_topic(settings, settings.topic_events, len(events) + 2, timeout=60, settle_ms=300)
     by_id = {orjson.loads(r.value)["event_id"]: r for r in records}
     assert len(records) == len(by_id) == len(events) + 2
     assert set(by_id) == {e["event_id"] for e in events} | {"located-only", "outside"}
@@ -144,7 +118,7 @@ async def test_run_simulation_sends_exactly_what_the_simulator_generates(
     )
     assert report.sent == len(expected) > 100
     assert sum(report.by_source.values()) == report.sent
-    records = await _read(settings, len(expected))
+    records = await read_topic(settings, settings.topic_events, len(expected), timeout=60, settle_ms=300)
     assert sorted(orjson.loads(r.value)["event_id"] for r in records) == sorted(e["event_id"] for e in expected)
 
 
@@ -161,7 +135,7 @@ async def test_stop_event_ends_a_run_and_flushes(settings: Settings, registry: G
     assert report.started == PEAK and report.ended == PEAK + timedelta(seconds=60)
     assert report.bursts == 5 and report.sent > 0
     assert report.by_source["call110"] >= 3  # the demo bursts' first minute is in there
-    assert len(await _read(settings, report.sent)) == report.sent
+    assert len(await read_topic(settings, settings.topic_events, report.sent, timeout=60, settle_ms=300)) == report.sent
 
 
 async def test_an_unreachable_broker_is_a_clear_error() -> None:

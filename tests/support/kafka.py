@@ -21,9 +21,11 @@ async def produce(settings: Settings, topic: str, messages: list[tuple[bytes | N
         await producer.stop()
 
 
-async def read_topic(settings: Settings, topic: str, expected: int, *, timeout: float = 30.0) -> list[ConsumerRecord]:
+async def read_topic(
+    settings: Settings, topic: str, expected: int, *, timeout: float = 30.0, settle_ms: int = 0
+) -> list[ConsumerRecord]:
     """Read every partition from the beginning, without a consumer group, until ``expected`` records arrived or
-    the timeout."""
+    the timeout; then poll ``settle_ms`` more, so that a test can see records beyond the expected (duplicates)."""
     consumer = AIOKafkaConsumer(
         topic,
         bootstrap_servers=settings.kafka_bootstrap,
@@ -38,6 +40,9 @@ async def read_topic(settings: Settings, topic: str, expected: int, *, timeout: 
         while len(records) < expected and time.monotonic() < deadline:
             batches = await consumer.getmany(timeout_ms=500)
             for batch in batches.values():
+                records.extend(batch)
+        if settle_ms:
+            for batch in (await consumer.getmany(timeout_ms=settle_ms)).values():
                 records.extend(batch)
     finally:
         await consumer.stop()
