@@ -26,9 +26,11 @@ from api.views import RiskSnapshot
 from api.webhooks import Webhook
 from pingan.clock import Clock, SystemClock
 from pingan.errors import StorageError
-from pingan.feeds import load_feeds, payload_models
+from pingan.feeds import index_document, load_feeds, payload_models
 from pingan.grids import GridRegistry
 from pingan.settings import Settings
+from streams.risk_index import parse_config
+from streams.spatial import parse_spatial
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +57,11 @@ def create_app(settings: Settings, *, registry: GridRegistry | None = None, cloc
         # Reads the ingest keys (a bad file stops start-up); its producer connects on the first ingest request.
         gateway = IngestGateway.create(settings, grid_registry, clock, payload_models=payload_models(feeds))
         camera_webhook = Webhook.for_feed(settings, feeds["camera"], grid_registry)
+        # The worker's own index document (risk-index.toml + feed sections): the map's spatial term colours
+        # lifted scores with the worker's bands. A bad file stops start-up, as it stops the worker.
+        risk_document = index_document(settings, feeds)
+        risk_index = parse_config(risk_document)
+        spatial = parse_spatial(risk_document)
         storage = Storage(settings)
         try:
             # Bounded: a server that accepts connections but never answers must not keep the API (and its
@@ -74,8 +81,15 @@ def create_app(settings: Settings, *, registry: GridRegistry | None = None, cloc
             kafka=kafka,
             ingest=gateway,
             camera_webhook=camera_webhook,
+            risk_index=risk_index,
+            spatial=spatial,
         )
-        log.info("API ready: %d grids, ClickHouse database %s", len(grid_registry), settings.clickhouse_database)
+        log.info(
+            "API ready: %d grids, ClickHouse database %s, spatial term %s",
+            len(grid_registry),
+            settings.clickhouse_database,
+            "on" if spatial.enabled else "off",
+        )
         try:
             yield
         finally:

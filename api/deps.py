@@ -17,6 +17,8 @@ from pingan.clock import Clock
 from pingan.grids import GridRegistry
 from pingan.settings import Settings
 from pingan.store.client import Executor
+from streams.risk_index import IndexConfig
+from streams.spatial import SpatialConfig
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,9 @@ class Resources:
     kafka: KafkaProbe
     ingest: IngestGateway
     camera_webhook: Webhook
+    # The worker's index definition (its colour bands) and the spatial term the map snapshot applies.
+    risk_index: IndexConfig
+    spatial: SpatialConfig
 
 
 async def get_resources(request: Request) -> Resources:

@@ -4,7 +4,7 @@ responses against them (handlers render with orjson and do not pass through thes
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -30,13 +30,30 @@ class ErrorBody(BaseModel):
     error: ErrorDetail
 
 
+class SpatialTerm(BaseModel):
+    """The spatial term of a grid (docs/risk-index-spatial.md): how hot its neighbourhood is, and the lift."""
+
+    gi_star_z: float = Field(
+        description="Getis-Ord Gi* z-score of the grid together with its neighbours (the hot-spot statistic, "
+        "reported only: a lone hot grid has a high Gi* from its own score)"
+    )
+    gi_z: float = Field(
+        description="Getis-Ord Gi z-score of the neighbours alone (the grid left out); above the configured "
+        "threshold (1.96 by default) it drives the lift"
+    )
+    hot_neighbours: int = Field(description="neighbours (sharing an edge) whose own score counts as hot")
+    lift: float = Field(description="points added to own_score to give score; 0 when the grid is not lifted")
+
+
 class GridRisk(BaseModel):
     model_config = ConfigDict(
         json_schema_extra={
             "examples": [
                 {"grid_id": "G0412", "name": "东城社区第3网格", "community_id": "C015", "subdistrict_id": "S02",
-                 "police_station_id": "P04", "level": "orange", "score": 71.5, "as_of": _AS_OF,
-                 "dominant_source": "call110", "window_events": 23, "config_version": "2026.1"}
+                 "police_station_id": "P04", "level": "orange", "score": 108.3, "as_of": _AS_OF,
+                 "dominant_source": "call110", "window_events": 23, "config_version": "2026.1",
+                 "own_score": 71.5, "own_level": "yellow",
+                 "spatial": {"gi_star_z": 7.912, "gi_z": 5.644, "hot_neighbours": 3, "lift": 36.8}}
             ]
         }
     )  # fmt: skip
@@ -46,12 +63,25 @@ class GridRisk(BaseModel):
     community_id: str
     subdistrict_id: str
     police_station_id: str
-    level: Level = Field(description="four-colour level; green when the grid has no assessment")
-    score: float = Field(description="risk score 0-100 (higher is worse); 0 when never assessed")
+    level: Level = Field(
+        description="four-colour level shown on the map: own_level, raised (never lowered) to the level of the "
+        "lifted score when the spatial term lifts the grid; green when the grid has no assessment"
+    )
+    score: float = Field(
+        description="risk score shown (higher is worse; 0-200 and beyond): own_score + spatial.lift; "
+        "0 when never assessed"
+    )
     as_of: datetime | None = Field(description="end of the window the assessment was computed at (UTC)")
     dominant_source: str | None = Field(description="the event source that drives the score")
     window_events: int = Field(description="events in the hopping window behind the score")
     config_version: str | None = Field(description="version of the index definition that produced the score")
+    own_score: float = Field(description="the grid's own score from its own events, as the worker stored it")
+    own_level: Level = Field(
+        description="the grid's own level as the worker stored it (held up by hysteresis); green when never assessed"
+    )
+    spatial: SpatialTerm | None = Field(
+        description="the spatial term behind the lift; null when the spatial term is disabled"
+    )
 
 
 class RiskSummary(BaseModel):
@@ -144,6 +174,11 @@ class GridsResponse(BaseModel):
 class GridDetail(GridInfo):
     polygon: list[list[tuple[float, float]]] = Field(description="GeoJSON Polygon coordinates (closed ring)")
     risk: GridRisk
+    explanation: dict[str, Any] | None = Field(
+        description="why the grid has its own colour (null when never assessed): per source the sub-index, "
+        "observed vs expected weighted count, surprise (-log10 p) with the volume and surprise indices; the "
+        "heaviest event types; hysteresis; config and baseline versions (docs/risk-index.md)"
+    )
 
 
 class DeadLetter(BaseModel):

@@ -9,6 +9,8 @@ from datetime import datetime
 from typing import Any
 
 from pingan.grids import Grid, GridRegistry
+from streams.risk_index import IndexConfig
+from streams.spatial import SpatialConfig, shown_level, spatial_lift
 
 LEVELS = ("green", "yellow", "orange", "red")  # mildest first
 GREEN = "green"
@@ -23,7 +25,11 @@ def close_ring(polygon: Sequence[tuple[float, float]]) -> list[list[float]]:
 
 
 def grid_risk(grid: Grid, row: Mapping[str, Any] | None) -> dict[str, Any]:
-    """A grid's current risk; a grid with no risk on record has had no events: green, score 0."""
+    """A grid's current risk; a grid with no risk on record has had no events: green, score 0.
+
+    ``score`` and ``level`` are what the map shows; here they are the grid's own (``own_score``,
+    ``own_level``) until :func:`apply_spatial` lifts them. ``spatial`` is None without the spatial term.
+    """
     base = {
         "grid_id": grid.grid_id,
         "name": grid.name,
@@ -33,16 +39,45 @@ def grid_risk(grid: Grid, row: Mapping[str, Any] | None) -> dict[str, Any]:
     }
     if row is None:
         return {**base, "level": GREEN, "score": 0.0, "as_of": None, "dominant_source": None,
-                "window_events": 0, "config_version": None}  # fmt: skip
+                "window_events": 0, "config_version": None, "own_score": 0.0, "own_level": GREEN,
+                "spatial": None}  # fmt: skip
+    score = float(row["score"])
     return {
         **base,
         "level": row["level"],
-        "score": float(row["score"]),
+        "score": score,
         "as_of": row["as_of"],
         "dominant_source": row["dominant_source"] or None,
         "window_events": int(row["window_events"]),
         "config_version": row["config_version"] or None,
+        "own_score": score,
+        "own_level": row["level"],
+        "spatial": None,
     }
+
+
+def apply_spatial(
+    items: Sequence[dict[str, Any]], registry: GridRegistry, config: SpatialConfig, levels: IndexConfig
+) -> None:
+    """Lift, in place, the shown score and level of grids whose neighbours are hot too (streams/spatial.py).
+
+    Here and not in the worker because the statistics need every grid and its neighbours, which one worker
+    partition does not have. ``items`` must be every grid of the registry: a grid left out would count as
+    missing, not as quiet, and change the district's mean and spread.
+    """
+    scores = {item["grid_id"]: item["own_score"] for item in items}
+    neighbours = {grid.grid_id: grid.neighbours for grid in registry.grids}
+    lifts = spatial_lift(scores, neighbours, config, levels)
+    for item in items:
+        lift = lifts[item["grid_id"]]
+        item["spatial"] = {
+            "gi_star_z": round(lift.gi_star_z, 3),
+            "gi_z": round(lift.gi_z, 3),
+            "hot_neighbours": lift.hot_neighbours,
+            "lift": lift.lift,
+        }
+        item["score"] = lift.score
+        item["level"] = shown_level(item["own_level"], lift)
 
 
 @dataclass(frozen=True)
@@ -67,9 +102,23 @@ class RiskSnapshot:
             return body
 
 
-def build_snapshot(registry: GridRegistry, rows: Iterable[Mapping[str, Any]], fetched_at: datetime) -> RiskSnapshot:
+def build_snapshot(
+    registry: GridRegistry,
+    rows: Iterable[Mapping[str, Any]],
+    fetched_at: datetime,
+    *,
+    spatial: SpatialConfig | None = None,
+    levels: IndexConfig | None = None,
+) -> RiskSnapshot:
+    """Every registry grid with its risk; with an enabled ``spatial`` config (and the index ``levels`` it
+    colours with), scores and levels are lifted by the spatial term, computed once here for the snapshot."""
     by_grid = {row["grid_id"]: row for row in rows}
-    grids = tuple(grid_risk(grid, by_grid.get(grid.grid_id)) for grid in registry.grids)
+    items = [grid_risk(grid, by_grid.get(grid.grid_id)) for grid in registry.grids]
+    if spatial is not None and spatial.enabled:
+        if levels is None:
+            raise ValueError("the spatial term needs the index levels to colour lifted scores")
+        apply_spatial(items, registry, spatial, levels)
+    grids = tuple(items)
     unregistered = sum(1 for grid_id in by_grid if grid_id not in registry)
     return RiskSnapshot(fetched_at, grids, {g["grid_id"]: g for g in grids}, unregistered)
 

@@ -7,10 +7,14 @@ Twelve hours of the demo district (all four feeds, diurnal cycle) are generated 
 replayed through the worker's own pure pipeline (streams.pipeline.process_batch, the same code the Faust
 agent runs), with the shipped config. No broker or database is needed, and the result is deterministic.
 
-Incidents: one per chosen grid, 15 minutes of extra 110 calls. An incident "at m x the base rate" adds
-(m - 1) x the grid's own expected call rate over those 15 minutes, but at least 3 calls: quiet grids
-expect ~0.1 calls an hour, so a literal 3x would be a fraction of one call. Grids are drawn across the
-whole range of base rates, from quiet residential grids to the railway station.
+Incidents: one per chosen grid, 15 minutes of extra 110 calls (serious categories, severity 4, as the
+simulator's bursts). An incident "at m x the base rate" adds (m - 1) x the grid's own expected call rate
+over those 15 minutes, but at least m calls: grids expect 0.05-0.8 calls an hour, so a literal 3x would be
+a fraction of one call; the floor makes the sizes 3, 5 and 10 calls. Grids are drawn across the whole range
+of base rates, from quiet residential grids to the railway station.
+
+Baseline: the worker's own learning code (streams.baseline.learn) over ``--history-weeks`` weeks of
+incident-free simulated history before the evaluated hours (0: the type/population prior alone).
 
 Metrics:
 - recall: incidents whose grid shows orange or red within 15 minutes (event time) of the first incident call;
@@ -22,8 +26,10 @@ Metrics:
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import random
 import statistics
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -33,6 +39,7 @@ import orjson
 from pingan.grids import GridRegistry
 from pingan.settings import REPO_ROOT, Settings
 from producers.simulator import CitySimulator
+from streams.baseline import BaselineModel, GridProfile, LearnedBaseline, hour_of_week, learn
 from streams.pipeline import PipelineConfig, Record, process_batch
 from streams.risk_index import IndexConfig, load_config
 from streams.windows import PartitionState, WindowSpec
@@ -41,7 +48,6 @@ START = datetime(2026, 11, 2, 0, 0, tzinfo=UTC)  # 08:00 in the district (Asia/S
 INCIDENT_S = 15 * 60
 MULTIPLIERS = (3, 5, 10)
 INCIDENTS_PER_MULTIPLIER = 40
-MIN_CALLS = 3
 ALERTING = {"orange", "red"}
 
 
@@ -92,30 +98,60 @@ def choose_incidents(simulator: CitySimulator, registry: GridRegistry, hours: in
         # after two hours of warm-up, and ending at least 75 minutes before the end
         offset = rng.uniform(2 * 3600, (hours - 1.5) * 3600)
         expected = per_hour[grid_id] * INCIDENT_S / 3600
-        calls = max(MIN_CALLS, round((multiplier - 1) * expected))
+        calls = max(multiplier, round((multiplier - 1) * expected))
         incidents.append(Incident(grid_id, multiplier, START + timedelta(seconds=offset), calls, per_hour[grid_id]))
     for incident in incidents:
         simulator.inject_burst(incident.grid_id, incident.start, INCIDENT_S, incident.calls, "call110")
     return incidents
 
 
-def replay(simulator: CitySimulator, index: IndexConfig, registry: GridRegistry, hours: int) -> Timeline:
+def _history_day(job: tuple[int, int]) -> Counter[tuple[str, str, str, int, int]]:
+    """Events of one simulated day before the evaluation, counted per (grid, source, type, severity, hour)."""
+    seed, day = job
+    settings = Settings()
+    simulator = CitySimulator(GridRegistry.load(settings.grid_registry_path), seed=seed,
+                              pseudonym_key=b"evaluation", nonce="history")  # fmt: skip
+    counts: Counter[tuple[str, str, str, int, int]] = Counter()
+    begin = START - timedelta(days=day + 1)
+    for hour in range(24):
+        at = begin + timedelta(hours=hour)
+        how = hour_of_week(at.timestamp())
+        for event in simulator.events_between(at, at + timedelta(hours=1)):
+            counts[(event["grid_id"], event["source"], event["type"], event["severity"], how)] += 1
+    return counts
+
+
+def learn_history(seed: int, weeks: int, index: IndexConfig) -> LearnedBaseline:
+    """The baseline a deployment would learn from ``weeks`` of incident-free history (one day per process)."""
+    total: Counter[tuple[str, str, str, int, int]] = Counter()
+    with multiprocessing.get_context("spawn").Pool() as pool:
+        for counts in pool.imap_unordered(_history_day, [(seed, day) for day in range(7 * weeks)]):
+            total.update(counts)
+    rows = ((*key, n) for key, n in total.items())
+    return learn(rows, index.event_weight, weeks=weeks, version=f"simulated-{weeks}w")
+
+
+def replay(
+    simulator: CitySimulator, index: IndexConfig, registry: GridRegistry, hours: int, baseline: BaselineModel | None
+) -> Timeline:
     settings = Settings()
     spec = WindowSpec(settings.window_seconds, settings.hop_window_seconds, settings.allowed_lateness_seconds,
                       index.quiet_windows)  # fmt: skip
     state = PartitionState(spec)
-    config = PipelineConfig(index=index, partitions=1)
+    config = PipelineConfig(index=index, partitions=1, baseline=baseline)
     timeline = Timeline()
     offset = 0
-    for step in range(hours * 12):  # five simulated minutes at a time, as the worker would see them
-        begin = START + timedelta(minutes=5 * step)
-        documents = simulator.events_between(begin, begin + timedelta(minutes=5))
+    # One simulated minute per batch: the worker scores every batch (sub-second), so coarser steps would
+    # date each change to the end of its step and understate how fast the index reacts.
+    for step in range(hours * 60):
+        begin = START + timedelta(minutes=step)
+        documents = simulator.events_between(begin, begin + timedelta(minutes=1))
         documents.sort(key=lambda d: d["event_time"])
         records = []
         for document in documents:
             records.append(Record("sim", 0, offset, None, orjson.dumps(document), None))
             offset += 1
-        now = begin + timedelta(minutes=5, seconds=1)
+        now = begin + timedelta(minutes=1, seconds=1)
         result = process_batch(records, state, registry, config, now=now)
         for update in result.risk_updates:
             timeline.add(update.grid_id, update.as_of, update.level)
@@ -188,6 +224,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--hours", type=int, default=12)
     parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--history-weeks", type=int, default=1, help="weeks of history the baseline learns from")
     parser.add_argument("--write", action="store_true", help="write docs/evaluation.md and docs/evaluation.png")
     args = parser.parse_args()
     settings = Settings()
@@ -195,7 +232,10 @@ def main() -> None:
     index = load_config(settings.risk_config_path)
     simulator = CitySimulator(registry, seed=args.seed, pseudonym_key=b"evaluation", nonce="eval")
     incidents = choose_incidents(simulator, registry, args.hours, args.seed)
-    timeline = replay(simulator, index, registry, args.hours)
+    learned = learn_history(args.seed, args.history_weeks, index) if args.history_weeks else None
+    profiles = [GridProfile(g.grid_id, g.grid_type, g.population) for g in registry.grids]
+    baseline = BaselineModel(index.baseline, profiles, learned)
+    timeline = replay(simulator, index, registry, args.hours, baseline)
     result = score(incidents, timeline, args.hours, len(registry.grids))
     lines = [
         f"Config {index.version}; {args.hours} simulated hours from {START:%Y-%m-%d %H:%M} UTC; "

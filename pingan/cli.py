@@ -76,11 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
     command("schemas", _schemas, "export JSON Schema files to schemas/jsonschema/")
     command("demo", _demo, "start everything on loopback with a simulated city and print the API URL")
 
+    from pingan.cli_baselines import add_baselines_parser
     from pingan.cli_index import add_index_parser
     from pingan.cli_services import add_services_parser
 
     add_services_parser(commands)
     add_index_parser(commands)
+    add_baselines_parser(commands)
     from pingan.cli_producers import add_producers_parser
 
     add_producers_parser(commands)

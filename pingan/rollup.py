@@ -106,10 +106,17 @@ class UnitRisk:
 
 
 def scores_from_rows(rows: Iterable[Mapping[str, Any]]) -> dict[str, GridScore]:
-    """Grid scores from ``risk_latest`` rows or API grid items (both have grid_id, score, level, ...)."""
+    """Grid scores from ``risk_latest`` rows or API grid items (both have grid_id, score, level, ...).
+
+    API items carry the spatial lift in score/level and the grid's own values in own_score/own_level: roll-ups
+    use the own values, so the live roll-up and the stored ``pingan rollup`` snapshot agree.
+    """
     return {
         row["grid_id"]: GridScore(
-            float(row["score"]), str(row["level"]), row.get("as_of"), row.get("dominant_source") or None
+            float(row.get("own_score", row["score"])),
+            str(row.get("own_level", row["level"])),
+            row.get("as_of"),
+            row.get("dominant_source") or None,
         )
         for row in rows
     }

@@ -83,6 +83,11 @@ class Settings(BaseSettings):
     progress_log_seconds: float = Field(default=30.0, gt=0)
     # How long the worker waits at start-up for ClickHouse to answer before giving up.
     startup_wait_seconds: float = Field(default=60.0, ge=0)
+    # Which learned baseline the worker scores against: "" the newest snapshot, "prior" none (type and
+    # population priors only), anything else that exact version (`pingan baselines list`).
+    baseline_version: str = ""
+    # Weeks of history `pingan baselines learn` reads by default.
+    baseline_history_weeks: int = Field(default=4, ge=1, le=104)
 
     # --- config files shipped with the repo ---
     risk_config_path: Path = REPO_ROOT / "deploy" / "config" / "risk-index.toml"

@@ -38,6 +38,7 @@ from pingan.settings import Settings
 from pingan.store import alerts, dead_letters, events, risk, windows
 from pingan.store.client import DriverExecutor, connect
 from schemas.payloads import SOURCE_PAYLOADS
+from streams.baseline import BaselineModel
 from streams.pipeline import BatchResult, PipelineConfig, Record, process_batch
 from streams.risk_index import IndexConfig
 from streams.windows import PartitionState, WindowSpec
@@ -136,6 +137,7 @@ class Worker:
         *,
         clock: Clock,
         payload_models: Mapping[str, type[BaseModel]] | None = None,
+        baseline: BaselineModel | None = None,
     ) -> None:
         self.app = app
         self.settings = settings
@@ -150,6 +152,7 @@ class Worker:
             max_event_bytes=settings.max_event_bytes,
             max_future=timedelta(seconds=settings.max_future_seconds),
             payload_models=dict(SOURCE_PAYLOADS if payload_models is None else payload_models),
+            baseline=baseline,
         )
         self.storage = StorageWriter(settings)
         self.states: dict[int, PartitionState] = {}
@@ -289,6 +292,7 @@ def create_app(
     *,
     clock: Clock | None = None,
     payload_models: Mapping[str, type[BaseModel]] | None = None,
+    baseline: BaselineModel | None = None,
 ) -> tuple[faust.App, Worker]:
     """The Faust app and its worker; nothing connects until the app starts."""
     app = faust.App(
@@ -325,7 +329,9 @@ def create_app(
         key_type=bytes,
         value_type=bytes,
     )
-    worker = Worker(app, settings, grids, index, clock=clock or SystemClock(), payload_models=payload_models)
+    worker = Worker(
+        app, settings, grids, index, clock=clock or SystemClock(), payload_models=payload_models, baseline=baseline
+    )
     worker.table = table
 
     @app.agent(events_topic, name="risk-index")

@@ -24,6 +24,7 @@ from pingan.store.risk import RiskUpdate
 from pingan.store.windows import WindowRow
 from schemas.envelope import Event, parse_event
 from schemas.payloads import SOURCE_PAYLOADS
+from streams.baseline import BaselineModel
 from streams.risk_index import IndexConfig, Level
 from streams.windows import GridRisk, Outcome, PartitionState
 
@@ -55,6 +56,8 @@ class PipelineConfig:
     max_event_bytes: int = 64 * 1024
     max_future: timedelta = timedelta(minutes=5)
     payload_models: Mapping[str, type[BaseModel]] = field(default_factory=lambda: dict(SOURCE_PAYLOADS))
+    # What is normal per grid, source and hour of the week; None scores counts alone (volume index only).
+    baseline: BaselineModel | None = None
 
 
 @dataclass
@@ -145,7 +148,7 @@ def process_batch(
 
     if records:
         state.done_offset = max(state.done_offset, records[-1].offset)
-    _score(state, config.index, touched, result)
+    _score(state, config.index, config.baseline, touched, result)
     return result
 
 
@@ -162,7 +165,13 @@ def _dead_letter(record: Record, received_at: datetime, kind: str, field_: str |
     )
 
 
-def _score(state: PartitionState, index: IndexConfig, touched: set[tuple[str, int]], result: BatchResult) -> None:
+def _score(
+    state: PartitionState,
+    index: IndexConfig,
+    baseline: BaselineModel | None,
+    touched: set[tuple[str, int]],
+    result: BatchResult,
+) -> None:
     """Window rows for touched buckets, risk updates for grids whose risk changed, expiry, checkpoint."""
     version = state.watermark_ms
     as_of = datetime.fromtimestamp(state.watermark_ms / 1000, UTC)
@@ -176,7 +185,7 @@ def _score(state: PartitionState, index: IndexConfig, touched: set[tuple[str, in
         if start <= later < start + spec.hop_seconds
     }
     for grid_id, start in sorted(affected):
-        assessment = state.assess_hop(grid_id, start, index)
+        assessment = state.assess_hop(grid_id, start, index, baseline)
         bucket = state.buckets[grid_id][start]
         result.window_rows.append(
             WindowRow.build(grid_id, start, spec.bucket_seconds, bucket.counts, assessment, index, version)
@@ -187,7 +196,7 @@ def _score(state: PartitionState, index: IndexConfig, touched: set[tuple[str, in
     changed_risks, forgotten = [], []
     current = state.current_bucket
     for grid_id in sorted(state.grids_to_evaluate({grid for grid, _ in touched})):
-        assessment, shown = state.assess_grid(grid_id, index)
+        assessment, shown = state.assess_grid(grid_id, index, baseline)
         previous = state.risks.get(grid_id)
         plain = assessment.score == 0 and shown is Level.GREEN
         if previous is None and plain:
@@ -196,7 +205,10 @@ def _score(state: PartitionState, index: IndexConfig, touched: set[tuple[str, in
         if previous is not None and previous.same_values(risk):
             continue
         previous_level = previous.level if previous else None
-        update = RiskUpdate.build(grid_id, as_of, assessment, shown, previous_level, index.version, version)
+        baseline_version = baseline.version if baseline is not None else ""
+        update = RiskUpdate.build(
+            grid_id, as_of, assessment, shown, previous_level, index.version, version, baseline_version
+        )
         result.risk_updates.append(update)
         alert = alert_for(
             grid_id, update.previous_level, update.level, update.score, as_of, version, update.explanation(),

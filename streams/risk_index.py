@@ -8,13 +8,15 @@ from __future__ import annotations
 import itertools
 from bisect import bisect_right
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from pingan.config_files import read_toml
 from pingan.errors import ConfigError
+from streams.baseline import BaselineConfig, parse_baseline
+from streams.surprise import poisson_surprise
 
 
 class Level(StrEnum):
@@ -51,6 +53,9 @@ class IndexConfig:
     sources: Mapping[str, SourceConfig]
     # Closed windows a lower level must last before the colour steps down (escalation is immediate).
     quiet_windows: int = 2
+    # Surprise (-log10 of the Poisson tail probability) to index; None: counts alone (no baseline).
+    surprise_breakpoints: tuple[tuple[float, float], ...] | None = None
+    baseline: BaselineConfig = field(default_factory=BaselineConfig)
 
     def event_weight(self, source: str, event_type: str, severity: int) -> float:
         source_config = self.sources.get(source)
@@ -59,16 +64,17 @@ class IndexConfig:
         return source_config.weight(event_type) * self.severity_multiplier.get(severity, 1.0)
 
 
-def _breakpoints(source: str, raw: Any) -> tuple[tuple[float, float], ...]:
+def _breakpoints(section: str, raw: Any) -> tuple[tuple[float, float], ...]:
+    where = section if section == "surprise" else f"sources.{section}"
     try:
         points = tuple((float(x), float(y)) for x, y in raw)
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"sources.{source}.breakpoints must be [[count, index], ...]: {exc}") from None
+        raise ConfigError(f"{where}.breakpoints must be [[value, index], ...]: {exc}") from None
     if len(points) < 2 or points[0] != (0.0, 0.0):
-        raise ConfigError(f"sources.{source}.breakpoints must start at [0, 0] and have at least two points")
+        raise ConfigError(f"{where}.breakpoints must start at [0, 0] and have at least two points")
     for (x0, y0), (x1, y1) in itertools.pairwise(points):
         if not (x1 > x0 and y1 > y0):
-            raise ConfigError(f"sources.{source}.breakpoints must increase strictly in both columns")
+            raise ConfigError(f"{where}.breakpoints must increase strictly in both columns")
     return points
 
 
@@ -88,13 +94,16 @@ def parse_config(document: Mapping[str, Any]) -> IndexConfig:
             for name, body in document["sources"].items()
         }
         quiet_windows = int(document.get("hysteresis", {}).get("quiet_windows", 2))
+        surprise = document.get("surprise")
+        surprise_breakpoints = None if surprise is None else _breakpoints("surprise", surprise["breakpoints"])
+        baseline = parse_baseline(document.get("baseline"))
     except KeyError as exc:
         raise ConfigError(f"risk index config is missing {exc}") from None
     if not 0 < yellow < orange < red:
         raise ConfigError("levels must satisfy 0 < yellow < orange < red")
     if not 0 <= quiet_windows <= 12:
         raise ConfigError("hysteresis.quiet_windows must be between 0 and 12")
-    return IndexConfig(version, yellow, orange, red, severity, sources, quiet_windows)
+    return IndexConfig(version, yellow, orange, red, severity, sources, quiet_windows, surprise_breakpoints, baseline)
 
 
 def load_config(path: Path) -> IndexConfig:
@@ -122,6 +131,24 @@ def level_for(score: float, config: IndexConfig) -> Level:
 
 
 @dataclass(frozen=True)
+class SourceAssessment:
+    """One source's evidence in one window: how much happened, how much was expected, how surprising."""
+
+    weighted: float
+    volume_index: float  # from the source's breakpoints on the weighted count
+    expected: float | None = None  # weighted count the baseline expected in the window (None: no baseline)
+    surprise: float | None = None  # -log10 P(at least this much | expected)
+    surprise_index: float | None = None
+
+    @property
+    def sub_index(self) -> float:
+        """Both must hold: enough is happening (volume) and it is unusual here and now (surprise)."""
+        if self.surprise_index is None:
+            return self.volume_index
+        return min(self.volume_index, self.surprise_index)
+
+
+@dataclass(frozen=True)
 class Assessment:
     """A grid's risk over one window: the score, its colour, and what drove it."""
 
@@ -132,6 +159,7 @@ class Assessment:
     window_events: int
     # The event types that weigh most: ("source/type", weighted count, events), heaviest first, at most 3.
     top_types: tuple[tuple[str, float, int], ...] = ()
+    sources: Mapping[str, SourceAssessment] = field(default_factory=dict)
 
 
 def shown_level(live: Level, closed: Sequence[Level]) -> Level:
@@ -162,15 +190,44 @@ def weighted_by_source(counts: Mapping[tuple[str, str, int], int], config: Index
     return totals
 
 
-def assess(counts: Mapping[tuple[str, str, int], int], config: IndexConfig) -> Assessment:
-    """Score one window: the highest source sub-index (AQI style), rounded to 0.1."""
+# Per source: (expected weighted count in the window, unit weight), from streams.baseline.BaselineModel.
+Expectations = Mapping[str, tuple[float, float]]
+
+
+def assess_source(
+    weighted: float, source: str, config: IndexConfig, expectation: tuple[float, float] | None
+) -> SourceAssessment:
+    """A source's sub-index: the volume index, capped by the surprise index when a baseline is known.
+
+    Surprise is the Poisson tail of the weighted count in units of ``unit`` (sum w^2 / sum w), so that one
+    heavy event is not taken for several independent ones.
+    """
+    volume = round(sub_index(weighted, config.sources[source].breakpoints), 1)
+    if expectation is None or config.surprise_breakpoints is None:
+        return SourceAssessment(round(weighted, 3), volume)
+    expected, unit = expectation
+    surprise = round(poisson_surprise(weighted / unit, expected / unit), 2)
+    surprise_index = round(sub_index(surprise, config.surprise_breakpoints), 1)
+    return SourceAssessment(round(weighted, 3), volume, round(expected, 3), surprise, surprise_index)
+
+
+def assess(
+    counts: Mapping[tuple[str, str, int], int], config: IndexConfig, expectations: Expectations | None = None
+) -> Assessment:
+    """Score one window: the highest source sub-index (AQI style), rounded to 0.1.
+
+    ``expectations`` come from the baseline; without them a source's sub-index is its volume index alone.
+    """
     weighted = weighted_by_source(counts, config)
-    subs = {
-        source: round(sub_index(total, config.sources[source].breakpoints), 1)
+    sources = {
+        source: assess_source(total, source, config, None if expectations is None else expectations.get(source))
         for source, total in weighted.items()
         if source in config.sources
     }
+    subs = {source: detail.sub_index for source, detail in sources.items()}
     dominant, score = max(subs.items(), key=lambda item: (item[1], item[0]), default=("", 0.0))
     if score <= 0:
         dominant = ""
-    return Assessment(score, level_for(score, config), dominant, subs, sum(counts.values()), top_types(counts, config))
+    return Assessment(
+        score, level_for(score, config), dominant, subs, sum(counts.values()), top_types(counts, config), sources
+    )

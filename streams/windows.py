@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from streams.risk_index import Assessment, IndexConfig, Level, assess, shown_level
+from streams.baseline import BaselineModel
+from streams.risk_index import Assessment, Expectations, IndexConfig, Level, assess, shown_level
 
 CountKey = tuple[str, str, int]  # (source, type, severity)
 
@@ -170,15 +171,37 @@ class PartitionState:
                     total[key] = total.get(key, 0) + n
         return total
 
-    def assess_hop(self, grid_id: str, end_bucket_start: int, config: IndexConfig) -> Assessment:
-        return assess(self.hop_counts(grid_id, end_bucket_start), config)
+    def expectations(
+        self, grid_id: str, end_bucket_start: int, sources: Iterable[str], baseline: BaselineModel
+    ) -> Expectations:
+        """What the baseline expects of each source in the hopping window ending with the given bucket."""
+        starts = self.spec.hop_buckets(end_bucket_start)
+        size = self.spec.bucket_seconds
+        return {
+            source: (baseline.expected(grid_id, source, starts, size), baseline.unit_weight(source))
+            for source in sources
+        }
 
-    def assess_grid(self, grid_id: str, config: IndexConfig) -> tuple[Assessment, Level]:
+    def assess_hop(
+        self, grid_id: str, end_bucket_start: int, config: IndexConfig, baseline: BaselineModel | None = None
+    ) -> Assessment:
+        counts = self.hop_counts(grid_id, end_bucket_start)
+        if baseline is None:
+            return assess(counts, config)
+        sources = {source for source, _, _ in counts}
+        return assess(counts, config, self.expectations(grid_id, end_bucket_start, sources, baseline))
+
+    def assess_grid(
+        self, grid_id: str, config: IndexConfig, baseline: BaselineModel | None = None
+    ) -> tuple[Assessment, Level]:
         """The live assessment (the hour ending now) and the level to show after hysteresis."""
-        live = self.assess_hop(grid_id, self.current_bucket, config)
+        live = self.assess_hop(grid_id, self.current_bucket, config, baseline)
         last_closed = self.spec.last_closed_bucket(self.watermark_ms)
         size = self.spec.bucket_seconds
-        closed = [self.assess_hop(grid_id, last_closed - i * size, config).level for i in range(config.quiet_windows)]
+        closed = [
+            self.assess_hop(grid_id, last_closed - i * size, config, baseline).level
+            for i in range(config.quiet_windows)
+        ]
         return live, shown_level(live.level, closed)
 
     @property

@@ -8,10 +8,12 @@ import time
 
 import faust
 
+from pingan.baselines import baseline_model
 from pingan.errors import StorageError
 from pingan.feeds import feeds_without_index, index_document, load_feeds, payload_models
 from pingan.grids import GridRegistry
 from pingan.settings import Settings
+from pingan.store.client import connect
 from pingan.store.migrate import prepare_database
 from pingan.topics import ensure_topics
 from streams.app import create_app
@@ -44,10 +46,18 @@ def run_worker(settings: Settings, *, loglevel: str = "INFO") -> None:
     for name in feeds_without_index(index_doc, feeds):
         log.warning("feed %s has no risk-index section: its events are stored but weigh nothing", name)
     _wait_for_storage(settings)
+    executor = connect(settings)
+    try:
+        baseline = baseline_model(executor, index, registry, settings.baseline_version)
+    finally:
+        executor.close()
     asyncio.run(ensure_topics(settings))
     (settings.data_dir / "faust" / settings.worker_id).mkdir(parents=True, exist_ok=True)
-    app, worker = create_app(settings, registry, index, payload_models=payload_models(feeds))
-    log.info("worker %s: %d grids, index config %s", settings.worker_id, len(registry.grids), index.version)
+    app, worker = create_app(settings, registry, index, payload_models=payload_models(feeds), baseline=baseline)
+    log.info(
+        "worker %s: %d grids, index config %s, baseline %s",
+        settings.worker_id, len(registry.grids), index.version, baseline.version,
+    )  # fmt: skip
     try:
         faust.Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()
     finally:

@@ -34,10 +34,20 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 def current_risk(resources: Resources, executor: Executor) -> RiskSnapshot:
-    """The cached risk of every grid: one ClickHouse read per ``api_cache_seconds``, however many pollers."""
+    """The cached risk of every grid: one ClickHouse read per ``api_cache_seconds``, however many pollers.
+
+    The spatial term (docs/risk-index-spatial.md) is computed here, once per snapshot: it needs the whole
+    district in view, which no worker partition has.
+    """
 
     def load() -> RiskSnapshot:
-        return build_snapshot(resources.registry, risk.latest(executor), resources.clock.now())
+        return build_snapshot(
+            resources.registry,
+            risk.latest(executor),
+            resources.clock.now(),
+            spatial=resources.spatial,
+            levels=resources.risk_index,
+        )
 
     return resources.risk_cache.get(load)
 
@@ -68,6 +78,9 @@ def grids_risk(
 ) -> Response:
     """Every grid of the registry with its level and score; grids never assessed are green with score 0.
 
+    ``score`` and ``level`` are what the map shows: the grid's own (``own_score``, ``own_level``), lifted by
+    the spatial term when its neighbours are hot too (``spatial``), so clusters show as clusters.
+
     The summary counts the grids returned (after filters). The risk table is read at most once per
     ``api_cache_seconds`` (1 s by default) however many dashboards poll; ``summary.fetched_at`` says when.
     """
@@ -96,7 +109,8 @@ def hotspots(
     executor: ExecutorDep,
     limit: Annotated[int, Query(ge=1, le=100, description="how many grids")] = 10,
 ) -> Response:
-    """Highest score first (ties by grid id); grids with score 0 are never listed. Same snapshot as the map."""
+    """Highest shown score first (ties by grid id); grids with score 0 are never listed. Same snapshot as the
+    map, so a grid lifted by the spatial term ranks by its lifted score."""
     snapshot = current_risk(resources, executor)
     ranked = top_by_score(snapshot.grids, limit)
     as_of = max((item["as_of"] for item in snapshot.grids if item["as_of"] is not None), default=None)
@@ -105,7 +119,7 @@ def hotspots(
 
 @router.get(
     "/grids/{grid_id}",
-    summary="One grid: registry data, polygon and current risk",
+    summary="One grid: registry data, polygon, current risk and why",
     response_model=GridDetail,
     responses={404: {"model": ErrorBody, "description": "unknown grid"}, **_ERRORS},
 )
@@ -119,7 +133,12 @@ def grid_detail(
     if grid is None:
         raise not_found(f"grid {grid_id!r} is not in the registry", "grid_id")
     snapshot = current_risk(resources, executor)
-    body = {**grid_info(grid), "polygon": [close_ring(grid.polygon)], "risk": snapshot.by_id[grid_id]}
+    body = {
+        **grid_info(grid),
+        "polygon": [close_ring(grid.polygon)],
+        "risk": snapshot.by_id[grid_id],
+        "explanation": risk.explanation(executor, grid_id),
+    }
     return OrjsonResponse(body)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -12,7 +12,7 @@ import orjson
 from pingan.store.client import Executor
 
 if TYPE_CHECKING:
-    from streams.risk_index import Assessment, Level
+    from streams.risk_index import Assessment, Level, SourceAssessment
 
 COLUMNS = (
     "grid_id", "as_of", "score", "level", "previous_level", "window_events", "dominant_source",
@@ -35,22 +35,38 @@ class RiskUpdate:
     # The level of the hour ending now; ``level`` is what the map shows, held up by hysteresis.
     live_level: str = ""
     top_types: tuple[tuple[str, float, int], ...] = ()
+    sources: Mapping[str, SourceAssessment] = field(default_factory=dict)
+    baseline_version: str = ""  # "" when scored without a baseline; "prior" before any history was learned
 
     @property
     def held(self) -> bool:
         return bool(self.live_level) and self.live_level != self.level
 
     def explanation(self) -> dict[str, Any]:
-        """Why the grid has this colour: sources by sub-index, the heaviest event types, hysteresis."""
+        """Why the grid has this colour: sources by sub-index with observed vs expected, the heaviest event
+        types, hysteresis, and the versions of the config and the baseline."""
         return {
             "sources": [
-                {"source": source, "sub_index": value}
+                {"source": source, "sub_index": value, **self._evidence(source)}
                 for source, value in sorted(self.sub_indices.items(), key=lambda item: (-item[1], item[0]))
             ],
             "top_types": [{"type": name, "weighted": w, "events": n} for name, w, n in self.top_types],
             "live_level": self.live_level,
             "held_by_hysteresis": self.held,
             "config_version": self.config_version,
+            "baseline_version": self.baseline_version or None,
+        }
+
+    def _evidence(self, source: str) -> dict[str, Any]:
+        detail = self.sources.get(source)
+        if detail is None:
+            return {}
+        return {
+            "observed": detail.weighted,
+            "expected": detail.expected,
+            "surprise": detail.surprise,
+            "volume_index": detail.volume_index,
+            "surprise_index": detail.surprise_index,
         }
 
     @classmethod
@@ -63,11 +79,12 @@ class RiskUpdate:
         previous_level: str | None,
         config_version: str,
         version: int,
+        baseline_version: str = "",
     ) -> RiskUpdate:
         return cls(
             grid_id, as_of, assessment.score, shown.value, previous_level or "", assessment.window_events,
             assessment.dominant_source, dict(assessment.sub_indices), config_version, version,
-            assessment.level.value, assessment.top_types,
+            assessment.level.value, assessment.top_types, dict(assessment.sources), baseline_version,
         )  # fmt: skip
 
     def as_row(self) -> tuple[Any, ...]:
@@ -131,3 +148,11 @@ def hotspots(executor: Executor, limit: int) -> list[dict[str, Any]]:
         {"limit": int(limit)},
     )
     return [dict(zip(_LATEST_COLUMNS, r, strict=True)) for r in rows]
+
+
+def explanation(executor: Executor, grid_id: str) -> dict[str, Any] | None:
+    """Why a grid has its current colour (RiskUpdate.explanation), or None if it has no risk on record."""
+    rows = executor.query("SELECT explanation FROM risk_latest FINAL WHERE grid_id = %(grid_id)s", {"grid_id": grid_id})
+    if not rows or not rows[0][0]:
+        return None
+    return orjson.loads(rows[0][0])

@@ -83,6 +83,31 @@ async def api(settings: Settings) -> AsyncIterator[Api]:
         yield running
 
 
+# The shipped colour bands with the spatial term off: the map shows the stored own scores and levels.
+_WITHOUT_SPATIAL = """\
+version = "test-without-spatial"
+[levels]
+yellow = 50.0
+orange = 100.0
+red = 150.0
+[severity_multiplier]
+3 = 1.0
+[sources.call110]
+breakpoints = [[0.0, 0.0], [3.0, 50.0]]
+[spatial]
+enabled = false
+"""
+
+
+@pytest.fixture
+async def api_without_spatial(settings: Settings, tmp_path: Path) -> AsyncIterator[Api]:
+    """For tests of the map as the store holds it: neighbouring grids they insert are not lifted."""
+    config = tmp_path / "risk-index.toml"
+    config.write_text(_WITHOUT_SPATIAL, encoding="utf-8")
+    async with running_api(settings, api_cache_seconds=0, risk_config_path=config) as running:
+        yield running
+
+
 def _update(grid_id: str, score: float, level: str, version: int = 1, minutes_ago: int = 5) -> risk.RiskUpdate:
     return risk.RiskUpdate(
         grid_id, NOW - timedelta(minutes=minutes_ago), score, level, "", 12, "call110", {"call110": score}, "2026.1",
@@ -163,6 +188,49 @@ async def test_geojson_is_a_feature_collection_of_closed_lon_lat_rings(api: Api)
     red_only = (await api.client.get("/v1/grids/risk?format=geojson&level=orange")).json()
     assert [f["id"] for f in red_only["features"]] == [grid.grid_id]
     assert red_only["summary"]["grids"] == 1
+
+
+async def test_a_cluster_lifts_a_yellow_neighbour_and_a_lone_yellow_stays(api: Api) -> None:
+    registry = api.registry
+    # A yellow grid with three hot neighbours (two orange, one red), and a yellow grid far from them.
+    centre = next(g for g in registry.grids if len(g.neighbours) == 4)
+    hot = centre.neighbours[:3]
+    near = {centre.grid_id, *centre.neighbours}
+    near |= {n for g in centre.neighbours for n in registry.get(g).neighbours}  # type: ignore[union-attr]
+    lone = next(g for g in reversed(registry.grids) if len(g.neighbours) == 4 and not near & {g.grid_id, *g.neighbours})
+    risk.insert(
+        api.writer,
+        [_update(hot[0], 120.0, "orange"), _update(hot[1], 130.0, "orange"), _update(hot[2], 160.0, "red"),
+         _update(centre.grid_id, 70.0, "yellow"), _update(lone.grid_id, 70.0, "yellow")],
+    )  # fmt: skip
+
+    body = RiskResponse.model_validate((await api.client.get("/v1/grids/risk")).json())
+    by_id = {g.grid_id: g for g in body.grids}
+    lifted, alone = by_id[centre.grid_id], by_id[lone.grid_id]
+    # Gi of the centre (itself left out): the other 979 grids hold 120, 130, 160 and 70, mean 0.49, s 7.93;
+    # its four neighbours sum to 410, so z = (410 − 4·0.49) / (7.93·sqrt((979·4 − 16)/978)) ≈ 25.8, far above
+    # 1.96: 10 points per z would be ~238, capped at max_lift 50: 70 + 50 = 120, orange.
+    assert (lifted.own_score, lifted.own_level, lifted.score, lifted.level) == (70.0, "yellow", 120.0, "orange")
+    assert lifted.spatial is not None
+    assert (lifted.spatial.hot_neighbours, lifted.spatial.lift) == (3, 50.0)
+    assert 25.0 < lifted.spatial.gi_z < 26.5 and lifted.spatial.gi_star_z > 1.96
+    # The lone yellow grid: quiet neighbours, a negative Gi, no lift.
+    assert (alone.own_score, alone.score, alone.level) == (70.0, 70.0, "yellow")
+    assert alone.spatial is not None
+    assert (alone.spatial.hot_neighbours, alone.spatial.lift) == (0, 0.0) and alone.spatial.gi_z < 0
+    # Quiet grids next to the cluster have no events of their own: not painted.
+    quiet = [by_id[g] for g in centre.neighbours[3:]]
+    assert [(g.level, g.score) for g in quiet] == [("green", 0.0)]
+    assert body.summary.levels["yellow"] == 1  # counts the colours shown
+
+    # Filters, hot spots and the grid's detail use the same lifted snapshot.
+    yellow = RiskResponse.model_validate((await api.client.get("/v1/grids/risk?level=yellow")).json())
+    assert [g.grid_id for g in yellow.grids] == [lone.grid_id]
+    spots = HotspotsResponse.model_validate((await api.client.get("/v1/hotspots?limit=100")).json())
+    ranked = {h.grid_id: h.score for h in spots.hotspots}
+    assert ranked[centre.grid_id] == 120.0 and ranked[lone.grid_id] == 70.0
+    detail = GridDetail.model_validate((await api.client.get(f"/v1/grids/{centre.grid_id}")).json())
+    assert detail.risk == lifted
 
 
 def _window(
@@ -247,7 +315,10 @@ async def test_errors_share_one_body(api: Api) -> None:
     _error(await api.client.get("/v1/dead-letters?limit=1001"), 422, "invalid_parameter", "limit")
 
 
-async def test_hotspots_are_ordered_by_score_like_the_store(api: Api) -> None:
+async def test_hotspots_are_ordered_by_score_like_the_store(api_without_spatial: Api) -> None:
+    # Grids 10-15 include neighbours (grids[12] has two hot ones): with the spatial term on, it would be lifted
+    # and rank above the store's order (see test_a_cluster_lifts_a_yellow_neighbour_and_a_lone_yellow_stays).
+    api = api_without_spatial
     grids = [g.grid_id for g in api.registry.grids[10:16]]
     scores = [55.0, 91.0, 55.0, 12.0, 0.0, 78.0]
     levels = ["yellow", "red", "yellow", "green", "green", "orange"]

@@ -19,15 +19,17 @@ from chdb.session import Session
 import pingan.store.migrate as migrate_module
 from api.app import create_app
 from api.deps import ResourcesDep, get_executor
+from pingan.baselines import learn_snapshot
 from pingan.cli_index import rollup_snapshot
 from pingan.clock import FixedClock
 from pingan.grids import Grid, GridRegistry, ring_area_centroid
 from pingan.published_index import period_containing, publish
 from pingan.settings import Settings
-from pingan.store import alerts, dead_letters, events, grid_units, published, risk, server, units, windows
+from pingan.store import alerts, baselines, dead_letters, events, grid_units, published, risk, server, units, windows
 from pingan.store.client import DriverExecutor, Executor, connect
 from pingan.store.migrate import create_database, load_migrations, migrate
 from schemas.envelope import Event
+from streams.risk_index import load_config
 from tests.support import small_city
 from tests.support.chdb_executor import ChdbExecutor
 
@@ -36,8 +38,8 @@ pytestmark = pytest.mark.integration
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)  # first window of the sample history
 TABLES = [
-    "alerts", "dead_letters", "events", "grid_units", "grid_windows", "published_index", "risk_latest",
-    "risk_updates", "schema_migrations", "unit_risk",
+    "alerts", "baseline_cells", "baselines", "dead_letters", "events", "grid_units", "grid_windows",
+    "published_index", "risk_latest", "risk_updates", "schema_migrations", "unit_risk",
 ]  # fmt: skip
 
 
@@ -158,6 +160,8 @@ def run_store_reads(executor: Executor) -> dict[str, Any]:
         "risk.latest": risk.latest(executor),
         "risk.hotspots": risk.hotspots(executor, 10),
         "risk.hotspots.1": risk.hotspots(executor, 1),
+        "risk.explanation": risk.explanation(executor, "G0001"),
+        "risk.explanation.none": risk.explanation(executor, "G0404"),
         "alerts.after": alerts.after(executor, None),
         "alerts.after.cursor": alerts.after(executor, alerts.encode_cursor(5, "G0001")),
         "windows.history.300": windows.history(executor, "G0001", T0, T0 + timedelta(hours=3), 300),
@@ -205,6 +209,7 @@ def test_store_writes_and_reads_agree_on_both_engines(
     assert got["risk.latest"][0]["as_of"] == NOW - timedelta(minutes=5)
     assert [r["grid_id"] for r in got["risk.hotspots"]] == ["G0002", "G0001"]
     assert [r["grid_id"] for r in got["risk.hotspots.1"]] == ["G0002"]
+    assert got["risk.explanation"]["config_version"] == "2026.1" and got["risk.explanation.none"] is None
     assert [(a["grid_id"], a["kind"]) for a in got["alerts.after"]] == [
         ("G0001", "escalation"), ("G0002", "escalation"), ("G0002", "de-escalation"),
     ]  # fmt: skip
@@ -385,6 +390,42 @@ def test_index_tables_and_queries_agree_on_both_engines(
         "orange", 60.0, 120.0, NOW - timedelta(minutes=5),
     )  # fmt: skip
     assert [h["weighted_score"] for h in got["units.history"]] == [60.0]
+
+
+def run_baseline_work(executor: Executor) -> dict[str, Any]:
+    """Learn a baseline from the sample events, store it, list it and load it back."""
+    migrate(executor)
+    load_sample(executor)
+    index = load_config(Settings().risk_config_path)
+    report = learn_snapshot(executor, index, now=NOW, weeks=1)
+    newest = baselines.newest(executor)
+    return {
+        "history": sorted(baselines.history(executor, NOW - timedelta(weeks=1), NOW)),
+        "learned": report.learned,
+        "events_by_source": report.events_by_source,
+        "snapshots": baselines.snapshots(executor, limit=5),
+        "newest": newest,
+        "loaded": baselines.load(executor, newest.version if newest else ""),
+        "missing": baselines.load(executor, "no-such-version"),
+    }
+
+
+def test_baseline_learning_agrees_on_both_engines(server_executor: DriverExecutor, chdb_executor: ChdbExecutor) -> None:
+    results = {name: run_baseline_work(executor) for name, executor in (("18.16", server_executor),
+                                                                        ("chdb", chdb_executor))}  # fmt: skip
+    for key in results["18.16"]:
+        assert results["18.16"][key] == results["chdb"][key], key
+    got = results["chdb"]
+    # T0 is Monday 09:00 UTC: hour of the week 9. e-1 (redelivered: still one event) and e-2 are criminal
+    # calls at severity 3 (3.0 each); e-3 is a camera event of an unlisted type (default weight 0.5).
+    assert got["history"] == [("G0001", "call110", "criminal", 3, 9, 2), ("G0002", "camera", "crowd", 3, 9, 1)]
+    assert got["learned"].cells == {("G0001", "call110"): {9: 6.0}, ("G0002", "camera"): {9: 0.5}}
+    assert got["learned"].unit_weights == {"call110": 3.0, "camera": 0.5}
+    assert got["events_by_source"] == {"call110": 2, "camera": 1}
+    assert got["loaded"] == got["learned"]
+    assert got["newest"].version == got["learned"].version == "20261123T12Z-1w"
+    assert (got["newest"].history_from, got["newest"].history_to) == (NOW - timedelta(weeks=1), NOW)
+    assert [s.version for s in got["snapshots"]] == ["20261123T12Z-1w"] and got["missing"] is None
 
 
 def test_losing_an_add_column_race_is_not_an_error(

@@ -9,48 +9,19 @@ import httpx
 import orjson
 import pytest
 
+from pingan.baselines import grid_profiles
 from pingan.grids import GridRegistry
 from pingan.settings import Settings
 from pingan.store import dead_letters, events
 from pingan.store.client import connect
 from pingan.topics import ensure_topics
+from streams.baseline import BaselineModel
 from streams.risk_index import Level, assess, load_config
 from tests.support.events import app_report, call110, camera, checkpoint
 from tests.support.kafka import produce, read_topic
-from tests.support.processes import ChildProcess, free_port, wait_for
+from tests.support.processes import wait_for
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def pipeline_settings(settings: Settings) -> Settings:
-    return settings.model_copy(
-        update={"api_port": free_port(), "batch_within_seconds": 0.2, "worker_id": f"w-{settings.topic_prefix}"}
-    )
-
-
-@pytest.fixture
-def worker(pipeline_settings: Settings, tmp_path):
-    child = ChildProcess("worker", pipeline_settings, tmp_path / "worker.log").start()
-    yield child
-    child.stop()
-
-
-@pytest.fixture
-def api(pipeline_settings: Settings, tmp_path):
-    child = ChildProcess("api", pipeline_settings, tmp_path / "api.log").start()
-    base = f"http://127.0.0.1:{pipeline_settings.api_port}"
-
-    def healthy() -> bool:
-        assert child.alive, child.log_tail()
-        try:
-            return httpx.get(f"{base}/healthz", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    wait_for(healthy, timeout=30, what="the API to answer")
-    yield base
-    child.stop()
 
 
 def _scenario(registry: GridRegistry, now: datetime) -> tuple[dict[str, list[dict]], list[bytes]]:
@@ -78,12 +49,20 @@ def _scenario(registry: GridRegistry, now: datetime) -> tuple[dict[str, list[dic
     return plan, malformed
 
 
-def _expected_levels(plan: dict[str, list[dict]], settings: Settings) -> dict[str, str]:
+def _expected_levels(plan: dict[str, list[dict]], settings: Settings, registry: GridRegistry) -> dict[str, str]:
+    """The levels the pure index gives, against the baseline a worker has before any learning: the priors,
+    flat over the week, so one hour expects exactly the hourly prior whatever the time."""
     index = load_config(settings.risk_config_path)
+    baseline = BaselineModel(index.baseline, grid_profiles(registry))
+    one_hour = range(0, 3600, 300)
     levels = {}
     for grid_id, documents in plan.items():
         counts = Counter((d["source"], d["type"], d["severity"]) for d in documents)
-        levels[grid_id] = assess(counts, index).level.value
+        expectations = {
+            source: (baseline.expected(grid_id, source, one_hour, 300), baseline.unit_weight(source))
+            for source, _, _ in counts
+        }
+        levels[grid_id] = assess(counts, index, expectations).level.value
     return levels
 
 
@@ -92,7 +71,7 @@ async def test_known_events_reach_the_map_clickhouse_and_history(pipeline_settin
     registry = GridRegistry.load(settings.grid_registry_path)
     now = datetime.now(UTC)
     plan, malformed = _scenario(registry, now)
-    expected = _expected_levels(plan, settings)
+    expected = _expected_levels(plan, settings, registry)
     # the scenario exercises all four colours; if the config changes so that it no longer does, say so here
     assert sorted(expected.values(), key=lambda v: Level(v).rank) == ["green", "yellow", "orange", "red"]
 

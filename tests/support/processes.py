@@ -35,6 +35,16 @@ def wait_for(probe: Callable[[], T | None], *, timeout: float, what: str, interv
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
 
 
+def run_cli(settings: Settings, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """`python -m pingan.cli ARGS` to completion with the given settings; fails the test on a non-zero exit."""
+    env = {**os.environ, **settings.as_env()}
+    done = subprocess.run(
+        [sys.executable, "-m", "pingan.cli", *args], env=env, capture_output=True, text=True, timeout=timeout
+    )
+    assert done.returncode == 0, f"pingan {' '.join(args)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
+    return done
+
+
 class ChildProcess:
     """`python -m pingan.cli COMMAND` with the given settings in its environment, logging to a file."""
 

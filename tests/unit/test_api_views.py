@@ -47,7 +47,7 @@ def test_snapshot_lists_every_registry_grid_and_defaults_to_green() -> None:
     assert snapshot.by_id["G1"] == {
         "grid_id": "G1", "name": "网格1", "community_id": "C1", "subdistrict_id": "S1", "police_station_id": "P1",
         "level": "green", "score": 0.0, "as_of": None, "dominant_source": None, "window_events": 0,
-        "config_version": None,
+        "config_version": None, "own_score": 0.0, "own_level": "green", "spatial": None,
     }  # fmt: skip
     assert (snapshot.by_id["G2"]["level"], snapshot.by_id["G2"]["score"]) == ("red", 91.0)
     assert snapshot.by_id["G3"]["dominant_source"] is None  # "" in ClickHouse means none

@@ -32,11 +32,11 @@ def test_shown_level(live: Level, closed: list[Level], shown: Level) -> None:
 
 
 def test_a_grid_steps_down_only_after_two_quiet_closed_windows() -> None:
-    """Five criminal calls at T0 (orange for an hour), then the watermark walks on, one bucket at a time."""
+    """Four criminal calls at T0 (orange for an hour), then the watermark walks on, one bucket at a time."""
     spec = WindowSpec(300, 3600, 120, INDEX.quiet_windows)
     state = PartitionState(spec)
     t0 = int(datetime(2026, 11, 23, 8, 0, tzinfo=UTC).timestamp())
-    for offset in range(5):
+    for offset in range(4):
         state.apply("G1", t0 * 1000, ("call110", "criminal", 3), offset, f"e{offset}")
     sequence = []
     for minute in (1, 30, 59, 61, 66, 71, 76, 81):

@@ -81,9 +81,9 @@ def test_valid_events_are_stored_windowed_and_scored() -> None:
     result, state = run(records(*(call(f"e{i}", "G1", at) for i in range(3)), call("e3", "G2", at, "help")))
     assert [e.event_id for e, _, late in result.stored if not late] == ["e0", "e1", "e2", "e3"]
     assert result.applied == 4 and not result.dead_letters and not result.late
-    # G1: 3 criminal calls at severity 3 = 9.0 weighted -> 100 + 1 * 50/8 = 106.2 (orange)
+    # G1: 3 criminal calls at severity 3 = 9.0 weighted -> 100 + 2 * 50/7 = 114.3 (orange); no baseline here
     g1 = next(u for u in result.risk_updates if u.grid_id == "G1")
-    assert (g1.score, g1.level, g1.previous_level, g1.dominant_source) == (106.2, "orange", "", "call110")
+    assert (g1.score, g1.level, g1.previous_level, g1.dominant_source) == (114.3, "orange", "", "call110")
     assert g1.window_events == 3
     # G2: one "help" call = 0.3 weighted -> 5.0 (green, but a change from nothing)
     g2 = next(u for u in result.risk_updates if u.grid_id == "G2")
@@ -181,14 +181,14 @@ def test_a_window_rescored_within_its_lateness_still_counts_the_start_of_its_hou
 
 
 def test_decay_brings_a_quiet_grid_back_to_green_and_forgets_it() -> None:
-    result, state = run(records(*(call(f"e{i}", "G1", T0) for i in range(5))))
+    result, state = run(records(*(call(f"e{i}", "G1", T0) for i in range(4))))
     assert result.risk_updates[0].level == "orange"
     # 70 minutes later the hour no longer holds the calls, but two closed windows still do: held orange
-    result, state = run(records(call("x", "G2", T0 + timedelta(minutes=70)), start_offset=5), state)
+    result, state = run(records(call("x", "G2", T0 + timedelta(minutes=70)), start_offset=4), state)
     g1 = next(u for u in result.risk_updates if u.grid_id == "G1")
     assert (g1.score, g1.level, g1.live_level, g1.held) == (0.0, "orange", "green", True)
     # 80 minutes later the last two closed windows are quiet too: green, and the grid is forgotten
-    result, state = run(records(call("y", "G2", T0 + timedelta(minutes=80)), start_offset=6), state)
+    result, state = run(records(call("y", "G2", T0 + timedelta(minutes=80)), start_offset=5), state)
     g1 = next(u for u in result.risk_updates if u.grid_id == "G1")
     assert (g1.score, g1.level, g1.previous_level) == (0.0, "green", "orange")
     assert "G1" not in state.buckets and "G1" not in state.risks

@@ -96,7 +96,7 @@ def test_unknown_sources_and_empty_windows_score_zero() -> None:
         ({"sources": {"call110": {"breakpoints": [[0, 0]]}}}, "at least two points"),
         ({"sources": {"call110": {"breakpoints": [[0, 0], [5, 50], [4, 100]]}}}, "increase strictly"),
         ({"sources": {"call110": {"breakpoints": [[1, 0], [5, 50]]}}}, "start at [0, 0]"),
-        ({"sources": {"call110": {"breakpoints": "nope"}}}, "must be [[count, index]"),
+        ({"sources": {"call110": {"breakpoints": "nope"}}}, "must be [[value, index]"),
         ({"levels": {"yellow": 1}}, "missing"),
     ],
 )

@@ -1,0 +1,80 @@
+"""Learn baselines from the events in ClickHouse, and load the one a worker scores against.
+
+The maths is in streams/baseline.py; the SQL in pingan/store/baselines.py. This module joins them:
+``learn_snapshot`` (the ``pingan baselines learn`` job) and ``baseline_model`` (worker start-up).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from pingan.errors import ConfigError
+from pingan.grids import GridRegistry
+from pingan.store import baselines
+from pingan.store.client import Executor
+from streams.baseline import PRIOR_VERSION, BaselineModel, GridProfile, LearnedBaseline, learn
+from streams.risk_index import IndexConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LearnReport:
+    learned: LearnedBaseline
+    history_from: datetime
+    history_to: datetime
+    events_by_source: dict[str, int]
+
+
+def learn_snapshot(executor: Executor, index: IndexConfig, *, now: datetime, weeks: int) -> LearnReport:
+    """Learn from the ``weeks`` whole weeks of events before the current hour and store the snapshot.
+
+    Whole weeks, so every hour of the week is seen equally often. The version is the end of the history
+    (UTC, to the hour): learning again within the same hour rewrites the same snapshot.
+    """
+    history_to = now.replace(minute=0, second=0, microsecond=0)
+    history_from = history_to - timedelta(weeks=weeks)
+    events_by_source: dict[str, int] = {}
+
+    def counted() -> Iterator[tuple[str, str, str, int, int, int]]:
+        for row in baselines.history(executor, history_from, history_to):
+            events_by_source[row[1]] = events_by_source.get(row[1], 0) + row[5]
+            yield row
+
+    version = f"{history_to:%Y%m%dT%H}Z-{weeks}w"
+    learned = learn(counted(), index.event_weight, weeks=weeks, version=version)
+    baselines.insert(
+        executor, learned, learned_at=now, history_from=history_from, history_to=history_to,
+        config_version=index.version, events_by_source=events_by_source,
+    )  # fmt: skip
+    return LearnReport(learned, history_from, history_to, events_by_source)
+
+
+def grid_profiles(registry: GridRegistry) -> list[GridProfile]:
+    return [GridProfile(grid.grid_id, grid.grid_type, grid.population) for grid in registry.grids]
+
+
+def baseline_model(executor: Executor, index: IndexConfig, registry: GridRegistry, version: str = "") -> BaselineModel:
+    """The model a worker scores with: the pinned or newest snapshot, or the priors alone if there is none."""
+    profiles = grid_profiles(registry)
+    if version == PRIOR_VERSION:
+        return BaselineModel(index.baseline, profiles)
+    if not version:
+        newest = baselines.newest(executor)
+        if newest is None:
+            log.info("no learned baseline yet: scoring against type/population priors (pingan baselines learn)")
+            return BaselineModel(index.baseline, profiles)
+        version = newest.version
+        if newest.config_version != index.version:
+            log.warning(
+                "baseline %s was learned with index config %s, the worker runs %s: weights may differ; "
+                "run `pingan baselines learn` again", version, newest.config_version, index.version,
+            )  # fmt: skip
+    learned = baselines.load(executor, version)
+    if learned is None:
+        raise ConfigError(f"baseline version {version!r} is not in ClickHouse (see `pingan baselines list`)")
+    log.info("scoring against baseline %s (%d grid-source cells)", version, len(learned.cells))
+    return BaselineModel(index.baseline, profiles, learned)

@@ -1,0 +1,43 @@
+"""Fixtures of the real-service tests that run the worker and the API as child processes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from pingan.settings import Settings
+from tests.support.processes import ChildProcess, free_port, wait_for
+
+
+@pytest.fixture
+def pipeline_settings(settings: Settings) -> Settings:
+    return settings.model_copy(
+        update={"api_port": free_port(), "batch_within_seconds": 0.2, "worker_id": f"w-{settings.topic_prefix}"}
+    )
+
+
+@pytest.fixture
+def worker(pipeline_settings: Settings, tmp_path: Path) -> Iterator[ChildProcess]:
+    child = ChildProcess("worker", pipeline_settings, tmp_path / "worker.log").start()
+    yield child
+    child.stop()
+
+
+@pytest.fixture
+def api(pipeline_settings: Settings, tmp_path: Path) -> Iterator[str]:
+    child = ChildProcess("api", pipeline_settings, tmp_path / "api.log").start()
+    base = f"http://127.0.0.1:{pipeline_settings.api_port}"
+
+    def healthy() -> bool:
+        assert child.alive, child.log_tail()
+        try:
+            return httpx.get(f"{base}/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_for(healthy, timeout=30, what="the API to answer")
+    yield base
+    child.stop()
