@@ -239,7 +239,8 @@ def main() -> None:
     result = score(incidents, timeline, args.hours, len(registry.grids))
     lines = [
         f"Config {index.version}; {args.hours} simulated hours from {START:%Y-%m-%d %H:%M} UTC; "
-        f"{len(incidents)} incidents in {len(registry.grids)} grids; seed {args.seed}.",
+        f"{len(incidents)} incidents in {len(registry.grids)} grids; seed {args.seed}; baseline "
+        + (f"learned from {args.history_weeks} week(s) of simulated history." if learned else "priors only."),
         "",
         "| incident size | incidents | median calls added | recall within 15 min | median min to orange/red "
         "| reached red | median min to red |",

@@ -29,12 +29,14 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from pingan import services
+from pingan.baselines import grid_profiles
 from pingan.grids import GridRegistry
 from pingan.settings import Settings
 from pingan.store import events
 from pingan.store.client import connect
 from pingan.store.migrate import prepare_database
 from pingan.topics import ensure_topics
+from streams.baseline import BaselineModel
 from streams.pipeline import PipelineConfig, Record, process_batch
 from streams.risk_index import load_config
 from streams.windows import PartitionState, WindowSpec
@@ -112,7 +114,10 @@ async def raw_ceiling(settings: Settings, expected: int) -> float:
 
 
 def pure_pipeline(settings: Settings, registry: GridRegistry, messages: list[tuple[bytes, bytes]]) -> float:
-    config = PipelineConfig(index=load_config(settings.risk_config_path), partitions=1)
+    index = load_config(settings.risk_config_path)
+    # The worker scores against a baseline (the priors until one is learned): so does this measurement.
+    baseline = BaselineModel(index.baseline, grid_profiles(registry))
+    config = PipelineConfig(index=index, partitions=1, baseline=baseline)
     state = PartitionState(WindowSpec(settings.window_seconds, settings.hop_window_seconds))
     records = [Record("bench", 0, i, key, value, None) for i, (key, value) in enumerate(messages)]
     started = time.perf_counter()

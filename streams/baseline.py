@@ -35,6 +35,7 @@ from pingan.errors import ConfigError
 HOURS_PER_WEEK = 168
 _MONDAY_OFFSET_HOURS = 72  # 1970-01-01 was a Thursday: hour 0 of the epoch is hour 72 of its week
 PRIOR_VERSION = "prior"
+_MAX_MEMO = 200_000  # memoised window expectations kept before starting afresh (a few tens of MB at most)
 
 
 def hour_of_week(epoch_seconds: float) -> int:
@@ -172,6 +173,7 @@ class BaselineModel:
         self._profiles: dict[str, tuple[float, ...]] = {}
         self._hourly: dict[tuple[str, str], tuple[float, ...]] = {}
         self._totals: dict[str, list[float]] = {}
+        self._expected: dict[tuple[str, str, int, int, int], float] = {}
         if learned is not None:
             for (_, source), cell in learned.cells.items():
                 totals = self._totals.setdefault(source, [0.0] * HOURS_PER_WEEK)
@@ -228,8 +230,21 @@ class BaselineModel:
         self._hourly[key] = values
         return values
 
-    def expected(self, grid_id: str, source: str, bucket_starts: Iterable[int], bucket_seconds: int) -> float:
-        """Expected weighted count over the given buckets (epoch seconds of their starts)."""
+    def expected(self, grid_id: str, source: str, bucket_starts: range, bucket_seconds: int) -> float:
+        """Expected weighted count over the given buckets (a range of epoch seconds of their starts).
+
+        Memoised: a batch re-scores the same windows several times (window rows, live level, hysteresis).
+        """
+        key = (grid_id, source, bucket_starts.start, bucket_starts.stop, bucket_seconds)
+        cached = self._expected.get(key)
+        if cached is not None:
+            return cached
         hourly = self.hourly(grid_id, source)
-        share = bucket_seconds / 3600
-        return sum(hourly[hour_of_week(start)] for start in bucket_starts) * share
+        total = 0.0
+        for start in bucket_starts:
+            total += hourly[(start // 3600 + _MONDAY_OFFSET_HOURS) % HOURS_PER_WEEK]
+        value = total * bucket_seconds / 3600
+        if len(self._expected) >= _MAX_MEMO:
+            self._expected.clear()
+        self._expected[key] = value
+        return value
