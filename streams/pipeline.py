@@ -173,6 +173,7 @@ def _score(
     result: BatchResult,
 ) -> None:
     """Window rows for touched buckets, risk updates for grids whose risk changed, expiry, checkpoint."""
+    state.forget_assessments()  # memoised per scoring pass: the config or baseline may differ from the last
     version = state.watermark_ms
     as_of = datetime.fromtimestamp(state.watermark_ms / 1000, UTC)
     spec = state.spec
@@ -223,5 +224,6 @@ def _score(
             state.risks[grid_id] = risk
             changed_risks.append(grid_id)
     state.evaluated_bucket = current
+    state.forget_assessments()
     expired = state.expire()
     result.checkpoint = list(state.checkpoint(sorted(touched), changed_risks, expired, forgotten))

@@ -138,6 +138,9 @@ class PartitionState:
     # The last input offset whose batch is fully written (ClickHouse, topics, checkpoint): on a replay after
     # a restart, records at or below it are already done and are skipped outright.
     done_offset: int = -1
+    # Assessments of hopping windows while one batch is scored (a window is read for its row, the live level
+    # and hysteresis); emptied whenever an event is applied, so it never outlives the counts it was read from.
+    _assessed: dict[tuple[str, int], Assessment] = field(default_factory=dict, repr=False, compare=False)
 
     # --- applying events -------------------------------------------------------------------------------
     def apply(self, grid_id: str, event_ms: int, key: CountKey, offset: int, event_id: str) -> tuple[str, int]:
@@ -148,6 +151,8 @@ class PartitionState:
         # The watermark moves on replays too: it must be what it was when the event was first applied.
         if event_ms > self.watermark_ms:
             self.watermark_ms = event_ms
+        if self._assessed:
+            self._assessed.clear()
         bucket = self.buckets.setdefault(grid_id, {}).setdefault(start, Bucket())
         if offset <= bucket.applied_offset:
             return Outcome.REPLAYED, start
@@ -185,11 +190,18 @@ class PartitionState:
     def assess_hop(
         self, grid_id: str, end_bucket_start: int, config: IndexConfig, baseline: BaselineModel | None = None
     ) -> Assessment:
+        key = (grid_id, end_bucket_start)
+        cached = self._assessed.get(key)
+        if cached is not None:
+            return cached
         counts = self.hop_counts(grid_id, end_bucket_start)
         if baseline is None:
-            return assess(counts, config)
-        sources = {source for source, _, _ in counts}
-        return assess(counts, config, self.expectations(grid_id, end_bucket_start, sources, baseline))
+            assessment = assess(counts, config)
+        else:
+            sources = {source for source, _, _ in counts}
+            assessment = assess(counts, config, self.expectations(grid_id, end_bucket_start, sources, baseline))
+        self._assessed[key] = assessment
+        return assessment
 
     def assess_grid(
         self, grid_id: str, config: IndexConfig, baseline: BaselineModel | None = None
@@ -226,7 +238,12 @@ class PartitionState:
         return expired
 
     # --- checkpoint records (key, value or None for a deletion) ----------------------------------------
+    def forget_assessments(self) -> None:
+        """Drop memoised window assessments (they are only valid for the counts they were read from)."""
+        self._assessed.clear()
+
     def restore(self, records: Iterable[tuple[str, bytes]]) -> None:
+        self.forget_assessments()
         for key, value in records:
             kind, _, rest = key.partition("|")
             if kind == "b":
