@@ -8,7 +8,7 @@ BIN = $(VENV)/bin
 STAMP = $(VENV)/.installed
 APT_PACKAGES = clickhouse-server clickhouse-client
 
-.PHONY: install clickhouse bench-tools services-up services-down services-status test lint demo clean
+.PHONY: install clickhouse bench-tools services-up services-down services-status test lint demo evaluate clean
 
 install: $(STAMP) clickhouse
 
@@ -62,6 +62,11 @@ test: install
 
 demo: install
 	$(BIN)/pingan demo
+
+# The risk index against injected incidents (docs/evaluation.md; about two minutes). No services needed.
+evaluate: install
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[eval]'
+	$(BIN)/python -m bench.evaluate_index --write
 
 # Stops the local services first: their data lives in .pingan/. The virtualenv is kept.
 clean: services-down

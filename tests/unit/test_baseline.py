@@ -22,6 +22,7 @@ from streams.baseline import (
 )
 from streams.risk_index import Level, assess, load_config
 from streams.surprise import MAX_SURPRISE, log_lower_regularized_gamma, poisson_surprise
+from streams.windows import PartitionState, WindowSpec
 
 INDEX = load_config(Settings().risk_config_path)
 
@@ -180,3 +181,20 @@ def test_surprise_between_breakpoints_is_interpolated_and_caps_the_volume() -> N
     assert detail.surprise_index == round(surprise * 25, 1)  # (0, 0)..(2, 50)
     assert detail.volume_index == 25.0
     assert detail.sub_index == min(25.0, round(surprise * 25, 1))
+
+
+def test_memoised_window_assessments_follow_new_events_and_the_baseline() -> None:
+    spec = WindowSpec(300, 3600, 120, INDEX.quiet_windows)
+    state = PartitionState(spec)
+    t0 = int(datetime(2026, 11, 23, 8, 0, tzinfo=UTC).timestamp())
+    bucket = spec.bucket_start(t0)
+    state.apply("G1", t0 * 1000, ("call110", "criminal", 3), 0, "e0")
+    first = state.assess_hop("G1", bucket, INDEX)
+    assert state.assess_hop("G1", bucket, INDEX) is first  # memoised while nothing changes
+    state.apply("G1", t0 * 1000, ("call110", "criminal", 3), 1, "e1")
+    assert state.assess_hop("G1", bucket, INDEX).window_events == 2  # a new event is never hidden
+    state.forget_assessments()
+    model = BaselineModel(INDEX.baseline, [GridProfile("G1", "transport_hub", 40)])
+    based = state.assess_hop("G1", bucket, INDEX, model)
+    hourly_prior = INDEX.baseline.prior("call110").rate("transport_hub", 40)  # flat: one hour expects one hour's
+    assert based.sources["call110"].expected == round(hourly_prior, 3)
