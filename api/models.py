@@ -125,6 +125,23 @@ class HistoryPoint(BaseModel):
     windows: int = Field(description="stored windows (of window_seconds each) in the step")
 
 
+class SourceBaseline(BaseModel):
+    source: str
+    unit_weight: float = Field(description="sum of squared event weights / sum of weights: the unit surprise counts in")
+    mean_per_hour: float = Field(description="expected weighted count per hour, averaged over the week")
+    peak_hour_of_week: int = Field(description="hour of the week with the highest expectation (0 = Mon 00:00 UTC)")
+    expected_per_hour: list[float] = Field(
+        description="168 values: expected weighted count in each hour of the week, from Monday 00:00 UTC"
+    )
+
+
+class BaselineResponse(BaseModel):
+    grid_id: str
+    baseline_version: str = Field(description="the learned snapshot the worker scores with, or `prior` before any")
+    config_version: str = Field(description="the index config whose weights and priors apply")
+    sources: list[SourceBaseline]
+
+
 class HistoryResponse(BaseModel):
     model_config = ConfigDict(
         json_schema_extra={

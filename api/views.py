@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from pingan.grids import Grid, GridRegistry
+from streams.baseline import HOURS_PER_WEEK, BaselineModel
 from streams.risk_index import IndexConfig
 from streams.spatial import SpatialConfig, shown_level, spatial_lift
 
@@ -194,3 +195,20 @@ def grid_info(grid: Grid) -> dict[str, Any]:
         "centroid": list(grid.centroid),
         "bbox": list(grid.bbox),
     }
+
+
+def baseline_body(model: BaselineModel, grid_id: str, index: IndexConfig) -> dict[str, Any]:
+    """What the baseline expects of a grid, per source of the index and hour of the week."""
+    sources = []
+    for source in sorted(index.sources):
+        hourly = model.hourly(grid_id, source)
+        sources.append(
+            {
+                "source": source,
+                "unit_weight": round(model.unit_weight(source), 4),
+                "mean_per_hour": round(sum(hourly) / HOURS_PER_WEEK, 4),
+                "peak_hour_of_week": max(range(HOURS_PER_WEEK), key=hourly.__getitem__),
+                "expected_per_hour": [round(value, 4) for value in hourly],
+            }
+        )
+    return {"grid_id": grid_id, "baseline_version": model.version, "config_version": index.version, "sources": sources}

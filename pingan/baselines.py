@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from pingan.errors import ConfigError
-from pingan.grids import GridRegistry
+from pingan.grids import Grid, GridRegistry
 from pingan.store import baselines
 from pingan.store.client import Executor
 from streams.baseline import PRIOR_VERSION, BaselineModel, GridProfile, LearnedBaseline, learn
@@ -57,24 +57,47 @@ def grid_profiles(registry: GridRegistry) -> list[GridProfile]:
     return [GridProfile(grid.grid_id, grid.grid_type, grid.population) for grid in registry.grids]
 
 
+def scoring_version(executor: Executor, index: IndexConfig, pinned: str = "") -> str:
+    """The baseline version a worker scores with: ``pinned`` (``PINGAN_BASELINE_VERSION``), else the newest
+    snapshot, else ``prior`` (no learned history)."""
+    if pinned:
+        return pinned
+    newest = baselines.newest(executor)
+    if newest is None:
+        return PRIOR_VERSION
+    if newest.config_version != index.version:
+        log.warning(
+            "baseline %s was learned with index config %s, the worker runs %s: weights may differ; "
+            "run `pingan baselines learn` again", newest.version, newest.config_version, index.version,
+        )  # fmt: skip
+    return newest.version
+
+
+def _missing(version: str) -> ConfigError:
+    return ConfigError(f"baseline version {version!r} is not in ClickHouse (see `pingan baselines list`)")
+
+
 def baseline_model(executor: Executor, index: IndexConfig, registry: GridRegistry, version: str = "") -> BaselineModel:
     """The model a worker scores with: the pinned or newest snapshot, or the priors alone if there is none."""
     profiles = grid_profiles(registry)
+    version = scoring_version(executor, index, version)
     if version == PRIOR_VERSION:
+        log.info("no learned baseline: scoring against type/population priors (pingan baselines learn)")
         return BaselineModel(index.baseline, profiles)
-    if not version:
-        newest = baselines.newest(executor)
-        if newest is None:
-            log.info("no learned baseline yet: scoring against type/population priors (pingan baselines learn)")
-            return BaselineModel(index.baseline, profiles)
-        version = newest.version
-        if newest.config_version != index.version:
-            log.warning(
-                "baseline %s was learned with index config %s, the worker runs %s: weights may differ; "
-                "run `pingan baselines learn` again", version, newest.config_version, index.version,
-            )  # fmt: skip
     learned = baselines.load(executor, version)
     if learned is None:
-        raise ConfigError(f"baseline version {version!r} is not in ClickHouse (see `pingan baselines list`)")
+        raise _missing(version)
     log.info("scoring against baseline %s (%d grid-source cells)", version, len(learned.cells))
     return BaselineModel(index.baseline, profiles, learned)
+
+
+def grid_baseline(executor: Executor, index: IndexConfig, grid: Grid, version: str = "") -> BaselineModel:
+    """The same model as the worker's, for one grid only (reads that grid's cells, not the whole snapshot)."""
+    profile = [GridProfile(grid.grid_id, grid.grid_type, grid.population)]
+    version = scoring_version(executor, index, version)
+    if version == PRIOR_VERSION:
+        return BaselineModel(index.baseline, profile)
+    learned = baselines.load_grid(executor, version, grid.grid_id)
+    if learned is None:
+        raise _missing(version)
+    return BaselineModel(index.baseline, profile, learned)

@@ -26,7 +26,7 @@ scoring use the same one.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -119,6 +119,9 @@ class LearnedBaseline:
     weeks: float
     cells: Mapping[tuple[str, str], Mapping[int, float]]  # (grid, source) -> {hour of week: weighted sum}
     unit_weights: Mapping[str, float] = field(default_factory=dict)  # per source, learned from the history
+    # Per source, the district's weighted count in each hour of the week. None: summed from ``cells``; given
+    # when ``cells`` hold only some grids (the API reads one grid's cells, not the whole snapshot).
+    district_totals: Mapping[str, Sequence[float]] | None = None
 
 
 @dataclass(frozen=True)
@@ -174,7 +177,9 @@ class BaselineModel:
         self._hourly: dict[tuple[str, str], tuple[float, ...]] = {}
         self._totals: dict[str, list[float]] = {}
         self._expected: dict[tuple[str, str, int, int, int], float] = {}
-        if learned is not None:
+        if learned is not None and learned.district_totals is not None:
+            self._totals = {source: list(totals) for source, totals in learned.district_totals.items()}
+        elif learned is not None:
             for (_, source), cell in learned.cells.items():
                 totals = self._totals.setdefault(source, [0.0] * HOURS_PER_WEEK)
                 for how, weighted in cell.items():

@@ -1,4 +1,4 @@
-"""The registry listing and the history of one grid."""
+"""The registry listing, and the history and baseline of one grid."""
 
 from __future__ import annotations
 
@@ -8,12 +8,13 @@ from fastapi import APIRouter, Path, Query
 from pydantic import AwareDatetime
 from starlette.responses import Response
 
-from api.deps import ClockDep, ExecutorDep, RegistryDep, SettingsDep
+from api.deps import ClockDep, ExecutorDep, RegistryDep, ResourcesDep, SettingsDep
 from api.errors import not_found
-from api.models import ErrorBody, GridsResponse, HistoryResponse
+from api.models import BaselineResponse, ErrorBody, GridsResponse, HistoryResponse
 from api.params import history_range
 from api.responses import OrjsonResponse
-from api.views import grid_info
+from api.views import baseline_body, grid_info
+from pingan.baselines import grid_baseline
 from pingan.store import windows
 
 router = APIRouter(prefix="/v1", tags=["grids"])
@@ -72,3 +73,29 @@ def grid_history(
         "windows": points,
     }
     return OrjsonResponse(body)
+
+
+@router.get(
+    "/grids/{grid_id}/baseline",
+    summary="What is normal for a grid: expected weighted count per source and hour of the week",
+    response_model=BaselineResponse,
+    responses={
+        404: {"model": ErrorBody, "description": "unknown grid"},
+        503: {"model": ErrorBody, "description": "ClickHouse unavailable"},
+    },
+)
+def grid_baseline_route(
+    resources: ResourcesDep,
+    registry: RegistryDep,
+    settings: SettingsDep,
+    executor: ExecutorDep,
+    grid_id: Annotated[str, Path(description="grid id from the registry")],
+) -> Response:
+    """The expectation the worker's surprise index compares each window with (docs/risk-index.md,
+    "Baselines"): the snapshot it scores with (newest, or ``PINGAN_BASELINE_VERSION``), shrunk towards the
+    grid's type/population prior; the priors alone before any snapshot is learned."""
+    grid = registry.get(grid_id)
+    if grid is None:
+        raise not_found(f"grid {grid_id!r} is not in the registry", "grid_id")
+    model = grid_baseline(executor, resources.risk_index, grid, settings.baseline_version)
+    return OrjsonResponse(baseline_body(model, grid_id, resources.risk_index))

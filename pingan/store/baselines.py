@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from pingan.store.client import Executor
-from streams.baseline import LearnedBaseline
+from streams.baseline import HOURS_PER_WEEK, LearnedBaseline
 
 # Events of [start, end) per grid, source, type, severity and hour of the week (0 = Monday 00:00 UTC; the
 # epoch began on a Thursday, hour 72 of its week). FINAL: a redelivered event is one event.
@@ -98,12 +98,52 @@ def newest(executor: Executor) -> SnapshotInfo | None:
     return found[0] if found else None
 
 
-def load(executor: Executor, version: str) -> LearnedBaseline | None:
-    """One snapshot, or None if there is no such version."""
-    summary = executor.query(
+def load_grid(executor: Executor, version: str, grid_id: str) -> LearnedBaseline | None:
+    """What the baseline model needs for one grid: its own cells and the district's hour-of-week totals."""
+    summary = _summary(executor, version)
+    if not summary:
+        return None
+    params = {"version": version, "grid_id": grid_id}
+    own = executor.query(
+        """
+        SELECT source, hour_of_week, weighted
+        FROM baseline_cells FINAL
+        WHERE version = %(version)s AND grid_id = %(grid_id)s
+        ORDER BY source, hour_of_week
+        """,
+        params,
+    )
+    district = executor.query(
+        """
+        SELECT source, hour_of_week, sum(weighted)
+        FROM baseline_cells FINAL
+        WHERE version = %(version)s
+        GROUP BY source, hour_of_week
+        ORDER BY source, hour_of_week
+        """,
+        params,
+    )
+    cells: dict[tuple[str, str], dict[int, float]] = {}
+    for source, how, weighted in own:
+        cells.setdefault((grid_id, str(source)), {})[int(how)] = float(weighted)
+    totals: dict[str, list[float]] = {}
+    for source, how, weighted in district:
+        totals.setdefault(str(source), [0.0] * HOURS_PER_WEEK)[int(how)] = float(weighted)
+    weeks = float(summary[0][1])
+    units = {str(source): float(unit) for source, _, unit in summary}
+    return LearnedBaseline(version, weeks, cells, units, totals)
+
+
+def _summary(executor: Executor, version: str) -> list[tuple[Any, ...]]:
+    return executor.query(
         "SELECT source, weeks, unit_weight FROM baselines FINAL WHERE version = %(version)s ORDER BY source",
         {"version": version},
     )
+
+
+def load(executor: Executor, version: str) -> LearnedBaseline | None:
+    """One snapshot, or None if there is no such version."""
+    summary = _summary(executor, version)
     if not summary:
         return None
     cells: dict[tuple[str, str], dict[int, float]] = {}

@@ -112,3 +112,11 @@ async def test_a_busy_grid_at_its_normal_rate_stays_green_while_a_quiet_grid_wit
     assert busy_source["surprise"] < 2 < 8 < quiet_source["surprise"]
     assert details[busy]["explanation"]["baseline_version"] == learned
     assert details[quiet]["explanation"]["config_version"] == quiet_risk["config_version"]
+
+    # The baseline endpoint shows the same expectation, hour by hour (the busy grid's history is the same
+    # every hour, so every hour of the week expects what the window did).
+    for grid_id, source in ((busy, busy_source), (quiet, quiet_source)):
+        baseline = httpx.get(f"{api}/v1/grids/{grid_id}/baseline", timeout=5).json()
+        assert baseline["baseline_version"] == learned
+        [calls] = [s for s in baseline["sources"] if s["source"] == "call110"]
+        assert calls["expected_per_hour"] == pytest.approx([source["expected"]] * 168, abs=0.001)

@@ -29,6 +29,7 @@ from pingan.store import alerts, baselines, dead_letters, events, grid_units, pu
 from pingan.store.client import DriverExecutor, Executor, connect
 from pingan.store.migrate import create_database, load_migrations, migrate
 from schemas.envelope import Event
+from streams.baseline import BaselineModel, GridProfile
 from streams.risk_index import load_config
 from tests.support import small_city
 from tests.support.chdb_executor import ChdbExecutor
@@ -152,6 +153,7 @@ def load_sample(executor: Executor) -> None:
     ]  # fmt: skip
     alerts.insert(executor, [a for a in raised if a is not None])
     load_index_sample(executor)
+    learn_snapshot(executor, load_config(Settings().risk_config_path), now=NOW, weeks=1)
 
 
 def run_store_reads(executor: Executor) -> dict[str, Any]:
@@ -287,6 +289,7 @@ async def test_every_api_query_runs_on_both_engines(settings: Settings, chdb_exe
                 "/v1/hotspots": await client.get("/v1/hotspots"),
                 "/v1/grids": await client.get("/v1/grids"),
                 "/v1/grids/{grid_id}": await client.get("/v1/grids/G0001"),
+                "/v1/grids/{grid_id}/baseline": await client.get("/v1/grids/G0001/baseline"),
                 "/v1/grids/{grid_id}/history": await client.get(
                     "/v1/grids/G0001/history", params={"start": start, "end": end, "step": 900}
                 ),
@@ -406,7 +409,9 @@ def run_baseline_work(executor: Executor) -> dict[str, Any]:
         "snapshots": baselines.snapshots(executor, limit=5),
         "newest": newest,
         "loaded": baselines.load(executor, newest.version if newest else ""),
+        "loaded.grid": baselines.load_grid(executor, newest.version if newest else "", "G0001"),
         "missing": baselines.load(executor, "no-such-version"),
+        "missing.grid": baselines.load_grid(executor, "no-such-version", "G0001"),
     }
 
 
@@ -426,6 +431,14 @@ def test_baseline_learning_agrees_on_both_engines(server_executor: DriverExecuto
     assert got["newest"].version == got["learned"].version == "20261123T12Z-1w"
     assert (got["newest"].history_from, got["newest"].history_to) == (NOW - timedelta(weeks=1), NOW)
     assert [s.version for s in got["snapshots"]] == ["20261123T12Z-1w"] and got["missing"] is None
+    # One grid's slice (as the API reads it) gives that grid the same expectations as the whole snapshot.
+    assert got["loaded.grid"].cells == {("G0001", "call110"): {9: 6.0}} and got["missing.grid"] is None
+    index = load_config(Settings().risk_config_path)
+    grids = [GridProfile("G0001", "urban", 500), GridProfile("G0002", "urban", 500)]
+    whole = BaselineModel(index.baseline, grids, got["loaded"])
+    one = BaselineModel(index.baseline, grids[:1], got["loaded.grid"])
+    for source in ("call110", "camera"):
+        assert one.hourly("G0001", source) == pytest.approx(whole.hourly("G0001", source))
 
 
 def test_losing_an_add_column_race_is_not_an_error(

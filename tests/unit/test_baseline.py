@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from api.views import baseline_body
 from pingan.errors import ConfigError
 from pingan.settings import Settings
 from streams.baseline import (
@@ -198,3 +199,15 @@ def test_memoised_window_assessments_follow_new_events_and_the_baseline() -> Non
     based = state.assess_hop("G1", bucket, INDEX, model)
     hourly_prior = INDEX.baseline.prior("call110").rate("transport_hub", 40)  # flat: one hour expects one hour's
     assert based.sources["call110"].expected == round(hourly_prior, 3)
+
+
+def test_the_baseline_body_lists_every_index_source_hour_by_hour() -> None:
+    learned = LearnedBaseline("v1", 1.0, {("G1", "call110"): {20: 1.0}}, {"call110": 2.0})
+    model = BaselineModel(INDEX.baseline, [GridProfile("G1", "urban", 600)], learned)
+    body = baseline_body(model, "G1", INDEX)
+    assert (body["grid_id"], body["baseline_version"], body["config_version"]) == ("G1", "v1", INDEX.version)
+    assert [s["source"] for s in body["sources"]] == sorted(INDEX.sources)
+    [calls] = [s for s in body["sources"] if s["source"] == "call110"]
+    assert calls["peak_hour_of_week"] == 20 and calls["unit_weight"] == 2.0
+    assert calls["expected_per_hour"] == [round(v, 4) for v in model.hourly("G1", "call110")]
+    assert calls["mean_per_hour"] == round(sum(model.hourly("G1", "call110")) / HOURS_PER_WEEK, 4)
