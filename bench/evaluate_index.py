@@ -121,14 +121,15 @@ def _history_day(job: tuple[int, int]) -> Counter[tuple[str, str, str, int, int]
     return counts
 
 
-def learn_history(seed: int, weeks: int, index: IndexConfig) -> LearnedBaseline:
+def learn_history(seed: int, weeks: int, index: IndexConfig, registry: GridRegistry) -> LearnedBaseline:
     """The baseline a deployment would learn from ``weeks`` of incident-free history (one day per process)."""
     total: Counter[tuple[str, str, str, int, int]] = Counter()
     with multiprocessing.get_context("spawn").Pool() as pool:
         for counts in pool.imap_unordered(_history_day, [(seed, day) for day in range(7 * weeks)]):
             total.update(counts)
     rows = ((*key, n) for key, n in total.items())
-    return learn(rows, index.event_weight, weeks=weeks, version=f"simulated-{weeks}w")
+    grid_ids = [grid.grid_id for grid in registry.grids]
+    return learn(rows, index.event_weight, weeks=weeks, version=f"simulated-{weeks}w", grids=grid_ids)
 
 
 def replay(
@@ -232,7 +233,7 @@ def main() -> None:
     index = load_config(settings.risk_config_path)
     simulator = CitySimulator(registry, seed=args.seed, pseudonym_key=b"evaluation", nonce="eval")
     incidents = choose_incidents(simulator, registry, args.hours, args.seed)
-    learned = learn_history(args.seed, args.history_weeks, index) if args.history_weeks else None
+    learned = learn_history(args.seed, args.history_weeks, index, registry) if args.history_weeks else None
     profiles = [GridProfile(g.grid_id, g.grid_type, g.population) for g in registry.grids]
     baseline = BaselineModel(index.baseline, profiles, learned)
     timeline = replay(simulator, index, registry, args.hours, baseline)

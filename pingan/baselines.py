@@ -7,7 +7,7 @@ The maths is in streams/baseline.py; the SQL in pingan/store/baselines.py. This 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -29,11 +29,15 @@ class LearnReport:
     events_by_source: dict[str, int]
 
 
-def learn_snapshot(executor: Executor, index: IndexConfig, *, now: datetime, weeks: int) -> LearnReport:
+def learn_snapshot(
+    executor: Executor, index: IndexConfig, *, now: datetime, weeks: int, grid_ids: Iterable[str] = ()
+) -> LearnReport:
     """Learn from the ``weeks`` whole weeks of events before the current hour and store the snapshot.
 
     Whole weeks, so every hour of the week is seen equally often. The version is the end of the history
-    (UTC, to the hour): learning again within the same hour rewrites the same snapshot.
+    (UTC, to the hour): learning again within the same hour rewrites the same snapshot. ``grid_ids``: the
+    registry's grids, recorded as observed (a grid without events in the history saw nothing; a grid added
+    later is new and gets its prior).
     """
     history_to = now.replace(minute=0, second=0, microsecond=0)
     history_from = history_to - timedelta(weeks=weeks)
@@ -45,7 +49,7 @@ def learn_snapshot(executor: Executor, index: IndexConfig, *, now: datetime, wee
             yield row
 
     version = f"{history_to:%Y%m%dT%H}Z-{weeks}w"
-    learned = learn(counted(), index.event_weight, weeks=weeks, version=version)
+    learned = learn(counted(), index.event_weight, weeks=weeks, version=version, grids=grid_ids)
     baselines.insert(
         executor, learned, learned_at=now, history_from=history_from, history_to=history_to,
         config_version=index.version, events_by_source=events_by_source,

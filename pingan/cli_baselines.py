@@ -12,6 +12,7 @@ from typing import Any
 from pingan.baselines import learn_snapshot
 from pingan.clock import Clock, SystemClock
 from pingan.feeds import index_document, load_feeds
+from pingan.grids import GridRegistry
 from pingan.settings import Settings
 from pingan.store import baselines
 from pingan.store.client import connect
@@ -21,11 +22,14 @@ from streams.risk_index import parse_config
 
 def _learn(settings: Settings, args: argparse.Namespace, clock: Clock | None = None) -> int:
     index = parse_config(index_document(settings, load_feeds(settings)))  # the weights the worker uses
+    registry = GridRegistry.load(settings.grid_registry_path)
     weeks = args.weeks or settings.baseline_history_weeks
     prepare_database(settings)
     executor = connect(settings)
     try:
-        report = learn_snapshot(executor, index, now=(clock or SystemClock()).now(), weeks=weeks)
+        now = (clock or SystemClock()).now()
+        grid_ids = [grid.grid_id for grid in registry.grids]
+        report = learn_snapshot(executor, index, now=now, weeks=weeks, grid_ids=grid_ids)
     finally:
         executor.close()
     learned = report.learned
@@ -58,11 +62,21 @@ def _list(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _weeks(text: str) -> int:
+    try:
+        weeks = int(text)
+    except ValueError:
+        weeks = 0
+    if not 1 <= weeks <= 104:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of weeks from 1 to 104")
+    return weeks
+
+
 def add_baselines_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser = subparsers.add_parser("baselines", help="learn and list per-grid baselines (what is normal)")
     commands = parser.add_subparsers(dest="baselines_command", required=True)
     learn = commands.add_parser("learn", help="learn a new baseline snapshot from the events in ClickHouse")
-    learn.add_argument("--weeks", type=int, default=None, help="weeks of history (default: settings)")
+    learn.add_argument("--weeks", type=_weeks, default=None, help="weeks of history, 1-104 (default: settings)")
     learn.set_defaults(handler=_learn)
     listing = commands.add_parser("list", help="the stored baseline snapshots, newest first")
     listing.set_defaults(handler=_list)

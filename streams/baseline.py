@@ -15,7 +15,9 @@ history borrows strength and a grid with a long one speaks for itself:
 
    and never below the prior's ``minimum`` (nothing is ever expected to be exactly impossible).
 
-Without learned history (a new deployment) every grid gets its prior with a flat profile. Learned
+Without learned history (a new deployment) every grid gets its prior with a flat profile; a grid added to
+the registry after the snapshot gets its prior shaped by the district's profile (a grid that was there and
+saw nothing is a different case: its estimate shrinks towards zero, down to the prior's minimum). Learned
 baselines are snapshots with a version (``pingan baselines learn``), so two workers replaying the same
 events with the same snapshot compute the same index.
 
@@ -122,6 +124,9 @@ class LearnedBaseline:
     # Per source, the district's weighted count in each hour of the week. None: summed from ``cells``; given
     # when ``cells`` hold only some grids (the API reads one grid's cells, not the whole snapshot).
     district_totals: Mapping[str, Sequence[float]] | None = None
+    # Grids that were in the registry while the history was recorded: without a cell they saw nothing, and
+    # their estimate shrinks accordingly. A grid neither here nor in ``cells`` is new: it gets its prior.
+    grids: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -139,10 +144,12 @@ def learn(
     *,
     weeks: float,
     version: str,
+    grids: Iterable[str] = (),
 ) -> LearnedBaseline:
     """Aggregate history rows ``(grid, source, type, severity, hour_of_week, events)`` into a snapshot.
 
-    ``event_weight(source, type, severity)`` is the index's weight of one event (IndexConfig.event_weight).
+    ``event_weight(source, type, severity)`` is the index's weight of one event (IndexConfig.event_weight);
+    ``grids`` are the registry's grids at learning time (observed, even those without a single event).
     """
     if weeks <= 0:
         raise ValueError("weeks must be > 0")
@@ -158,7 +165,8 @@ def learn(
         total[0] += weight * events
         total[1] += weight * weight * events
     units = {source: w2 / w for source, (w, w2) in sums.items() if w > 0}
-    return LearnedBaseline(version, weeks, cells, units)
+    observed = frozenset(grids) | {grid_id for grid_id, _ in cells}
+    return LearnedBaseline(version, weeks, cells, units, grids=observed)
 
 
 class BaselineModel:
@@ -177,6 +185,9 @@ class BaselineModel:
         self._hourly: dict[tuple[str, str], tuple[float, ...]] = {}
         self._totals: dict[str, list[float]] = {}
         self._expected: dict[tuple[str, str, int, int, int], float] = {}
+        self._observed: frozenset[str] = frozenset()
+        if learned is not None:
+            self._observed = learned.grids | {grid_id for grid_id, _ in learned.cells}
         if learned is not None and learned.district_totals is not None:
             self._totals = {source: list(totals) for source, totals in learned.district_totals.items()}
         elif learned is not None:
@@ -220,7 +231,9 @@ class BaselineModel:
         prior = prior_config.rate(grid.grid_type, grid.population) if grid else prior_config.minimum
         profile = self.profile(source)
         learned = self.learned
-        if learned is None:
+        if learned is None or grid_id not in self._observed:
+            # No history of this grid (none learned yet, or a grid added since): its prior, shaped by the
+            # district's hour-of-week profile when there is one.
             values = tuple(max(prior_config.minimum, prior * p) for p in profile)
         else:
             cell = learned.cells.get(key, {})

@@ -1,4 +1,5 @@
-"""SQL of ``baselines`` and ``baseline_cells``: learned snapshots of what is normal per grid (streams/baseline.py)."""
+"""SQL of ``baselines``, ``baseline_cells`` and ``baseline_grids``: learned snapshots of what is normal per
+grid (streams/baseline.py)."""
 
 from __future__ import annotations
 
@@ -66,6 +67,7 @@ def insert(
         for how, weighted in sorted(by_hour.items())
     ]
     executor.insert("baseline_cells", _CELL_COLUMNS, cells)
+    executor.insert("baseline_grids", ("version", "grid_id"), [(learned.version, g) for g in sorted(learned.grids)])
     weighted: dict[str, float] = {}
     for (_, source), by_hour in learned.cells.items():
         weighted[source] = weighted.get(source, 0.0) + sum(by_hour.values())
@@ -129,9 +131,12 @@ def load_grid(executor: Executor, version: str, grid_id: str) -> LearnedBaseline
     totals: dict[str, list[float]] = {}
     for source, how, weighted in district:
         totals.setdefault(str(source), [0.0] * HOURS_PER_WEEK)[int(how)] = float(weighted)
+    observed = executor.query(
+        "SELECT grid_id FROM baseline_grids FINAL WHERE version = %(version)s AND grid_id = %(grid_id)s", params
+    )
     weeks = float(summary[0][1])
     units = {str(source): float(unit) for source, _, unit in summary}
-    return LearnedBaseline(version, weeks, cells, units, totals)
+    return LearnedBaseline(version, weeks, cells, units, totals, frozenset(str(g) for (g,) in observed))
 
 
 def _summary(executor: Executor, version: str) -> list[tuple[Any, ...]]:
@@ -157,6 +162,9 @@ def load(executor: Executor, version: str) -> LearnedBaseline | None:
     )
     for grid_id, source, how, weighted in rows:
         cells.setdefault((grid_id, source), {})[int(how)] = float(weighted)
+    grids = executor.query(
+        "SELECT grid_id FROM baseline_grids FINAL WHERE version = %(version)s ORDER BY grid_id", {"version": version}
+    )
     weeks = float(summary[0][1])
     units = {str(source): float(unit) for source, _, unit in summary}
-    return LearnedBaseline(version, weeks, cells, units)
+    return LearnedBaseline(version, weeks, cells, units, grids=frozenset(str(g) for (g,) in grids))

@@ -39,7 +39,7 @@ pytestmark = pytest.mark.integration
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)  # first window of the sample history
 TABLES = [
-    "alerts", "baseline_cells", "baselines", "dead_letters", "events", "grid_units", "grid_windows",
+    "alerts", "baseline_cells", "baseline_grids", "baselines", "dead_letters", "events", "grid_units", "grid_windows",
     "published_index", "risk_latest", "risk_updates", "schema_migrations", "unit_risk",
 ]  # fmt: skip
 
@@ -433,6 +433,7 @@ def test_baseline_learning_agrees_on_both_engines(server_executor: DriverExecuto
     assert [s.version for s in got["snapshots"]] == ["20261123T12Z-1w"] and got["missing"] is None
     # One grid's slice (as the API reads it) gives that grid the same expectations as the whole snapshot.
     assert got["loaded.grid"].cells == {("G0001", "call110"): {9: 6.0}} and got["missing.grid"] is None
+    assert got["loaded"].grids == {"G0001", "G0002"} and got["loaded.grid"].grids == {"G0001"}
     index = load_config(Settings().risk_config_path)
     grids = [GridProfile("G0001", "urban", 500), GridProfile("G0002", "urban", 500)]
     whole = BaselineModel(index.baseline, grids, got["loaded"])

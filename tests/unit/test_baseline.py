@@ -108,9 +108,11 @@ def test_learning_weighs_events_and_measures_the_unit_weight() -> None:
 
 def test_a_learned_cell_shrinks_towards_the_grid_rate_shaped_by_the_district_profile() -> None:
     config = BaselineConfig(priors={"call110": SourcePrior(minimum=0.01)}, grid_prior_hours=168.0, cell_prior_weeks=4.0)
-    # One week of history; the whole district saw 168 weighted calls, all in hour 10, all in G1.
-    learned = LearnedBaseline("v1", 1.0, {("G1", "call110"): {10: 168.0}}, {"call110": 2.0})
-    model = BaselineModel(config, [GridProfile("G1", "urban", 0), GridProfile("G2", "urban", 0)], learned)
+    # One week of history; the whole district saw 168 weighted calls, all in hour 10, all in G1. G2 was in
+    # the registry and saw nothing; G3 was added after the snapshot.
+    learned = LearnedBaseline("v1", 1.0, {("G1", "call110"): {10: 168.0}}, {"call110": 2.0}, grids=frozenset({"G2"}))
+    grids = [GridProfile(g, "urban", 0) for g in ("G1", "G2", "G3")]
+    model = BaselineModel(config, grids, learned)
     # profile: mean 168 / 168 = 1 per hour, smoothing 0.1: hour 10 (168 + 0.1) / 1.1, others 0.1 / 1.1
     profile = model.profile("call110")
     assert profile[10] == pytest.approx(168.1 / 1.1) and profile[0] == pytest.approx(0.1 / 1.1)
@@ -120,11 +122,21 @@ def test_a_learned_cell_shrinks_towards_the_grid_rate_shaped_by_the_district_pro
     g1 = model.hourly("G1", "call110")
     assert g1[10] == pytest.approx((168 + 4 * rate * 168.1 / 1.1) / 5)
     assert g1[11] == pytest.approx((0 + 4 * rate * 0.1 / 1.1) / 5)
-    # G2 has no history: its prior alone, (0 + 168 * 0.01) / 336 = 0.005, shaped, then floored at 0.01
+    # G2 saw nothing for a week: (0 + 168 * 0.01) / 336 = 0.005 per hour, shaped, then floored at 0.01
     g2 = model.hourly("G2", "call110")
     assert g2[10] == pytest.approx(4 * 0.005 * 168.1 / 1.1 / 5) and g2[11] == 0.01
+    # G3 is new: its prior (0.01) shaped by the district's profile, floored at the minimum
+    g3 = model.hourly("G3", "call110")
+    assert g3[10] == pytest.approx(0.01 * 168.1 / 1.1) and g3[11] == 0.01
     assert model.unit_weight("call110") == 2.0 and model.unit_weight("camera") == 1.0
     assert model.version == "v1"
+
+
+def test_learning_records_the_registry_grids_as_observed() -> None:
+    rows = [("G1", "call110", "criminal", 3, 10, 1)]
+    learned = learn(rows, lambda *_: 3.0, weeks=1, version="v1", grids=["G1", "G2"])
+    assert learned.grids == {"G1", "G2"}
+    assert learn(rows, lambda *_: 3.0, weeks=1, version="v1").grids == {"G1"}  # grids with events always are
 
 
 @pytest.mark.parametrize(

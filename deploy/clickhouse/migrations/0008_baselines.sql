@@ -30,3 +30,13 @@ CREATE TABLE IF NOT EXISTS baseline_cells
 )
 ENGINE = ReplacingMergeTree()
 ORDER BY (version, grid_id, source, hour_of_week);
+
+-- The grids of the registry while the snapshot's history was recorded. A grid listed here without cells saw
+-- nothing (its expectation shrinks); a grid missing here is newer than the snapshot (it gets its prior).
+CREATE TABLE IF NOT EXISTS baseline_grids
+(
+    version String,
+    grid_id String
+)
+ENGINE = ReplacingMergeTree()
+ORDER BY (version, grid_id);
