@@ -83,7 +83,9 @@ class Timeline:
         return hours
 
 
-def choose_incidents(simulator: CitySimulator, registry: GridRegistry, hours: int, seed: int) -> list[Incident]:
+def choose_incidents(
+    simulator: CitySimulator, registry: GridRegistry, hours: int, seed: int, severity: int = 4
+) -> list[Incident]:
     rng = random.Random(seed)
     share = simulator.grid_share("call110")
     per_hour = {g: simulator.mean_rate("call110") * share.get(g, 0.0) * 3600 for g in share}
@@ -101,7 +103,7 @@ def choose_incidents(simulator: CitySimulator, registry: GridRegistry, hours: in
         calls = max(multiplier, round((multiplier - 1) * expected))
         incidents.append(Incident(grid_id, multiplier, START + timedelta(seconds=offset), calls, per_hour[grid_id]))
     for incident in incidents:
-        simulator.inject_burst(incident.grid_id, incident.start, INCIDENT_S, incident.calls, "call110")
+        simulator.inject_burst(incident.grid_id, incident.start, INCIDENT_S, incident.calls, "call110", None, severity)
     return incidents
 
 
@@ -226,13 +228,16 @@ def main() -> None:
     parser.add_argument("--hours", type=int, default=12)
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--history-weeks", type=int, default=1, help="weeks of history the baseline learns from")
+    parser.add_argument(
+        "--incident-severity", type=int, default=4, choices=range(1, 6), help="severity of the incident calls"
+    )
     parser.add_argument("--write", action="store_true", help="write docs/evaluation.md and docs/evaluation.png")
     args = parser.parse_args()
     settings = Settings()
     registry = GridRegistry.load(settings.grid_registry_path)
     index = load_config(settings.risk_config_path)
     simulator = CitySimulator(registry, seed=args.seed, pseudonym_key=b"evaluation", nonce="eval")
-    incidents = choose_incidents(simulator, registry, args.hours, args.seed)
+    incidents = choose_incidents(simulator, registry, args.hours, args.seed, args.incident_severity)
     learned = learn_history(args.seed, args.history_weeks, index, registry) if args.history_weeks else None
     profiles = [GridProfile(g.grid_id, g.grid_type, g.population) for g in registry.grids]
     baseline = BaselineModel(index.baseline, profiles, learned)
@@ -240,7 +245,8 @@ def main() -> None:
     result = score(incidents, timeline, args.hours, len(registry.grids))
     lines = [
         f"Config {index.version}; {args.hours} simulated hours from {START:%Y-%m-%d %H:%M} UTC; "
-        f"{len(incidents)} incidents in {len(registry.grids)} grids; seed {args.seed}; baseline "
+        f"{len(incidents)} incidents (calls at severity {args.incident_severity}) in {len(registry.grids)} grids; "
+        f"seed {args.seed}; baseline "
         + (f"learned from {args.history_weeks} week(s) of simulated history." if learned else "priors only."),
         "",
         "| incident size | incidents | median calls added | recall within 15 min | median min to orange/red "
