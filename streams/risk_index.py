@@ -56,6 +56,10 @@ class IndexConfig:
     # Surprise (-log10 of the Poisson tail probability) to index; None: counts alone (no baseline).
     surprise_breakpoints: tuple[tuple[float, float], ...] | None = None
     baseline: BaselineConfig = field(default_factory=BaselineConfig)
+    # Corroboration: events of one source (with a weight) a window needs before that source's sub-index may
+    # reach orange / red. One report is never an alarm, however heavy it is.
+    orange_min_events: int = 1
+    red_min_events: int = 1
 
     def event_weight(self, source: str, event_type: str, severity: int) -> float:
         source_config = self.sources.get(source)
@@ -97,13 +101,21 @@ def parse_config(document: Mapping[str, Any]) -> IndexConfig:
         surprise = document.get("surprise")
         surprise_breakpoints = None if surprise is None else _breakpoints("surprise", surprise["breakpoints"])
         baseline = parse_baseline(document.get("baseline"))
+        corroboration = document.get("corroboration", {})
+        orange_min_events = int(corroboration.get("orange", 1))
+        red_min_events = int(corroboration.get("red", 1))
     except KeyError as exc:
         raise ConfigError(f"risk index config is missing {exc}") from None
     if not 0 < yellow < orange < red:
         raise ConfigError("levels must satisfy 0 < yellow < orange < red")
     if not 0 <= quiet_windows <= 12:
         raise ConfigError("hysteresis.quiet_windows must be between 0 and 12")
-    return IndexConfig(version, yellow, orange, red, severity, sources, quiet_windows, surprise_breakpoints, baseline)
+    if not 1 <= orange_min_events <= red_min_events:
+        raise ConfigError("corroboration must satisfy 1 <= orange <= red (events of one source in a window)")
+    return IndexConfig(
+        version, yellow, orange, red, severity, sources, quiet_windows, surprise_breakpoints, baseline,
+        orange_min_events, red_min_events,
+    )  # fmt: skip
 
 
 def load_config(path: Path) -> IndexConfig:
@@ -135,17 +147,13 @@ class SourceAssessment:
     """One source's evidence in one window: how much happened, how much was expected, how surprising."""
 
     weighted: float
+    events: int  # events of the source that weigh something
     volume_index: float  # from the source's breakpoints on the weighted count
+    sub_index: float  # min(volume, surprise), held below orange / red without corroboration
     expected: float | None = None  # weighted count the baseline expected in the window (None: no baseline)
     surprise: float | None = None  # -log10 P(at least this much | expected)
     surprise_index: float | None = None
-
-    @property
-    def sub_index(self) -> float:
-        """Both must hold: enough is happening (volume) and it is unusual here and now (surprise)."""
-        if self.surprise_index is None:
-            return self.volume_index
-        return min(self.volume_index, self.surprise_index)
+    uncorroborated: bool = False  # the sub-index was held below a band for want of events
 
 
 @dataclass(frozen=True)
@@ -182,12 +190,25 @@ def top_types(counts: Mapping[tuple[str, str, int], int], config: IndexConfig, n
     return tuple((name, round(w, 3), int(c)) for name, (w, c) in ranked[:n] if w > 0)
 
 
-def weighted_by_source(counts: Mapping[tuple[str, str, int], int], config: IndexConfig) -> dict[str, float]:
-    """Weighted count per source from counts keyed by (source, type, severity)."""
-    totals: dict[str, float] = {}
+def _evidence_by_source(
+    counts: Mapping[tuple[str, str, int], int], config: IndexConfig
+) -> dict[str, tuple[float, int]]:
+    """Per source: (weighted count, events that weigh something)."""
+    totals: dict[str, tuple[float, int]] = {}
     for (source, event_type, severity), count in counts.items():
-        totals[source] = totals.get(source, 0.0) + count * config.event_weight(source, event_type, severity)
+        weight = config.event_weight(source, event_type, severity)
+        weighted, events = totals.get(source, (0.0, 0))
+        totals[source] = (weighted + count * weight, events + (count if weight > 0 else 0))
     return totals
+
+
+def _corroborated(index: float, events: int, config: IndexConfig) -> float:
+    """The index, held just below a band whose corroboration (events of the source) is missing."""
+    if events < config.red_min_events and index >= config.red:
+        index = round(config.red - 0.1, 1)
+    if events < config.orange_min_events and index >= config.orange:
+        index = round(config.orange - 0.1, 1)
+    return index
 
 
 # Per source: (expected weighted count in the window, unit weight), from streams.baseline.BaselineModel.
@@ -195,20 +216,26 @@ Expectations = Mapping[str, tuple[float, float]]
 
 
 def assess_source(
-    weighted: float, source: str, config: IndexConfig, expectation: tuple[float, float] | None
+    weighted: float, events: int, source: str, config: IndexConfig, expectation: tuple[float, float] | None
 ) -> SourceAssessment:
-    """A source's sub-index: the volume index, capped by the surprise index when a baseline is known.
+    """A source's sub-index: the volume index, capped by the surprise index when a baseline is known, and
+    held below orange / red until enough events corroborate it.
 
     Surprise is the Poisson tail of the weighted count in units of ``unit`` (sum w^2 / sum w), so that one
     heavy event is not taken for several independent ones.
     """
     volume = round(sub_index(weighted, config.sources[source].breakpoints), 1)
     if expectation is None or config.surprise_breakpoints is None:
-        return SourceAssessment(round(weighted, 3), volume)
+        capped = _corroborated(volume, events, config)
+        return SourceAssessment(round(weighted, 3), events, volume, capped, uncorroborated=capped < volume)
     expected, unit = expectation
     surprise = round(poisson_surprise(weighted / unit, expected / unit), 2)
     surprise_index = round(sub_index(surprise, config.surprise_breakpoints), 1)
-    return SourceAssessment(round(weighted, 3), volume, round(expected, 3), surprise, surprise_index)
+    both = min(volume, surprise_index)
+    capped = _corroborated(both, events, config)
+    return SourceAssessment(
+        round(weighted, 3), events, volume, capped, round(expected, 3), surprise, surprise_index, capped < both
+    )
 
 
 def assess(
@@ -218,10 +245,11 @@ def assess(
 
     ``expectations`` come from the baseline; without them a source's sub-index is its volume index alone.
     """
-    weighted = weighted_by_source(counts, config)
     sources = {
-        source: assess_source(total, source, config, None if expectations is None else expectations.get(source))
-        for source, total in weighted.items()
+        source: assess_source(
+            weighted, events, source, config, None if expectations is None else expectations.get(source)
+        )
+        for source, (weighted, events) in _evidence_by_source(counts, config).items()
         if source in config.sources
     }
     subs = {source: detail.sub_index for source, detail in sources.items()}

@@ -63,10 +63,12 @@ class RiskUpdate:
             return {}
         return {
             "observed": detail.weighted,
+            "events": detail.events,
             "expected": detail.expected,
             "surprise": detail.surprise,
             "volume_index": detail.volume_index,
             "surprise_index": detail.surprise_index,
+            "uncorroborated": detail.uncorroborated,
         }
 
     @classmethod

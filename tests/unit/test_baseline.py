@@ -165,7 +165,7 @@ def test_the_shipped_config_has_priors_for_the_four_feeds() -> None:
 
 def test_the_same_calls_are_red_news_in_a_quiet_grid_and_normal_in_a_busy_one() -> None:
     counts = {("call110", "criminal", 3): 3}  # 9.0 weighted
-    volume = 100 + (9 - 7) * 50 / 7  # call110 breakpoints (7, 100) .. (14, 150)
+    volume = 100 + (9 - 5) * 50 / 9  # call110 breakpoints (5, 100) .. (14, 150)
     quiet = assess(counts, INDEX, {"call110": (0.06, 2.1)})
     busy = assess(counts, INDEX, {"call110": (9.0, 2.1)})
     unbased = assess(counts, INDEX)

@@ -81,9 +81,9 @@ def test_valid_events_are_stored_windowed_and_scored() -> None:
     result, state = run(records(*(call(f"e{i}", "G1", at) for i in range(3)), call("e3", "G2", at, "help")))
     assert [e.event_id for e, _, late in result.stored if not late] == ["e0", "e1", "e2", "e3"]
     assert result.applied == 4 and not result.dead_letters and not result.late
-    # G1: 3 criminal calls at severity 3 = 9.0 weighted -> 100 + 2 * 50/7 = 114.3 (orange); no baseline here
+    # G1: 3 criminal calls at severity 3 = 9.0 weighted -> 100 + 4 * 50/9 = 122.2 (orange); no baseline here
     g1 = next(u for u in result.risk_updates if u.grid_id == "G1")
-    assert (g1.score, g1.level, g1.previous_level, g1.dominant_source) == (114.3, "orange", "", "call110")
+    assert (g1.score, g1.level, g1.previous_level, g1.dominant_source) == (122.2, "orange", "", "call110")
     assert g1.window_events == 3
     # G2: one "help" call = 0.3 weighted -> 5.0 (green, but a change from nothing)
     g2 = next(u for u in result.risk_updates if u.grid_id == "G2")

@@ -98,6 +98,9 @@ def test_unknown_sources_and_empty_windows_score_zero() -> None:
         ({"sources": {"call110": {"breakpoints": [[1, 0], [5, 50]]}}}, "start at [0, 0]"),
         ({"sources": {"call110": {"breakpoints": "nope"}}}, "must be [[value, index]"),
         ({"levels": {"yellow": 1}}, "missing"),
+        ({"corroboration": {"orange": 3, "red": 2}}, "1 <= orange <= red"),
+        ({"corroboration": {"orange": 0}}, "1 <= orange <= red"),
+        ({"surprise": {"breakpoints": [[0, 0], [2, 50], [1, 100]]}}, "surprise.breakpoints must increase"),
     ],
 )
 def test_bad_config_is_rejected_with_the_reason(override: dict, message: str) -> None:
@@ -115,3 +118,23 @@ def test_shipped_config_loads_and_covers_the_four_feeds(tmp_path) -> None:
     broken.write_text("version = ")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(broken)
+
+
+def test_one_event_is_never_an_alarm_however_heavy() -> None:
+    """Corroboration: orange needs two events of the source, red three; until then just below the band."""
+    # A steep line, so that one event would be red: 1 weighted = 100, 2 = 150, 4 = 200, then +25 per unit.
+    # Events that weigh nothing (40 "noise" calls) corroborate nothing.
+    big = parse_config(_document(corroboration={"orange": 2, "red": 3}, sources={
+        "call110": {"default_weight": 1.0, "breakpoints": [[0, 0], [1, 100], [2, 150], [4, 200]],
+                    "type_weights": {"criminal": 3.0, "noise": 0.0}},
+    }))  # fmt: skip
+    one = assess({("call110", "criminal", 3): 1, ("call110", "noise", 3): 40}, big)
+    detail = one.sources["call110"]
+    # 3.0 weighted -> 175 on the line, held at 99.9: one weighted event is not corroborated for orange
+    assert (detail.volume_index, detail.sub_index, detail.events, detail.uncorroborated) == (175.0, 99.9, 1, True)
+    assert one.level is Level.YELLOW
+    two = assess({("call110", "criminal", 3): 2}, big).sources["call110"]  # 6.0 -> 250, held below red: 149.9
+    assert (two.sub_index, two.uncorroborated) == (149.9, True)
+    three = assess({("call110", "criminal", 3): 3}, big).sources["call110"]  # 9.0 -> 200 + 5 * 25 = 325
+    assert (three.sub_index, three.uncorroborated) == (325.0, False)
+    assert assess({("call110", "criminal", 3): 3}, big).level is Level.RED
