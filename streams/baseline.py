@@ -28,7 +28,7 @@ scoring use the same one.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -140,7 +140,7 @@ class GridProfile:
 
 def learn(
     rows: Iterable[tuple[str, str, str, int, int, int]],
-    event_weight: Any,
+    event_weight: Callable[[str, str, int], float],
     *,
     weeks: float,
     version: str,
@@ -260,7 +260,7 @@ class BaselineModel:
         hourly = self.hourly(grid_id, source)
         total = 0.0
         for start in bucket_starts:
-            total += hourly[(start // 3600 + _MONDAY_OFFSET_HOURS) % HOURS_PER_WEEK]
+            total += hourly[hour_of_week(start)]
         value = total * bucket_seconds / 3600
         if len(self._expected) >= _MAX_MEMO:
             self._expected.clear()
