@@ -27,6 +27,7 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 import faust
+from faust.transport.drivers import aiokafka as faust_kafka
 from faust.types import EventT
 from pydantic import BaseModel
 
@@ -207,8 +208,10 @@ class Worker:
         results = []
         for partition, records in sorted(by_partition.items()):
             records.sort(key=lambda r: r.offset)
-            results.append((partition, process_batch(records, self.state_for(partition), self.grids,
-                                                     self.pipeline, now=now)))  # fmt: skip
+            result = process_batch(records, self.state_for(partition), self.grids, self.pipeline, now=now)
+            for first, last in result.gaps:
+                log.error("partition %d: offsets %d-%d were never delivered to the worker", partition, first, last)
+            results.append((partition, result))
         processed = time.perf_counter()
         await self.storage.write([r for _, r in results], now)
         stored = time.perf_counter()
@@ -285,6 +288,31 @@ class Worker:
         self.table.send_changelog(partition, full_key, value)
 
 
+def rewinding_consumer(topic: str) -> type[faust_kafka.Consumer]:
+    """Faust's Kafka consumer, made to re-read from the beginning the partitions of ``topic`` that were never
+    committed, each time partitions are (re)assigned.
+
+    After a rebalance Faust seeks every partition to its committed offset, but aiokafka seeks only to
+    offsets > 0, so a never-committed partition keeps its fetch position. Records fetched in the previous
+    generation and dropped undelivered by the rebalance (Faust advances its read offset past them) were then
+    never fetched again: the SIGKILL test lost 311 records of a partition the killed worker had not reached.
+    Re-reading from the beginning is always safe here: the checkpoint's offsets skip what is already done.
+    """
+
+    class Consumer(faust_kafka.Consumer):
+        async def perform_seek(self) -> None:
+            await super().perform_seek()
+            never_committed = sorted(
+                tp for tp in self.assignment() if tp.topic == topic and not self._committed_offset.get(tp)
+            )
+            if never_committed:
+                log.info("partitions %s of %s have no committed offset: reading them from the beginning",
+                         [tp.partition for tp in never_committed], topic)  # fmt: skip
+                await self.seek_to_beginning(*(faust_kafka.ensure_aiokafka_TP(tp) for tp in never_committed))
+
+    return Consumer
+
+
 def create_app(
     settings: Settings,
     grids: GridRegistry,
@@ -313,6 +341,7 @@ def create_app(
         stream_recovery_delay=0.0,
         producer_acks=-1,
     )
+    app.transport.Consumer = rewinding_consumer(settings.topic_events)
     events_topic = app.topic(
         settings.topic_events,
         key_type=bytes,

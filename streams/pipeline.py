@@ -70,6 +70,9 @@ class BatchResult:
     risk_updates: list[RiskUpdate] = field(default_factory=list)
     alerts: list[Alert] = field(default_factory=list)
     checkpoint: list[tuple[str, bytes | None]] = field(default_factory=list)
+    # Offset ranges (first, last) of the partition that never arrived between records that did. The events
+    # topic has no transactions or compaction, so a gap means the consumer skipped records: reported loudly.
+    gaps: list[tuple[int, int]] = field(default_factory=list)
     applied: int = 0
     replayed: int = 0
     duplicates: int = 0
@@ -106,10 +109,14 @@ def process_batch(
     """Validate, route, window and score one batch of records from ONE partition, in offset order."""
     result = BatchResult()
     touched: set[tuple[str, int]] = set()
+    previous = state.done_offset  # -1: nothing done yet on this partition, so no gap can be told
     for record in records:
         if record.offset <= state.done_offset:
             result.skipped += 1  # written before a restart; its effects are in the restored state
             continue
+        if previous >= 0 and record.offset > previous + 1:
+            result.gaps.append((previous + 1, record.offset - 1))
+        previous = record.offset
         received_at = _received_at(record, now)
         try:
             event = parse_event(

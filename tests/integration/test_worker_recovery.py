@@ -42,6 +42,14 @@ def _snapshot(executor: DriverExecutor) -> dict[str, object]:
     }
 
 
+def _missing(killed_db: DriverExecutor, steady_db: DriverExecutor) -> str:
+    """Where the interrupted run's events differ from the uninterrupted one's: (partition, offset) ranges."""
+    sql = "SELECT DISTINCT kafka_partition, kafka_offset FROM events"
+    mine, theirs = set(killed_db.query(sql)), set(steady_db.query(sql))
+    lost, extra = sorted(theirs - mine), sorted(mine - theirs)
+    return f"missing (partition, offset): {len(lost)}, first {lost[:10]}, last {lost[-3:]}; unexpected: {extra[:5]}"
+
+
 async def test_sigkill_mid_stream_loses_and_double_counts_nothing(settings: Settings, tmp_path) -> None:
     registry = GridRegistry.load(settings.grid_registry_path)
     grid_ids = [g.grid_id for g in registry.grids[:60]]
@@ -79,13 +87,15 @@ async def test_sigkill_mid_stream_loses_and_double_counts_nothing(settings: Sett
         victim = ChildProcess("worker", killed, tmp_path / "killed-restarted.log").start()
 
         for db, child in ((steady_db, steady_worker), (killed_db, victim)):
-            wait_for(
-                lambda db=db, child=child: (
-                    (child.alive or child.log_tail()) and events.count_distinct(db) == distinct_valid
-                ),
-                timeout=120,
-                what=f"every valid event stored ({distinct_valid})",
-            )
+
+            def all_stored(db: DriverExecutor = db, child: ChildProcess = child) -> bool:
+                assert child.alive, child.log_tail()
+                return events.count_distinct(db) == distinct_valid
+
+            try:
+                wait_for(all_stored, timeout=120, what=f"every valid event stored ({distinct_valid})")
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}\n{_missing(killed_db, steady_db)}\n{child.log_tail(12)}") from None
         # Risk and windows of the last batch land just after its events: poll until both agree.
         try:
             wait_for(lambda: _snapshot(killed_db) == _snapshot(steady_db), timeout=30, what="identical results")

@@ -266,3 +266,20 @@ def test_a_crash_and_replay_counts_nothing_twice(crash_after: int, persisted: in
     assert _latest_rows(written) == _latest_rows(expected_results)
     # every message stored, each with the lateness the uninterrupted run gave it (no conflicting rows)
     assert stored_rows == expected_rows
+
+
+def test_offsets_that_never_arrived_are_reported_as_gaps() -> None:
+    at = T0 + timedelta(minutes=1)
+    # nothing done yet on the partition: where it starts is not a gap (retention, a committed start)
+    result, state = run(records(call("a", "G1", at), start_offset=40))
+    assert result.gaps == []
+    # 41 and 42 never came, and 45 neither
+    batch = [*records(call("b", "G1", at), start_offset=43), *records(call("c", "G1", at), start_offset=44),
+             *records(call("d", "G1", at), start_offset=46)]  # fmt: skip
+    result, state = run(batch, state)
+    assert result.gaps == [(41, 42), (45, 45)]
+    assert [e.event_id for e, _, _ in result.stored] == ["b", "c", "d"]  # what did arrive is still processed
+    # a replay of what is done is no gap
+    replay = records(call("c", "G1", at), start_offset=44) + records(call("e", "G1", at), start_offset=47)
+    result, _ = run(replay, state)
+    assert (result.gaps, result.skipped) == ([], 1)
