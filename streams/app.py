@@ -308,7 +308,8 @@ def rewinding_consumer(topic: str) -> type[faust_kafka.Consumer]:
             if never_committed:
                 log.info("partitions %s of %s have no committed offset: reading them from the beginning",
                          [tp.partition for tp in never_committed], topic)  # fmt: skip
-                await self.seek_to_beginning(*(faust_kafka.ensure_aiokafka_TP(tp) for tp in never_committed))
+                for tp in never_committed:
+                    await self.seek(faust_kafka.ensure_aiokafka_TP(tp), 0)
 
     return Consumer
 
