@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from pingan.store.client import Executor
 from streams.baseline import HOURS_PER_WEEK, LearnedBaseline
@@ -100,71 +99,55 @@ def newest(executor: Executor) -> SnapshotInfo | None:
     return found[0] if found else None
 
 
-def load_grid(executor: Executor, version: str, grid_id: str) -> LearnedBaseline | None:
-    """What the baseline model needs for one grid: its own cells and the district's hour-of-week totals."""
-    summary = _summary(executor, version)
-    if not summary:
-        return None
-    params = {"version": version, "grid_id": grid_id}
-    own = executor.query(
-        """
-        SELECT source, hour_of_week, weighted
-        FROM baseline_cells FINAL
-        WHERE version = %(version)s AND grid_id = %(grid_id)s
-        ORDER BY source, hour_of_week
-        """,
-        params,
-    )
-    district = executor.query(
-        """
-        SELECT source, hour_of_week, sum(weighted)
-        FROM baseline_cells FINAL
-        WHERE version = %(version)s
-        GROUP BY source, hour_of_week
-        ORDER BY source, hour_of_week
-        """,
-        params,
-    )
-    cells: dict[tuple[str, str], dict[int, float]] = {}
-    for source, how, weighted in own:
-        cells.setdefault((grid_id, str(source)), {})[int(how)] = float(weighted)
-    totals: dict[str, list[float]] = {}
-    for source, how, weighted in district:
-        totals.setdefault(str(source), [0.0] * HOURS_PER_WEEK)[int(how)] = float(weighted)
-    observed = executor.query(
-        "SELECT grid_id FROM baseline_grids FINAL WHERE version = %(version)s AND grid_id = %(grid_id)s", params
-    )
-    weeks = float(summary[0][1])
-    units = {str(source): float(unit) for source, _, unit in summary}
-    return LearnedBaseline(version, weeks, cells, units, totals, frozenset(str(g) for (g,) in observed))
-
-
-def _summary(executor: Executor, version: str) -> list[tuple[Any, ...]]:
-    return executor.query(
-        "SELECT source, weeks, unit_weight FROM baselines FINAL WHERE version = %(version)s ORDER BY source",
-        {"version": version},
-    )
+# One grid ('' = every grid) of one snapshot: its cells, and whether it was in the registry when learned.
+_CELLS_SQL = """
+SELECT grid_id, source, hour_of_week, weighted
+FROM baseline_cells FINAL
+WHERE version = %(version)s AND (%(grid_id)s = '' OR grid_id = %(grid_id)s)
+ORDER BY grid_id, source, hour_of_week
+"""
+_GRIDS_SQL = """
+SELECT grid_id
+FROM baseline_grids FINAL
+WHERE version = %(version)s AND (%(grid_id)s = '' OR grid_id = %(grid_id)s)
+ORDER BY grid_id
+"""
+# The district's weighted count per source and hour of the week (the profile), summed over every grid.
+_DISTRICT_SQL = """
+SELECT source, hour_of_week, sum(weighted)
+FROM baseline_cells FINAL
+WHERE version = %(version)s
+GROUP BY source, hour_of_week
+ORDER BY source, hour_of_week
+"""
 
 
 def load(executor: Executor, version: str) -> LearnedBaseline | None:
     """One snapshot, or None if there is no such version."""
-    summary = _summary(executor, version)
-    if not summary:
-        return None
-    cells: dict[tuple[str, str], dict[int, float]] = {}
-    rows: list[tuple[Any, ...]] = executor.query(
-        """
-        SELECT grid_id, source, hour_of_week, weighted
-        FROM baseline_cells FINAL
-        WHERE version = %(version)s
-        """,
+    return _read(executor, version, "")
+
+
+def load_grid(executor: Executor, version: str, grid_id: str) -> LearnedBaseline | None:
+    """What the baseline model needs for one grid: its own cells and the district's hour-of-week totals."""
+    return _read(executor, version, grid_id)
+
+
+def _read(executor: Executor, version: str, grid_id: str) -> LearnedBaseline | None:
+    summary = executor.query(
+        "SELECT source, weeks, unit_weight FROM baselines FINAL WHERE version = %(version)s ORDER BY source",
         {"version": version},
     )
-    for grid_id, source, how, weighted in rows:
-        cells.setdefault((grid_id, source), {})[int(how)] = float(weighted)
-    grids = executor.query(
-        "SELECT grid_id FROM baseline_grids FINAL WHERE version = %(version)s ORDER BY grid_id", {"version": version}
-    )
-    weeks = float(summary[0][1])
+    if not summary:
+        return None
+    params = {"version": version, "grid_id": grid_id}
+    cells: dict[tuple[str, str], dict[int, float]] = {}
+    for grid, source, how, weighted in executor.query(_CELLS_SQL, params):
+        cells.setdefault((str(grid), str(source)), {})[int(how)] = float(weighted)
+    grids = frozenset(str(grid) for (grid,) in executor.query(_GRIDS_SQL, params))
+    totals: dict[str, list[float]] | None = None
+    if grid_id:  # a slice: the profile cannot be summed from the cells read
+        totals = {}
+        for source, how, weighted in executor.query(_DISTRICT_SQL, params):
+            totals.setdefault(str(source), [0.0] * HOURS_PER_WEEK)[int(how)] = float(weighted)
     units = {str(source): float(unit) for source, _, unit in summary}
-    return LearnedBaseline(version, weeks, cells, units, grids=frozenset(str(g) for (g,) in grids))
+    return LearnedBaseline(version, float(summary[0][1]), cells, units, totals, grids)
