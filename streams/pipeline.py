@@ -203,6 +203,7 @@ def _score(
     # last update and is forgotten, so the state holds exactly the grids the map shows in colour.
     changed_risks, forgotten = [], []
     current = state.current_bucket
+    baseline_version = baseline.version if baseline is not None else ""
     for grid_id in sorted(state.grids_to_evaluate({grid for grid, _ in touched})):
         assessment, shown = state.assess_grid(grid_id, index, baseline)
         previous = state.risks.get(grid_id)
@@ -213,7 +214,6 @@ def _score(
         if previous is not None and previous.same_values(risk):
             continue
         previous_level = previous.level if previous else None
-        baseline_version = baseline.version if baseline is not None else ""
         update = RiskUpdate.build(
             grid_id, as_of, assessment, shown, previous_level, index.version, version, baseline_version
         )
