@@ -28,6 +28,15 @@ from schemas.payloads import SOURCE_PAYLOADS
 
 SCHEMA_VERSION = 1
 
+# The oldest time an event may carry. ClickHouse's DateTime holds 1970-2105, but a time before 2000 is an
+# epoch-zero default or a typo, never a real incident, and each such day would open a partition of its own.
+# The newest is the receiving clock plus ``max_future``. Record timestamps are held to the same window.
+EARLIEST_TIME = datetime(2000, 1, 1, tzinfo=UTC)
+_TIME_RANGE = (
+    "UTC or with an offset, from 2000-01-01T00:00:00Z to at most max_future_seconds (default 300) after it is "
+    "received"
+)
+
 EventId = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:\-]+$")]
 GridId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 Name = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z0-9_]+$")]
@@ -49,8 +58,14 @@ class Envelope(BaseModel):
     source: Name
     type: Name
     severity: int = Field(ge=1, le=5, description="1 = lowest, 5 = highest")
-    event_time: AwareDatetime
-    receive_time: AwareDatetime | None = None
+    event_time: AwareDatetime = Field(
+        description=f"when it happened: {_TIME_RANGE}", json_schema_extra={"formatMinimum": "2000-01-01T00:00:00Z"}
+    )
+    receive_time: AwareDatetime | None = Field(
+        default=None,
+        description=f"when the producer received it (default: when Pingan did): {_TIME_RANGE}",
+        json_schema_extra={"formatMinimum": "2000-01-01T00:00:00Z"},
+    )
     location: Location | None = None
     grid_id: GridId | None = None
     device_id: Annotated[str, StringConstraints(max_length=128)] | None = None
@@ -133,6 +148,21 @@ def _invalid_from(exc: ValidationError, prefix: str = "") -> InvalidEvent:
     return InvalidEvent(category, f"{error['msg']}{more}", field)
 
 
+def check_time(name: str, value: datetime, *, now: datetime, max_future: timedelta) -> datetime:
+    """``value`` in UTC if it lies in the window every stored time must (see EARLIEST_TIME), else InvalidEvent."""
+    written = value.isoformat()
+    try:
+        utc = value.astimezone(UTC)
+    except OverflowError:  # year 1 or 9999 with an offset: outside what UTC datetimes hold, so outside the window
+        utc = EARLIEST_TIME - timedelta(days=1) if value.year == 1 else datetime.max.replace(tzinfo=UTC)
+    if utc < EARLIEST_TIME:
+        raise InvalidEvent("out_of_range", f"{name} {written} is before {EARLIEST_TIME.isoformat()}", name)
+    if utc > now + max_future:
+        raise InvalidEvent("future_timestamp", f"{name} {written} is more than {max_future} ahead of "
+                           f"{now.isoformat()}", name)  # fmt: skip
+    return utc
+
+
 def decode_object(raw: bytes) -> dict[str, Any]:
     """A JSON object from bytes, or InvalidEvent("bad_json") saying what was wrong."""
     try:
@@ -175,14 +205,14 @@ def parse_event(
     except ValidationError as exc:
         raise _invalid_from(exc, "payload") from None
 
-    event_time = envelope.event_time.astimezone(UTC)
-    if event_time > now + max_future:
-        raise InvalidEvent(
-            "future_timestamp",
-            f"event_time {event_time.isoformat()} is more than {max_future} ahead of {now.isoformat()}",
-            "event_time",
-        )
-    receive_time = (envelope.receive_time or now).astimezone(UTC)
+    event_time = check_time("event_time", envelope.event_time, now=now, max_future=max_future)
+    receive_time = now.astimezone(UTC)
+    if envelope.receive_time is not None:
+        receive_time = check_time("receive_time", envelope.receive_time, now=now, max_future=max_future)
+    try:
+        payload_json = orjson.dumps(payload.model_dump(mode="json", exclude_none=True)).decode()
+    except orjson.JSONEncodeError as exc:  # e.g. an integer past 64 bits in a plugin's unbounded field
+        raise InvalidEvent("invalid_field", f"payload cannot be stored: {exc}", "payload") from None
     location = envelope.location
     return Event(
         event_id=envelope.event_id,
@@ -196,5 +226,5 @@ def parse_event(
         lat=location.lat if location else None,
         device_id=envelope.device_id or "",
         schema_version=envelope.schema_version,
-        payload_json=orjson.dumps(payload.model_dump(mode="json", exclude_none=True)).decode(),
+        payload_json=payload_json,
     )

@@ -6,6 +6,7 @@ Nothing here does I/O except :func:`load_config`, which reads the TOML file name
 from __future__ import annotations
 
 import itertools
+import math
 from bisect import bisect_right
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -202,17 +203,46 @@ def _evidence_by_source(
     return totals
 
 
+def shown_value(value: float) -> float:
+    """A sub-index or score as reported: cut (not rounded) to 0.1, so a shown value is at a colour's threshold
+    exactly when the value is. Only for display: levels and maxima are taken from the exact values."""
+    return math.floor(value * 10 + 1e-9) / 10
+
+
 def _corroborated(index: float, events: int, config: IndexConfig) -> float:
     """The index, held just below a band whose corroboration (events of the source) is missing."""
     if events < config.red_min_events and index >= config.red:
-        index = round(config.red - 0.1, 1)
+        index = config.red - 0.1
     if events < config.orange_min_events and index >= config.orange:
-        index = round(config.orange - 0.1, 1)
+        index = config.orange - 0.1
     return index
 
 
 # Per source: (expected weighted count in the window, unit weight), from streams.baseline.BaselineModel.
 Expectations = Mapping[str, tuple[float, float]]
+
+
+def _assess_source(
+    weighted: float, events: int, source: str, config: IndexConfig, expectation: tuple[float, float] | None
+) -> tuple[float, SourceAssessment]:
+    """(the exact sub-index, the assessment as reported)."""
+    volume = sub_index(weighted, config.sources[source].breakpoints)
+    if expectation is None or config.surprise_breakpoints is None:
+        capped = _corroborated(volume, events, config)
+        shown = SourceAssessment(
+            round(weighted, 3), events, shown_value(volume), shown_value(capped), uncorroborated=capped < volume
+        )
+        return capped, shown
+    expected, unit = expectation
+    surprise = poisson_surprise(weighted / unit, expected / unit)
+    surprise_index = sub_index(surprise, config.surprise_breakpoints)
+    both = min(volume, surprise_index)
+    capped = _corroborated(both, events, config)
+    shown = SourceAssessment(
+        round(weighted, 3), events, shown_value(volume), shown_value(capped), round(expected, 3), round(surprise, 2),
+        shown_value(surprise_index), capped < both,
+    )  # fmt: skip
+    return capped, shown
 
 
 def assess_source(
@@ -222,40 +252,31 @@ def assess_source(
     held below orange / red until enough events corroborate it.
 
     Surprise is the Poisson tail of the weighted count in units of ``unit`` (sum w^2 / sum w), so that one
-    heavy event is not taken for several independent ones.
+    heavy event is not taken for several independent ones. The maths uses exact values; the fields are
+    rounded for display only (see :func:`shown_value`).
     """
-    volume = round(sub_index(weighted, config.sources[source].breakpoints), 1)
-    if expectation is None or config.surprise_breakpoints is None:
-        capped = _corroborated(volume, events, config)
-        return SourceAssessment(round(weighted, 3), events, volume, capped, uncorroborated=capped < volume)
-    expected, unit = expectation
-    surprise = round(poisson_surprise(weighted / unit, expected / unit), 2)
-    surprise_index = round(sub_index(surprise, config.surprise_breakpoints), 1)
-    both = min(volume, surprise_index)
-    capped = _corroborated(both, events, config)
-    return SourceAssessment(
-        round(weighted, 3), events, volume, capped, round(expected, 3), surprise, surprise_index, capped < both
-    )
+    return _assess_source(weighted, events, source, config, expectation)[1]
 
 
 def assess(
     counts: Mapping[tuple[str, str, int], int], config: IndexConfig, expectations: Expectations | None = None
 ) -> Assessment:
-    """Score one window: the highest source sub-index (AQI style), rounded to 0.1.
+    """Score one window: the highest source sub-index (AQI style), shown cut to 0.1; the colour is the exact
+    score's.
 
     ``expectations`` come from the baseline; without them a source's sub-index is its volume index alone.
     """
-    sources = {
-        source: assess_source(
-            weighted, events, source, config, None if expectations is None else expectations.get(source)
-        )
-        for source, (weighted, events) in _evidence_by_source(counts, config).items()
-        if source in config.sources
-    }
-    subs = {source: detail.sub_index for source, detail in sources.items()}
-    dominant, score = max(subs.items(), key=lambda item: (item[1], item[0]), default=("", 0.0))
+    exact: dict[str, float] = {}
+    sources: dict[str, SourceAssessment] = {}
+    for source, (weighted, events) in _evidence_by_source(counts, config).items():
+        if source in config.sources:
+            expectation = None if expectations is None else expectations.get(source)
+            exact[source], sources[source] = _assess_source(weighted, events, source, config, expectation)
+    dominant, score = max(exact.items(), key=lambda item: (item[1], item[0]), default=("", 0.0))
     if score <= 0:
-        dominant = ""
+        dominant, score = "", 0.0
+    subs = {source: detail.sub_index for source, detail in sources.items()}
     return Assessment(
-        score, level_for(score, config), dominant, subs, sum(counts.values()), top_types(counts, config), sources
-    )
+        shown_value(score), level_for(score, config), dominant, subs, sum(counts.values()), top_types(counts, config),
+        sources,
+    )  # fmt: skip

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -188,12 +189,30 @@ def test_surprise_between_breakpoints_is_interpolated_and_caps_the_volume() -> N
     # 20 crowd-density readings (0.25 each at severity 3) = 5.0 weighted: camera volume (0,0)..(10,50) = 25.0
     counts = {("camera", "crowd_density", 3): 20}
     expected = 2.0
-    surprise = round(poisson_surprise(5.0, expected), 2)  # unit weight 1: between 1 and 2
+    surprise = poisson_surprise(5.0, expected)  # unit weight 1: between 1 and 2
     assert 1 < surprise < 2
     detail = assess(counts, INDEX, {"camera": (expected, 1.0)}).sources["camera"]
-    assert detail.surprise_index == round(surprise * 25, 1)  # (0, 0)..(2, 50)
+    # (0, 0)..(2, 50) on the exact surprise, shown cut to 0.1 (never computed from the rounded 1.28)
+    assert detail.surprise_index == math.floor(surprise * 25 * 10) / 10 == 31.9
+    assert detail.surprise == round(surprise, 2) == 1.28
     assert detail.volume_index == 25.0
-    assert detail.sub_index == min(25.0, round(surprise * 25, 1))
+    assert detail.sub_index == 25.0
+
+
+def test_display_rounding_never_reaches_the_colour() -> None:
+    """A surprise of 1.9957 is 49.9 (green) on the exact value; rounded to 2.00 first it would be 50.0 (yellow)."""
+    counts = {("camera", "crowd_density", 3): 20}  # 5.0 weighted: camera volume 25.0
+    config = replace(INDEX, sources={**INDEX.sources, "camera": replace(INDEX.sources["camera"],
+                     breakpoints=((0.0, 0.0), (1.0, 100.0)))})  # fmt: skip
+    # find the expectation that gives a surprise just under 2 for 5 events
+    low, high = 0.5, 3.0
+    for _ in range(80):
+        mid = (low + high) / 2
+        low, high = (mid, high) if poisson_surprise(5.0, mid) > 1.9957 else (low, mid)
+    assessment = assess(counts, config, {"camera": (low, 1.0)})
+    detail = assessment.sources["camera"]
+    assert detail.surprise == 2.0 and detail.surprise_index == 49.8
+    assert (assessment.score, assessment.level) == (49.8, Level.GREEN)
 
 
 def test_memoised_window_assessments_follow_new_events_and_the_baseline() -> None:
