@@ -5,6 +5,8 @@ PinganError
 ├── InvalidEvent           one input record is unusable; carries kind, field and reason; dead-lettered
 ├── ServiceError           a local service (broker, ClickHouse) could not be started, stopped or reached
 └── StorageError           ClickHouse rejected or could not take a request
+    ├── StorageUnavailable can succeed later (connection refused or lost, timeout, overload): retried
+    └── StorageRejected    never will as it is (a value ClickHouse cannot store): the rows are isolated
 """
 
 from __future__ import annotations
@@ -40,3 +42,11 @@ class ServiceError(PinganError):
 
 class StorageError(PinganError):
     """ClickHouse could not take or answer a request."""
+
+
+class StorageUnavailable(StorageError):
+    """ClickHouse could not take the request now; the same request can succeed later, so it is retried."""
+
+
+class StorageRejected(StorageError):
+    """ClickHouse (or the driver, encoding it) refused the request's data; retrying it as it is cannot succeed."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 import ipaddress
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -78,8 +78,14 @@ class Settings(BaseSettings):
     window_seconds: int = Field(default=300, ge=1)  # tumbling window (the bucket)
     hop_window_seconds: int = Field(default=3600, ge=1)  # hopping window, advances one bucket at a time
     allowed_lateness_seconds: int = Field(default=120, ge=0)
+    # Risk updates and alerts are decided at the end of each step of event time; the map shows provisional
+    # values in between. Must divide window_seconds and allowed_lateness_seconds.
+    score_step_seconds: int = Field(default=10, ge=1)
     max_future_seconds: int = Field(default=300, ge=0)
     max_event_bytes: int = Field(default=64 * 1024, ge=1024)
+    # A dead letter's copy on the topic is cut to this (with the original's size and SHA-256 in headers): the
+    # broker refuses messages over its limit (Kafka's default is 1 MB), and a copy it refuses is no copy.
+    dead_letter_max_bytes: int = Field(default=900_000, ge=1024)
     progress_log_seconds: float = Field(default=30.0, gt=0)
     # How long the worker waits at start-up for ClickHouse to answer before giving up.
     startup_wait_seconds: float = Field(default=60.0, ge=0)
@@ -101,6 +107,14 @@ class Settings(BaseSettings):
     # Key of the keyed hash that pseudonymises plates, phone numbers and person ids at the edge.
     pseudonym_key: SecretStr = SecretStr("pingan-local-demo-key-change-me")
     simulate_rate: float = Field(default=1.0, gt=0)  # multiplier on the simulated city's event rates
+
+    @model_validator(mode="after")
+    def _windows_fit(self) -> Settings:
+        if self.window_seconds % self.score_step_seconds or self.allowed_lateness_seconds % self.score_step_seconds:
+            raise ValueError("score_step_seconds must divide window_seconds and allowed_lateness_seconds")
+        if self.hop_window_seconds % self.window_seconds:
+            raise ValueError("hop_window_seconds must be a whole number of window_seconds")
+        return self
 
     @property
     def kafka_is_managed(self) -> bool:

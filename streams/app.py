@@ -17,27 +17,32 @@ would be lost. Bad records become dead letters in the pipeline; storage and brok
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
+from concurrent.futures import ThreadPoolExecutor, TimeoutError
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import faust
+from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
+from faust.exceptions import ProducerSendError
 from faust.transport.drivers import aiokafka as faust_kafka
 from faust.types import EventT
 from pydantic import BaseModel
 
 from pingan.clock import Clock, SystemClock
-from pingan.errors import StorageError
+from pingan.errors import StorageUnavailable
 from pingan.grids import GridRegistry
 from pingan.partitioning import partition_for_key
 from pingan.settings import Settings
 from pingan.store import alerts, dead_letters, events, risk, windows
 from pingan.store.client import DriverExecutor, connect
+from pingan.store.dead_letters import DeadLetter
 from schemas.payloads import SOURCE_PAYLOADS
 from streams.baseline import BaselineModel
 from streams.pipeline import BatchResult, PipelineConfig, Record, process_batch
@@ -57,60 +62,150 @@ class StorageWriter:
         self._settings = settings
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse")
         self._executor: DriverExecutor | None = None
+        self.rejected_rows = 0
 
     def _client(self) -> DriverExecutor:
         if self._executor is None:
             self._executor = connect(self._settings)
         return self._executor
 
-    def _write(self, results: Sequence[BatchResult], ingested_at: Any) -> None:
+    def _run(self, work: Callable[[DriverExecutor], None]) -> None:
         client = self._client()
         try:
-            events.insert(
-                client,
-                (
-                    events.row(e, partition=r.partition, offset=r.offset, late=late, ingested_at=ingested_at)
-                    for result in results
-                    for e, r, late in result.stored
-                ),
-            )
-            dead_letters.insert(
-                client,
-                (dead_letters.row(d, ingested_at=ingested_at) for res in results for d in res.dead_letters),
-            )
-            windows.insert(client, [row for result in results for row in result.window_rows])
-            risk.insert(client, [update for result in results for update in result.risk_updates])
-            alerts.insert(client, [alert for result in results for alert in result.alerts])
-        except StorageError:
+            work(client)
+        except StorageUnavailable:
             # The connection may be half-broken; the next attempt starts from a fresh client.
             client.close()
             self._executor = None
             raise
 
-    async def write(self, results: Sequence[BatchResult], ingested_at: Any) -> None:
+    def _write(self, results: Sequence[BatchResult], ingested_at: datetime, client: DriverExecutor) -> None:
+        self._write_events(client, results, ingested_at)
+        letters = [dead_letters.row(d, ingested_at=ingested_at) for result in results for d in result.dead_letters]
+        self._report("dead_letters", dead_letters.insert(client, letters))
+        rows = [row for result in results for row in result.window_rows]
+        self._report("grid_windows", windows.insert(client, rows))
+        decided = [u for result in results for u in result.risk_updates]
+        self._report("risk", risk.insert(client, decided, [u for result in results for u in result.live_updates]))
+        self._report("alerts", alerts.insert(client, [alert for result in results for alert in result.alerts]))
+
+    def _write_events(self, client: DriverExecutor, results: Sequence[BatchResult], ingested_at: datetime) -> None:
+        """Insert the events; one ClickHouse refuses becomes a dead letter of its record (it passed validation,
+        so this is a gap in the checks: the reason says what ClickHouse said)."""
+        stored = [(result, event, record, late) for result in results for event, record, late in result.stored]
+        rows = [
+            events.row(event, partition=record.partition, offset=record.offset, late=late, ingested_at=ingested_at)
+            for _, event, record, late in stored
+        ]
+        position = {id(row): index for index, row in enumerate(rows)}
+        for row, exc in events.insert(client, rows):
+            result, event, record, late = stored[position[id(row)]]
+            log.error("%s[%d]@%d: ClickHouse refused event %s: %s", record.topic, record.partition, record.offset,
+                      event.event_id, exc)  # fmt: skip
+            result.stored.remove((event, record, late))
+            result.dead_letters.append(dead_letter_of(record, ingested_at, "unstorable", None, str(exc)))
+            self.rejected_rows += 1
+
+    def _report(self, table: str, rejected: Sequence[tuple[Any, Exception]]) -> None:
+        """Rows the worker computed itself: one ClickHouse refuses is a bug, logged with the row, never a stall."""
+        for row, exc in rejected:
+            log.error("ClickHouse refused a row of %s, which is not stored: %s; row %r", table, exc, row)
+            self.rejected_rows += 1
+
+    async def write_dead_letters(self, letters: Sequence[DeadLetter], ingested_at: datetime) -> None:
+        rows = [dead_letters.row(d, ingested_at=ingested_at) for d in letters]
+        await self._retried(lambda client: self._report("dead_letters", dead_letters.insert(client, rows)))
+
+    async def write(self, results: Sequence[BatchResult], ingested_at: datetime) -> None:
+        await self._retried(lambda client: self._write(results, ingested_at, client))
+
+    async def _retried(self, work: Callable[[DriverExecutor], None]) -> None:
         loop = asyncio.get_running_loop()
-        await retry_forever(
-            "ClickHouse insert", lambda: loop.run_in_executor(self._thread, self._write, results, ingested_at)
+        await retry_transient(
+            "ClickHouse insert", lambda: loop.run_in_executor(self._thread, self._run, work), (StorageUnavailable,)
         )
 
     def close(self) -> None:
-        if self._executor is not None:
-            self._thread.submit(self._executor.close).result()
-        self._thread.shutdown(wait=True)
+        """Let go of ClickHouse without waiting for an insert that hangs (a stop must not wait out a timeout)."""
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            done = self._thread.submit(executor.close)
+            try:
+                done.result(timeout=CLOSE_SECONDS)
+            except TimeoutError:
+                log.warning("ClickHouse client did not close within %.0fs; leaving it", CLOSE_SECONDS)
+        self._thread.shutdown(wait=False, cancel_futures=True)
 
 
-async def retry_forever(what: str, attempt: Callable[[], Awaitable[T]], *, max_delay: float = 10.0) -> T:
-    """Retry with capped exponential backoff: waiting is always better than acknowledging lost events."""
+CLOSE_SECONDS = 2.0
+
+
+async def retry_transient(
+    what: str, attempt: Callable[[], Awaitable[T]], transient: tuple[type[BaseException], ...], *,
+    max_delay: float = 10.0,
+) -> T:  # fmt: skip
+    """Retry what can succeed later, with capped exponential backoff: waiting is always better than
+    acknowledging lost events. Anything else propagates: retrying it would stall the partition forever. The
+    waits are plain sleeps, so a stop (cancellation) ends them at once."""
     delay = 0.2
     failures = 0
     while True:
         try:
             return await attempt()
-        except Exception as exc:  # storage and broker errors come in many classes; all are worth a retry
+        except transient as exc:
             failures += 1
             log.warning("%s failed (%d in a row), retrying in %.1fs: %r", what, failures, delay, exc)
             await asyncio.sleep(delay)
             delay = min(delay * 2, max_delay)
+
+
+def dead_letter_of(record: Record, received_at: datetime, kind: str, field: str | None, reason: str) -> DeadLetter:
+    return DeadLetter(record.topic, record.partition, record.offset, received_at, kind, field or "", reason,
+                      record.value)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One message to publish, and what to do if the broker refuses it for good."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+    partition: int | None = None
+    headers: list[tuple[str, bytes]] | None = None
+    # For a reroute: the record, which becomes a dead letter if it cannot be re-published.
+    origin: Record | None = None
+
+
+def _cause(exc: BaseException) -> BaseException:
+    """Faust wraps the producer's KafkaError in ProducerSendError."""
+    return exc.__cause__ if isinstance(exc, ProducerSendError) and exc.__cause__ is not None else exc
+
+
+def is_transient_kafka_error(exc: BaseException) -> bool:
+    """aiokafka marks the errors a retry can get past (leader moved, timeouts, broker away) as retriable."""
+    if isinstance(exc, KafkaError):
+        return bool(exc.retriable) or isinstance(exc, KafkaConnectionError | KafkaTimeoutError)
+    return isinstance(exc, OSError | asyncio.TimeoutError)
+
+
+def dead_letter_message(letter: DeadLetter, topic: str, max_bytes: int) -> Outgoing:
+    """The dead-letter topic's message: the original bytes (a truncated copy with the size and SHA-256 of the
+    whole when they exceed what the broker takes) and the reason in headers."""
+    raw = letter.raw
+    headers = [
+        ("pingan-error-kind", letter.kind.encode()),
+        ("pingan-error-field", letter.field.encode()),
+        ("pingan-error-reason", letter.reason.encode()[:2000]),
+        ("pingan-origin", f"{letter.topic}/{letter.partition}/{letter.offset}".encode()),
+    ]
+    if len(raw) > max_bytes:
+        headers += [
+            ("pingan-truncated-from", str(len(raw)).encode()),
+            ("pingan-original-sha256", hashlib.sha256(raw).hexdigest().encode()),
+        ]
+        raw = raw[:max_bytes]
+    return Outgoing(topic, None, raw, headers=headers)
 
 
 def _to_record(event: EventT) -> Record:
@@ -145,8 +240,9 @@ class Worker:
         self.grids = grids
         self.clock = clock
         self.spec = WindowSpec(
-            settings.window_seconds, settings.hop_window_seconds, settings.allowed_lateness_seconds, index.quiet_windows
-        )
+            settings.window_seconds, settings.hop_window_seconds, settings.allowed_lateness_seconds,
+            index.quiet_windows, settings.score_step_seconds,
+        )  # fmt: skip
         self.pipeline = PipelineConfig(
             index=index,
             partitions=settings.topic_partitions,
@@ -156,6 +252,7 @@ class Worker:
             baseline=baseline,
         )
         self.storage = StorageWriter(settings)
+        self.refused_messages = 0
         self.states: dict[int, PartitionState] = {}
         self.table: Any = None
         self.processed = 0
@@ -215,9 +312,9 @@ class Worker:
         processed = time.perf_counter()
         await self.storage.write([r for _, r in results], now)
         stored = time.perf_counter()
-        await retry_forever("publish", lambda: self._publish([r for _, r in results]))
+        await self._publish([r for _, r in results], now)
         published = time.perf_counter()
-        await retry_forever("checkpoint", lambda: self._checkpoint(results))
+        await retry_transient("checkpoint", lambda: self._checkpoint(results), (KafkaError, OSError, ProducerSendError))
         self.processed += len(batch)
         self.batches += 1
         self.stage_seconds["process"] += processed - started
@@ -225,35 +322,60 @@ class Worker:
         self.stage_seconds["publish"] += published - stored
         self.stage_seconds["checkpoint"] += time.perf_counter() - published
 
-    async def _publish(self, results: Sequence[BatchResult]) -> None:
+    def _outgoing(self, results: Sequence[BatchResult]) -> list[Outgoing]:
         settings = self.settings
-        producer = self.app.producer
-        pending: list[Awaitable[Any]] = []
+        messages: list[Outgoing] = []
         for result in results:
-            for letter in result.dead_letters:
-                headers = [
-                    ("pingan-error-kind", letter.kind.encode()),
-                    ("pingan-error-field", letter.field.encode()),
-                    ("pingan-error-reason", letter.reason.encode()[:2000]),
-                    ("pingan-origin", f"{letter.topic}/{letter.partition}/{letter.offset}".encode()),
-                ]
-                pending.append(await producer.send(settings.topic_dead_letters, None, letter.raw, None, None, headers))
-            for event in result.late:
-                key = (event.grid_id or "").encode()
-                pending.append(await producer.send(settings.topic_late, key, event.to_json(), None, None, None))
+            messages += [dead_letter_message(letter, settings.topic_dead_letters, settings.dead_letter_max_bytes)
+                         for letter in result.dead_letters]  # fmt: skip
+            messages += [Outgoing(settings.topic_late, (e.grid_id or "").encode(), e.to_json()) for e in result.late]
             for grid_id, record in result.reroutes:
                 key = grid_id.encode()
-                partition = partition_for_key(key, settings.topic_partitions)
                 headers = [("pingan-rerouted-from", f"{record.partition}/{record.offset}".encode())]
-                pending.append(await producer.send(settings.topic_events, key, record.value, partition, None, headers))
-            for update in result.risk_updates:
-                key = update.grid_id.encode()
-                pending.append(await producer.send(settings.topic_risk, key, update.to_json(), None, None, None))
-            for alert in result.alerts:
-                key = alert.grid_id.encode()
-                pending.append(await producer.send(settings.topic_alerts, key, alert.to_json(), None, None, None))
-        if pending:
-            await asyncio.gather(*pending)
+                partition = partition_for_key(key, settings.topic_partitions)
+                messages.append(Outgoing(settings.topic_events, key, record.value, partition, headers, record))
+            messages += [Outgoing(settings.topic_risk, u.grid_id.encode(), u.to_json())
+                         for u in (*result.risk_updates, *result.live_updates)]  # fmt: skip
+            messages += [Outgoing(settings.topic_alerts, a.grid_id.encode(), a.to_json()) for a in result.alerts]
+        return messages
+
+    async def _publish(self, results: Sequence[BatchResult], now: datetime) -> None:
+        """Publish the batch's messages and wait for the broker's acks. Only the messages that failed are sent
+        again, and only while the failure can pass (broker away, leader moving, timeouts); a message the broker
+        can never take is logged with its origin, and a reroute among them becomes a dead letter."""
+        pending = self._outgoing(results)
+        delay = 0.2
+        while pending:
+            outcomes = await asyncio.gather(*(self._send(message) for message in pending), return_exceptions=True)
+            retry: list[Outgoing] = []
+            extra: list[Outgoing] = []
+            for message, outcome in zip(pending, outcomes, strict=True):
+                if not isinstance(outcome, BaseException):
+                    continue
+                if isinstance(outcome, asyncio.CancelledError):
+                    raise outcome
+                cause = _cause(outcome)
+                if is_transient_kafka_error(cause):
+                    retry.append(message)
+                    continue
+                log.error("the broker refused a message to %s for good (%r); key %r, %d bytes",
+                          message.topic, cause, message.key, len(message.value))  # fmt: skip
+                self.refused_messages += 1
+                if message.origin is not None:  # a reroute that cannot be re-published: keep the record
+                    letter = dead_letter_of(message.origin, now, "unroutable", None, f"re-publishing failed: {cause!r}")
+                    await self.storage.write_dead_letters([letter], now)
+                    extra.append(dead_letter_message(letter, self.settings.topic_dead_letters, 1024))
+            if retry:
+                log.warning("publish: %d messages failed, retrying them in %.1fs: %r", len(retry), delay, retry[0])
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+            pending = retry + extra
+
+    async def _send(self, message: Outgoing) -> Any:
+        future = await self.app.producer.send(
+            message.topic, message.key, message.value, message.partition, None, message.headers
+        )
+        return await future
 
     async def _checkpoint(self, results: Sequence[tuple[int, BatchResult]]) -> None:
         """Write each partition's checkpoint records to the changelog partition of its input partition.

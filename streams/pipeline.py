@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -22,19 +22,24 @@ from pingan.store.alerts import Alert, alert_for
 from pingan.store.dead_letters import DeadLetter
 from pingan.store.risk import RiskUpdate
 from pingan.store.windows import WindowRow
-from schemas.envelope import Event, parse_event
+from schemas.envelope import EARLIEST_TIME, Event, parse_event
 from schemas.payloads import SOURCE_PAYLOADS
 from streams.baseline import BaselineModel
 from streams.risk_index import IndexConfig, Level
-from streams.windows import GridRisk, Outcome, PartitionState
+from streams.windows import GridRisk, Judgement, Outcome, PartitionState
 
 log = logging.getLogger(__name__)
+
+
+class Located(Protocol):
+    @property
+    def grid_id(self) -> str: ...
 
 
 class GridLookup(Protocol):
     def get(self, grid_id: str) -> object | None: ...
 
-    def locate(self, lon: float, lat: float) -> object | None: ...
+    def locate(self, lon: float, lat: float) -> Located | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,8 +72,12 @@ class BatchResult:
     late: list[Event] = field(default_factory=list)
     reroutes: list[tuple[str, Record]] = field(default_factory=list)  # (grid id, record)
     window_rows: list[WindowRow] = field(default_factory=list)
+    # Risk decided at the steps of event time: a function of the events alone (risk_updates, alerts).
     risk_updates: list[RiskUpdate] = field(default_factory=list)
     alerts: list[Alert] = field(default_factory=list)
+    # The map's view between steps: provisional risk at the end of the batch, and the step's verdict on grids
+    # that had one. Written to risk_latest and the risk topic only, never to the risk_updates log.
+    live_updates: list[RiskUpdate] = field(default_factory=list)
     checkpoint: list[tuple[str, bytes | None]] = field(default_factory=list)
     # Offset ranges (first, last) of the partition that never arrived between records that did. The events
     # topic has no transactions or compaction, so a gap means the consumer skipped records: reported loudly.
@@ -77,11 +86,17 @@ class BatchResult:
     replayed: int = 0
     duplicates: int = 0
     skipped: int = 0
+    # Records whose broker timestamp was outside the storable window: their receive time is the worker's clock.
+    clock_fallbacks: int = 0
 
 
-def _received_at(record: Record, fallback: datetime) -> datetime:
-    if record.timestamp_ms is None or record.timestamp_ms < 0:
-        return fallback
+def received_at(record: Record, now: datetime, max_future: timedelta) -> datetime | None:
+    """The record's broker timestamp if it is one a stored time may have (see check_time), else None."""
+    if record.timestamp_ms is None:
+        return None
+    earliest_ms = EARLIEST_TIME.timestamp() * 1000
+    if not earliest_ms <= record.timestamp_ms <= (now + max_future).timestamp() * 1000:
+        return None
     return datetime.fromtimestamp(record.timestamp_ms / 1000, UTC)
 
 
@@ -95,7 +110,7 @@ def resolve_grid(event: Event, grids: GridLookup) -> str:
     grid = grids.locate(event.lon, event.lat)
     if grid is None:
         raise InvalidEvent("outside_grids", f"({event.lon}, {event.lat}) is outside every grid", "location")
-    return grid.grid_id  # type: ignore[attr-defined]
+    return grid.grid_id
 
 
 def process_batch(
@@ -106,9 +121,12 @@ def process_batch(
     *,
     now: datetime,
 ) -> BatchResult:
-    """Validate, route, window and score one batch of records from ONE partition, in offset order."""
+    """Validate, route, window and score one batch of records from ONE partition, in offset order.
+
+    Risk updates and alerts come from the steps of event time the watermark passes (scored before the event
+    that passes them is applied), so they are the same however the stream is cut into batches.
+    """
     result = BatchResult()
-    touched: set[tuple[str, int]] = set()
     previous = state.done_offset  # -1: nothing done yet on this partition, so no gap can be told
     for record in records:
         if record.offset <= state.done_offset:
@@ -117,36 +135,44 @@ def process_batch(
         if previous >= 0 and record.offset > previous + 1:
             result.gaps.append((previous + 1, record.offset - 1))
         previous = record.offset
-        received_at = _received_at(record, now)
+        arrived = received_at(record, now, config.max_future)
+        if arrived is None:
+            arrived = now
+            result.clock_fallbacks += record.timestamp_ms is not None
         try:
             event = parse_event(
                 record.value,
-                now=received_at,
+                now=arrived,
                 max_bytes=config.max_event_bytes,
                 max_future=config.max_future,
                 payload_models=config.payload_models,
             )
             grid_id = resolve_grid(event, grids)
         except InvalidEvent as exc:
-            result.dead_letters.append(_dead_letter(record, received_at, exc.kind, exc.field, exc.reason))
+            result.dead_letters.append(_dead_letter(record, arrived, exc.kind, exc.field, exc.reason))
             continue
         except Exception as exc:  # a bug must cost one record, not the worker: keep it with the reason
             log.exception("unexpected error on %s[%d]@%d", record.topic, record.partition, record.offset)
-            result.dead_letters.append(_dead_letter(record, received_at, "internal_error", None, repr(exc)))
+            result.dead_letters.append(_dead_letter(record, arrived, "internal_error", None, repr(exc)))
             continue
         if partition_for_key(grid_id.encode(), config.partitions) != record.partition:
             # All of a grid's events must pass through one partition for its window state to be exact.
             result.reroutes.append((grid_id, record))
             continue
         event = event if event.grid_id == grid_id else event.with_grid(grid_id)
+        event_ms = event.event_time_ms
+        if event_ms > state.watermark_ms and state.watermark_ms > 0:
+            for at_ms in state.spec.scoring_times(state.watermark_ms, event_ms):
+                if state.empty:
+                    break
+                _score_step(state, config, at_ms, result)
         key = (event.source, event.type, event.severity)
-        outcome, start = state.apply(grid_id, event.event_time_ms, key, record.offset, event.event_id)
+        outcome, _ = state.apply(grid_id, event_ms, key, record.offset, event.event_id)
         late = outcome == Outcome.LATE
         if late:
             result.late.append(event)
         elif outcome == Outcome.APPLIED:
             result.applied += 1
-            touched.add((grid_id, start))
         elif outcome == Outcome.REPLAYED:
             result.replayed += 1
         else:
@@ -155,7 +181,10 @@ def process_batch(
 
     if records:
         state.done_offset = max(state.done_offset, records[-1].offset)
-    _score(state, config.index, config.baseline, touched, result)
+    _window_rows(state, config, state.watermark_ms, result)
+    _provisional(state, config, result)
+    state.forget_assessments()
+    result.checkpoint = list(state.checkpoint())
     return result
 
 
@@ -172,65 +201,91 @@ def _dead_letter(record: Record, received_at: datetime, kind: str, field_: str |
     )
 
 
-def _score(
-    state: PartitionState,
-    index: IndexConfig,
-    baseline: BaselineModel | None,
-    touched: set[tuple[str, int]],
-    result: BatchResult,
-) -> None:
-    """Window rows for touched buckets, risk updates for grids whose risk changed, expiry, checkpoint."""
-    state.forget_assessments()  # memoised per scoring pass: the config or baseline may differ from the last
-    version = state.watermark_ms
-    as_of = datetime.fromtimestamp(state.watermark_ms / 1000, UTC)
-    spec = state.spec
-    # A window's score covers the hour ending with it, so a change to one bucket changes the scores of the
-    # later windows whose hour includes it: re-emit those too, so every stored row is current.
-    affected = {
-        (grid_id, later)
-        for grid_id, start in touched
-        for later in state.buckets.get(grid_id, {})
-        if start <= later < start + spec.hop_seconds
-    }
-    for grid_id, start in sorted(affected):
-        assessment = state.assess_hop(grid_id, start, index, baseline)
-        bucket = state.buckets[grid_id][start]
-        result.window_rows.append(
-            WindowRow.build(grid_id, start, spec.bucket_seconds, bucket.counts, assessment, index, version)
-        )
+def _update(
+    state: PartitionState, config: PipelineConfig, grid_id: str, judgement: Judgement, version: int,
+    previous: GridRisk | None,
+) -> RiskUpdate:  # fmt: skip
+    baseline = config.baseline
+    return RiskUpdate.build(
+        grid_id, datetime.fromtimestamp(version / 1000, UTC), judgement.live, judgement.shown,
+        previous.level.value if previous else None, config.index.version, version,
+        baseline.version if baseline is not None else "", hold=judgement.hold,
+    )  # fmt: skip
 
-    # Only grids off plain green are remembered: a grid that comes back to green with a zero score gets a
-    # last update and is forgotten, so the state holds exactly the grids the map shows in colour.
-    changed_risks, forgotten = [], []
-    current = state.current_bucket
-    baseline_version = baseline.version if baseline is not None else ""
-    for grid_id in sorted(state.grids_to_evaluate({grid for grid, _ in touched})):
-        assessment, shown = state.assess_grid(grid_id, index, baseline)
+
+def _score_step(state: PartitionState, config: PipelineConfig, at_ms: int, result: BatchResult) -> None:
+    """One step of event time ends at ``at_ms``: window rows, risk changes and alerts, expiry.
+
+    Only grids off plain green are remembered: a grid that comes back to green with a zero score gets a last
+    update and is forgotten, so the state holds exactly the grids the map shows in colour.
+    """
+    index, baseline = config.index, config.baseline
+    _window_rows(state, config, at_ms, result)
+    version = at_ms + 1  # the end of the step: as_of and the key of what it decides
+    for grid_id in sorted(state.grids_to_score(at_ms)):
+        judgement = state.judge(grid_id, index, baseline, at_ms=at_ms)
+        live, shown = judgement.live, judgement.shown
         previous = state.risks.get(grid_id)
-        plain = assessment.score == 0 and shown is Level.GREEN
-        if previous is None and plain:
+        plain = live.score == 0 and shown is Level.GREEN
+        risk = GridRisk(live.score, shown, version, live.dominant_source, live.window_events)
+        if (previous is None and plain) or (previous is not None and previous.same_values(risk)):
+            if grid_id in state.provisional:  # the map showed a provisional value: put the decided one back
+                result.live_updates.append(_update(state, config, grid_id, judgement, version, previous))
             continue
-        risk = GridRisk(assessment.score, shown, version, assessment.dominant_source, assessment.window_events)
-        if previous is not None and previous.same_values(risk):
-            continue
-        previous_level = previous.level if previous else None
-        update = RiskUpdate.build(
-            grid_id, as_of, assessment, shown, previous_level, index.version, version, baseline_version
-        )
+        update = _update(state, config, grid_id, judgement, version, previous)
         result.risk_updates.append(update)
         alert = alert_for(
-            grid_id, update.previous_level, update.level, update.score, as_of, version, update.explanation(),
+            grid_id, update.previous_level, update.level, update.score, update.as_of, version, update.explanation(),
             index.version,
         )  # fmt: skip
         if alert is not None:
             result.alerts.append(alert)
-        if plain:
-            del state.risks[grid_id]
-            forgotten.append(grid_id)
-        else:
-            state.risks[grid_id] = risk
-            changed_risks.append(grid_id)
-    state.evaluated_bucket = current
-    state.forget_assessments()
-    expired = state.expire()
-    result.checkpoint = list(state.checkpoint(sorted(touched), changed_risks, expired, forgotten))
+        state.set_risk(grid_id, None if plain else risk)
+    state.scored_ms = at_ms
+    state.pending.clear()
+    state.provisional.clear()
+    state.expire(at_ms)
+
+
+def _provisional(state: PartitionState, config: PipelineConfig, result: BatchResult) -> None:
+    """The risk of grids with events since the last step, as the map should show it until the step ends."""
+    at_ms = state.watermark_ms
+    for grid_id in sorted(state.pending):
+        judgement = state.judge(grid_id, config.index, config.baseline, at_ms=at_ms)
+        live, shown = judgement.live, judgement.shown
+        previous = state.risks.get(grid_id)
+        risk = GridRisk(live.score, shown, at_ms, live.dominant_source, live.window_events)
+        if previous is None and live.score == 0 and shown is Level.GREEN:
+            continue
+        if previous is not None and previous.same_values(risk) and grid_id not in state.provisional:
+            continue
+        update = _update(state, config, grid_id, judgement, at_ms, previous)
+        result.live_updates.append(replace(update, provisional=True))
+        state.provisional.add(grid_id)
+
+
+def _window_rows(state: PartitionState, config: PipelineConfig, at_ms: int, result: BatchResult) -> None:
+    """Rows of the windows that changed since the last rows: those whose hour holds a bucket with new events,
+    and, when the live hour moved on, the windows ending at the buckets it entered (with or without events of
+    their own: their hour may still carry a score)."""
+    spec = state.spec
+    size, hop = spec.bucket_seconds, spec.hop_seconds
+    current = state.bucket_at(at_ms)
+    ends = {
+        (grid_id, end)
+        for grid_id, start in state.unrowed
+        for end in range(start, min(start + hop, current + size), size)
+        if grid_id in state.buckets
+    }
+    if state.rows_bucket >= 0 and current > state.rows_bucket:
+        for grid_id, grid_buckets in state.buckets.items():
+            first = max(state.rows_bucket + size, min(grid_buckets))
+            last = min(current, max(grid_buckets) + hop - size)
+            ends.update((grid_id, end) for end in range(first, last + 1, size))
+    for grid_id, end in sorted(ends):
+        assessment = state.assess_hop(grid_id, end, config.index, config.baseline)
+        bucket = state.buckets[grid_id].get(end)
+        counts = bucket.counts if bucket is not None else {}
+        result.window_rows.append(WindowRow.build(grid_id, end, size, counts, assessment, config.index, at_ms))
+    state.unrowed.clear()
+    state.rows_bucket = current

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 import orjson
 
@@ -32,10 +33,18 @@ class WindowSpec:
     allowed_lateness_seconds: int = 120
     # Closed windows the hysteresis looks back over; their hours need their buckets kept that much longer.
     held_windows: int = 0
+    # Risk is scored at the end of every step of event time the watermark passes (see scoring_times).
+    step_seconds: int = 10
 
     def __post_init__(self) -> None:
         if self.hop_seconds % self.bucket_seconds:
             raise ValueError("the hopping window must be a whole number of buckets")
+        if self.step_seconds <= 0 or self.bucket_seconds % self.step_seconds:
+            raise ValueError("the scoring step must divide the bucket")
+        if self.allowed_lateness_seconds % self.step_seconds:
+            raise ValueError("the scoring step must divide the allowed lateness")
+        if self.step_seconds > self.hop_seconds - self.bucket_seconds and self.hop_seconds > self.bucket_seconds:
+            raise ValueError("the scoring step must be at most the hopping window less one bucket")
 
     def bucket_start(self, epoch_seconds: float) -> int:
         return int(epoch_seconds // self.bucket_seconds) * self.bucket_seconds
@@ -62,6 +71,35 @@ class WindowSpec:
         """Start of the newest bucket that is closed (its lateness allowance has passed)."""
         return self.bucket_start(watermark_ms / 1000 - self.bucket_seconds - self.allowed_lateness_seconds)
 
+    def scoring_times(self, watermark_ms: int, event_ms: int) -> Iterator[int]:
+        """When (ms) the state is scored before an event at ``event_ms`` is applied, oldest first.
+
+        Risk is a function of the events, not of how they were batched: it is scored at the last millisecond of
+        each step the watermark leaves, with every event applied before the one that leaves it. First the
+        watermark's own step; then, across a gap in the stream, each later step in which the live hour or the
+        closed windows change (a bucket starts, or a bucket's lateness allowance ends), so decay and
+        hysteresis play out exactly as they would have with events in every step. Nothing when the event is
+        in the watermark's step. The caller stops early once no grid has state.
+        """
+        step = self.step_seconds * 1000
+        first_end = (watermark_ms // step + 1) * step
+        last_end = (event_ms // step) * step  # the end of the step before the event's
+        if first_end > last_end:
+            return
+        yield first_end - 1
+        size = self.bucket_seconds * 1000
+        late = self.allowed_lateness_seconds * 1000 % size
+        base = first_end // size * size
+        while True:
+            for change in sorted({base, base + late}):
+                end = change + step  # the first step that ends after the change
+                if end <= first_end:
+                    continue
+                if end > last_end:
+                    return
+                yield end - 1
+            base += size
+
 
 @dataclass(slots=True)
 class Bucket:
@@ -70,6 +108,8 @@ class Bucket:
     # Hashes of the event ids counted, so a second message with the same id (a producer retry) counts once.
     # Capped: past MAX_TRACKED_IDS events a bucket still counts exactly on replay (offsets), not on retries.
     seen: set[int] = field(default_factory=set)
+    # The batch (its last input offset) whose checkpoint record holds this bucket; -1: not in the changelog.
+    version: int = -1
 
     @property
     def events(self) -> int:
@@ -119,25 +159,60 @@ def id_hash(event_id: str) -> int:
     return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=8).digest(), "big") >> 1
 
 
-class Outcome:
+class Outcome(StrEnum):
     APPLIED = "applied"
     REPLAYED = "replayed"  # already in the bucket before a restart: skipped
     DUPLICATE = "duplicate"  # another message with an event id already counted: skipped
     LATE = "late"
 
 
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """The closed window that holds a grid's colour above its live level (hysteresis)."""
+
+    window_start: int  # epoch seconds: the hour that holds the colour starts here...
+    window_end: int  # ...and ends here (it closed this long ago plus the lateness allowance)
+    score: float
+    level: Level
+    # Epoch seconds from which the colour steps down, if the windows that close before then stay lower.
+    steps_down_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class Judgement:
+    """A grid at one moment: the live hour, the colour shown, and what holds it if hysteresis does."""
+
+    live: Assessment
+    shown: Level
+    hold: Hold | None
+
+
 @dataclass
 class PartitionState:
-    """Open buckets, last published risk per grid, and the watermark of one input partition."""
+    """Open buckets, last scored risk per grid, and the watermark of one input partition."""
 
     spec: WindowSpec
     buckets: dict[str, dict[int, Bucket]] = field(default_factory=dict)
     risks: dict[str, GridRisk] = field(default_factory=dict)
     watermark_ms: int = 0
-    evaluated_bucket: int = -1
+    # The moment (ms) of the last scoring step; -1 before the first.
+    scored_ms: int = -1
     # The last input offset whose batch is fully written (ClickHouse, topics, checkpoint): on a replay after
     # a restart, records at or below it are already done and are skipped outright.
     done_offset: int = -1
+    # Grids with events applied since the last scoring step, and those of them whose provisional (end of
+    # batch) risk was published: the next step scores them and re-asserts what it decides.
+    pending: set[str] = field(default_factory=set)
+    provisional: set[str] = field(default_factory=set)
+    # Changelog bookkeeping (see checkpoint): the batch whose record holds each risk; keys to delete.
+    risk_versions: dict[str, int] = field(default_factory=dict)
+    garbage: list[str] = field(default_factory=list)
+    # Changes since the last checkpoint / the last window rows.
+    touched: set[tuple[str, int]] = field(default_factory=set)
+    dirty_risks: set[str] = field(default_factory=set)
+    expired: list[tuple[str, int, int]] = field(default_factory=list)  # (grid, bucket start, record version)
+    unrowed: set[tuple[str, int]] = field(default_factory=set)
+    rows_bucket: int = -1  # the current bucket when window rows were last emitted
     # Assessments of hopping windows while one batch is scored (a window is read for its row, the live level
     # and hysteresis); emptied whenever an event is applied, so it never outlives the counts it was read from.
     _assessed: dict[tuple[str, int], Assessment] = field(default_factory=dict, repr=False, compare=False)
@@ -163,7 +238,14 @@ class PartitionState:
         if len(bucket.seen) < MAX_TRACKED_IDS:
             bucket.seen.add(digest)
         bucket.counts[key] = bucket.counts.get(key, 0) + 1
+        self.pending.add(grid_id)
+        self.touched.add((grid_id, start))
+        self.unrowed.add((grid_id, start))
         return Outcome.APPLIED, start
+
+    @property
+    def empty(self) -> bool:
+        return not self.buckets and not self.risks
 
     # --- reading windows -------------------------------------------------------------------------------
     def hop_counts(self, grid_id: str, end_bucket_start: int) -> dict[CountKey, int]:
@@ -203,80 +285,169 @@ class PartitionState:
         self._assessed[key] = assessment
         return assessment
 
+    def judge(
+        self, grid_id: str, config: IndexConfig, baseline: BaselineModel | None = None, *, at_ms: int | None = None
+    ) -> Judgement:
+        """The grid at ``at_ms`` (default: the watermark): the hour ending then, and the colour after hysteresis."""
+        at_ms = self.watermark_ms if at_ms is None else at_ms
+        spec = self.spec
+        live = self.assess_hop(grid_id, self.bucket_at(at_ms), config, baseline)
+        last_closed = spec.last_closed_bucket(at_ms)
+        size = spec.bucket_seconds
+        closed = [
+            (last_closed - i * size, self.assess_hop(grid_id, last_closed - i * size, config, baseline))
+            for i in range(config.quiet_windows)
+        ]
+        shown = shown_level(live.level, [assessment.level for _, assessment in closed])
+        hold = None
+        if shown is not live.level:
+            start, holder = max((item for item in closed if item[1].level is shown), key=lambda item: item[0])
+            # The colour lasts while a window at its level is among those looked back over: the last such
+            # window, closed or still closing (before the live one), leaves them when the window quiet_windows
+            # buckets after it closes. Later windows are lower now; new events may of course raise them.
+            current = self.bucket_at(at_ms)
+            closing = range(last_closed + size, current, size)
+            last = max(
+                (end for end in closing if self.assess_hop(grid_id, end, config, baseline).level.rank >= shown.rank),
+                default=start,
+            )
+            steps_down_at = last + (config.quiet_windows + 1) * size + spec.allowed_lateness_seconds
+            hold = Hold(start + size - spec.hop_seconds, start + size, holder.score, holder.level, steps_down_at)
+        return Judgement(live, shown, hold)
+
     def assess_grid(
         self, grid_id: str, config: IndexConfig, baseline: BaselineModel | None = None
     ) -> tuple[Assessment, Level]:
-        """The live assessment (the hour ending now) and the level to show after hysteresis."""
-        live = self.assess_hop(grid_id, self.current_bucket, config, baseline)
-        last_closed = self.spec.last_closed_bucket(self.watermark_ms)
-        size = self.spec.bucket_seconds
-        closed = [
-            self.assess_hop(grid_id, last_closed - i * size, config, baseline).level
-            for i in range(config.quiet_windows)
-        ]
-        return live, shown_level(live.level, closed)
+        """The live assessment (the hour ending at the watermark) and the level to show after hysteresis."""
+        judgement = self.judge(grid_id, config, baseline)
+        return judgement.live, judgement.shown
+
+    def bucket_at(self, at_ms: int) -> int:
+        return self.spec.bucket_start(at_ms / 1000)
 
     @property
     def current_bucket(self) -> int:
-        return self.spec.bucket_start(self.watermark_ms / 1000)
+        return self.bucket_at(self.watermark_ms)
 
-    def grids_to_evaluate(self, touched: set[str]) -> set[str]:
-        """Touched grids, plus every grid with state whenever the watermark entered a new bucket (decay)."""
-        if self.current_bucket != self.evaluated_bucket:
-            return touched | set(self.buckets) | set(self.risks)
-        return touched
+    def scoring_key(self, at_ms: int) -> tuple[int, int]:
+        """What every grid's colour depends on besides its own events: the live hour and the closed windows."""
+        return self.bucket_at(at_ms), self.spec.last_closed_bucket(at_ms)
 
-    def expire(self) -> list[tuple[str, int]]:
-        """Drop buckets no live window needs; return their keys."""
+    def grids_to_score(self, at_ms: int) -> set[str]:
+        """Grids whose colour may have changed since the last step: those with new events, and every grid
+        with state when the live hour or the closed windows moved on (decay)."""
+        grids = self.pending | self.provisional
+        if self.scored_ms < 0 or self.scoring_key(at_ms) != self.scoring_key(self.scored_ms):
+            grids |= set(self.buckets) | set(self.risks)
+        return grids
+
+    def set_risk(self, grid_id: str, risk: GridRisk | None) -> None:
+        if risk is None:
+            self.risks.pop(grid_id, None)
+        else:
+            self.risks[grid_id] = risk
+        self.dirty_risks.add(grid_id)
+
+    def expire(self, at_ms: int | None = None) -> list[tuple[str, int]]:
+        """Drop buckets no live window needs at ``at_ms`` (default: the watermark); return their keys."""
+        at_ms = self.watermark_ms if at_ms is None else at_ms
         expired = []
         for grid_id, grid_buckets in list(self.buckets.items()):
-            for start in [s for s in grid_buckets if self.spec.is_expired(s, self.watermark_ms)]:
-                del grid_buckets[start]
+            for start in [s for s in grid_buckets if self.spec.is_expired(s, at_ms)]:
+                bucket = grid_buckets.pop(start)
+                self.expired.append((grid_id, start, bucket.version))
                 expired.append((grid_id, start))
             if not grid_buckets:
                 del self.buckets[grid_id]
         return expired
 
-    # --- checkpoint records (key, value or None for a deletion) ----------------------------------------
     def forget_assessments(self) -> None:
         """Drop memoised window assessments (they are only valid for the counts they were read from)."""
         self._assessed.clear()
 
+    # --- checkpoint records (key, value or None for a deletion) ----------------------------------------
     def restore(self, records: Iterable[tuple[str, bytes]]) -> None:
+        """Rebuild the state from the changelog's records (what a restarted worker reads back).
+
+        Records carry the batch that wrote them (its last input offset). Only those of batches up to the
+        restored watermark's ``done_offset`` count: a batch that crashed while writing its checkpoint left a
+        part of its records, and they describe events that will be processed again. Those, and versions a
+        later record supersedes, are deleted by the next checkpoint.
+        """
         self.forget_assessments()
+        versions: dict[tuple[str, str], list[tuple[int, str, bytes]]] = {}
         for key, value in records:
             kind, _, rest = key.partition("|")
+            if kind == "wm":
+                document = orjson.loads(value)
+                self.watermark_ms, self.scored_ms, self.done_offset = document[:3]
+                self.pending, self.provisional = set(document[3]), set(document[4])
+            elif kind in ("b", "r"):
+                name, _, version = rest.rpartition("|")
+                versions.setdefault((kind, name), []).append((int(version), key, value))
+        for (kind, name), candidates in versions.items():
+            candidates.sort()
+            done = [c for c in candidates if c[0] <= self.done_offset]
+            best = done[-1] if done else None
+            # The chosen record last: deleting it first could bring an older one back after a crash.
+            self.garbage.extend(key for _, key, _ in (c for c in candidates if c is not best))
+            if best is None:
+                continue
+            version, key, value = best
             if kind == "b":
-                grid_id, _, start = rest.rpartition("|")
-                self.buckets.setdefault(grid_id, {})[int(start)] = Bucket.from_bytes(value)
-            elif kind == "r":
-                self.risks[rest] = GridRisk.from_bytes(value)
-            elif kind == "wm":
-                self.watermark_ms, self.evaluated_bucket, self.done_offset = orjson.loads(value)
+                grid_id, _, start = name.rpartition("|")
+                bucket = Bucket.from_bytes(value)
+                bucket.version = version
+                self.buckets.setdefault(grid_id, {})[int(start)] = bucket
+            elif value:
+                self.risks[name] = GridRisk.from_bytes(value)
+                self.risk_versions[name] = version
+            else:
+                self.garbage.append(key)  # a grid forgotten: the marker has done its work once nothing is older
 
-    def checkpoint(
-        self,
-        buckets: Iterable[tuple[str, int]],
-        risks: Iterable[str],
-        expired: Iterable[tuple[str, int]] = (),
-        forgotten: Iterable[str] = (),
-    ) -> Iterator[tuple[str, bytes | None]]:
-        """Records of one batch, in the order they must reach the changelog.
+    def checkpoint(self) -> Iterator[tuple[str, bytes | None]]:
+        """The changelog records of the batch just processed, in the order they must be written.
 
-        Updates first, then the watermark (with ``done_offset``), then deletions. The changelog keeps
-        order within a partition, so whatever survives a crash is a prefix: a restored watermark implies its
-        updates were restored, and no deletion is restored without the watermark that justified it.
+        1. deletions of records restored from an unfinished batch or superseded; then one record per bucket
+           and risk that changed, each keyed with this batch (its last input offset), so a record never
+           overwrites the one a restore would need if this batch does not finish;
+        2. the watermark record with ``done_offset``: the batch is done once it is in the changelog;
+        3. deletions of what this batch expired, forgot or superseded.
+        The changelog keeps order within a partition, so whatever survives a crash is a prefix of this.
         """
-        for grid_id, start in buckets:
+        version = self.done_offset
+        for key in self.garbage:
+            yield key, None
+        self.garbage.clear()
+        after: list[str] = []
+        for grid_id, start in sorted(self.touched):
             bucket = self.buckets.get(grid_id, {}).get(start)
-            if bucket is not None:
-                yield f"b|{grid_id}|{start}", bucket.to_bytes()
-        for grid_id in risks:
+            if bucket is None:
+                continue  # expired within the batch
+            yield f"b|{grid_id}|{start}|{version}", bucket.to_bytes()
+            if bucket.version >= 0 and bucket.version != version:
+                after.append(f"b|{grid_id}|{start}|{bucket.version}")
+            bucket.version = version
+        for grid_id in sorted(self.dirty_risks):
             risk = self.risks.get(grid_id)
+            old = self.risk_versions.pop(grid_id, None)
             if risk is not None:
-                yield f"r|{grid_id}", risk.to_bytes()
-        yield "wm", orjson.dumps([self.watermark_ms, self.evaluated_bucket, self.done_offset])
-        for grid_id, start in expired:
-            yield f"b|{grid_id}|{start}", None
-        for grid_id in forgotten:
-            yield f"r|{grid_id}", None
+                yield f"r|{grid_id}|{version}", risk.to_bytes()
+                self.risk_versions[grid_id] = version
+                if old is not None and old != version:
+                    after.append(f"r|{grid_id}|{old}")
+            elif old is not None:
+                yield f"r|{grid_id}|{version}", b""  # forgotten: newer than the record it replaces
+                if old != version:
+                    after.append(f"r|{grid_id}|{old}")
+                after.append(f"r|{grid_id}|{version}")
+        yield "wm", orjson.dumps(
+            [self.watermark_ms, self.scored_ms, self.done_offset, sorted(self.pending), sorted(self.provisional)]
+        )
+        for grid_id, start, record_version in self.expired:
+            if record_version >= 0:
+                yield f"b|{grid_id}|{start}|{record_version}", None
+        yield from ((key, None) for key in after)
+        self.touched.clear()
+        self.dirty_risks.clear()
+        self.expired.clear()

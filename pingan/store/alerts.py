@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterable
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 
 from pingan.errors import InvalidEvent
-from pingan.store.client import Executor
+from pingan.store.client import Executor, Rejected, insert_isolating
 
 COLUMNS = (
     "alert_id", "grid_id", "kind", "level", "previous_level", "score", "as_of", "version", "explanation",
@@ -62,8 +62,9 @@ def alert_for(
     return Alert(grid_id, kind, level, previous, score, as_of, version, explanation, config_version)
 
 
-def insert(executor: Executor, alerts: Iterable[Alert]) -> None:
-    executor.insert("alerts", COLUMNS, [a.as_row() for a in alerts])
+def insert(executor: Executor, alerts: Sequence[Alert]) -> Rejected:
+    """Insert alerts; returns those ClickHouse refused, the others stored."""
+    return insert_isolating(executor, "alerts", COLUMNS, alerts, Alert.as_row)
 
 
 def encode_cursor(version: int, grid_id: str) -> str:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from pingan.store.client import Executor
+from pingan.store.client import Executor, Rejected, insert_isolating
 
 TABLE = "dead_letters"
 COLUMNS = (
@@ -34,8 +34,9 @@ def row(letter: DeadLetter, *, ingested_at: datetime) -> tuple[Any, ...]:
     )  # fmt: skip
 
 
-def insert(executor: Executor, rows: Iterable[tuple[Any, ...]]) -> None:
-    executor.insert(TABLE, COLUMNS, list(rows))
+def insert(executor: Executor, rows: Sequence[tuple[Any, ...]]) -> Rejected:
+    """Insert dead-letter rows (see :func:`row`); returns the rows ClickHouse refused, the others stored."""
+    return insert_isolating(executor, TABLE, COLUMNS, rows, lambda r: r)
 
 
 def recent(executor: Executor, *, limit: int = 100) -> list[dict[str, Any]]:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from pingan.store.client import Executor
+from pingan.store.client import Executor, Rejected, insert_isolating
 from schemas.envelope import Event
 
 TABLE = "events"
@@ -27,8 +27,9 @@ def row(event: Event, *, partition: int, offset: int, late: bool, ingested_at: d
     )  # fmt: skip
 
 
-def insert(executor: Executor, rows: Iterable[tuple[Any, ...]]) -> None:
-    executor.insert(TABLE, COLUMNS, list(rows))
+def insert(executor: Executor, rows: Sequence[tuple[Any, ...]]) -> Rejected:
+    """Insert event rows (see :func:`row`); returns the rows ClickHouse refused, the others stored."""
+    return insert_isolating(executor, TABLE, COLUMNS, rows, lambda r: r)
 
 
 def count_distinct(executor: Executor, *, source: str | None = None) -> int:

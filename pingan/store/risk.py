@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from pingan.store.client import Executor
+from pingan.store.client import Executor, Rejected, insert_isolating
 
 if TYPE_CHECKING:
     from streams.risk_index import Assessment, Level, SourceAssessment
+    from streams.windows import Hold
 
 COLUMNS = (
     "grid_id", "as_of", "score", "level", "previous_level", "window_events", "dominant_source",
@@ -37,6 +38,10 @@ class RiskUpdate:
     top_types: tuple[tuple[str, float, int], ...] = ()
     sources: Mapping[str, SourceAssessment] = field(default_factory=dict)
     baseline_version: str = ""  # "" when scored without a baseline; "prior" before any history was learned
+    # The closed window that holds ``level`` above ``live_level`` (hysteresis), if one does.
+    hold: Hold | None = None
+    # Decided at the end of a batch, before its step of event time ended: the map shows it, the log does not.
+    provisional: bool = False
 
     @property
     def held(self) -> bool:
@@ -53,8 +58,21 @@ class RiskUpdate:
             "top_types": [{"type": name, "weighted": w, "events": n} for name, w, n in self.top_types],
             "live_level": self.live_level,
             "held_by_hysteresis": self.held,
+            "held_by": self._hold(),
             "config_version": self.config_version,
             "baseline_version": self.baseline_version or None,
+        }
+
+    def _hold(self) -> dict[str, Any] | None:
+        hold = self.hold
+        if hold is None or not self.held:
+            return None
+        return {
+            "window_start": datetime.fromtimestamp(hold.window_start, UTC).isoformat(),
+            "window_end": datetime.fromtimestamp(hold.window_end, UTC).isoformat(),
+            "score": hold.score,
+            "level": hold.level.value,
+            "steps_down_at": datetime.fromtimestamp(hold.steps_down_at, UTC).isoformat(),
         }
 
     def _evidence(self, source: str) -> dict[str, Any]:
@@ -82,11 +100,13 @@ class RiskUpdate:
         config_version: str,
         version: int,
         baseline_version: str = "",
+        *,
+        hold: Hold | None = None,
     ) -> RiskUpdate:
         return cls(
             grid_id, as_of, assessment.score, shown.value, previous_level or "", assessment.window_events,
             assessment.dominant_source, dict(assessment.sub_indices), config_version, version,
-            assessment.level.value, assessment.top_types, dict(assessment.sources), baseline_version,
+            assessment.level.value, assessment.top_types, dict(assessment.sources), baseline_version, hold,
         )  # fmt: skip
 
     def as_row(self) -> tuple[Any, ...]:
@@ -110,15 +130,17 @@ class RiskUpdate:
                 "sub_indices": self.sub_indices,
                 "config_version": self.config_version,
                 "version": self.version,
+                "provisional": self.provisional,
                 "explanation": self.explanation(),
             }
         )
 
 
-def insert(executor: Executor, updates: Iterable[RiskUpdate]) -> None:
-    rows = [u.as_row() for u in updates]
-    executor.insert("risk_updates", COLUMNS, rows)
-    executor.insert("risk_latest", COLUMNS, rows)
+def insert(executor: Executor, updates: Sequence[RiskUpdate], live: Sequence[RiskUpdate] = ()) -> Rejected:
+    """Decided updates go to the log and the latest table; live ones (provisional, or a step re-asserting what
+    it decided over one) to the latest table only. Returns the updates ClickHouse refused, the others stored."""
+    rejected = insert_isolating(executor, "risk_updates", COLUMNS, updates, RiskUpdate.as_row)
+    return rejected + insert_isolating(executor, "risk_latest", COLUMNS, [*updates, *live], RiskUpdate.as_row)
 
 
 _LATEST_COLUMNS = ("grid_id", "as_of", "score", "level", "previous_level", "window_events", "dominant_source",

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from pingan.store.client import Executor
+from pingan.store.client import Executor, Rejected, insert_isolating
 
 if TYPE_CHECKING:
     from streams.risk_index import Assessment, IndexConfig
@@ -66,8 +66,9 @@ class WindowRow:
         )  # fmt: skip
 
 
-def insert(executor: Executor, rows: Iterable[WindowRow]) -> None:
-    executor.insert(TABLE, COLUMNS, [r.as_row() for r in rows])
+def insert(executor: Executor, rows: Sequence[WindowRow]) -> Rejected:
+    """Insert window rows; returns those ClickHouse refused, the others stored."""
+    return insert_isolating(executor, TABLE, COLUMNS, rows, WindowRow.as_row)
 
 
 # The level of a step is its worst window; the ranking expression keeps that portable across versions.

@@ -62,6 +62,10 @@ def call(event_id: str, grid: str | None, at: datetime, category: str = "crimina
     return document
 
 
+def ms(at: datetime) -> int:
+    return int(at.timestamp() * 1000)
+
+
 def records(*documents, partition: int = 0, start_offset: int = 0) -> list[Record]:
     out = []
     for i, document in enumerate(documents):
@@ -70,10 +74,10 @@ def records(*documents, partition: int = 0, start_offset: int = 0) -> list[Recor
     return out
 
 
-def run(batch: list[Record], state: PartitionState | None = None, partitions: int = 1):
+def run(batch: list[Record], state: PartitionState | None = None, partitions: int = 1, now: datetime | None = None):
     state = state or PartitionState(SPEC)
     config = PipelineConfig(index=INDEX, partitions=partitions)
-    return process_batch(batch, state, GRIDS, config, now=T0 + timedelta(hours=2)), state
+    return process_batch(batch, state, GRIDS, config, now=now or T0 + timedelta(hours=2)), state
 
 
 def test_valid_events_are_stored_windowed_and_scored() -> None:
@@ -81,17 +85,28 @@ def test_valid_events_are_stored_windowed_and_scored() -> None:
     result, state = run(records(*(call(f"e{i}", "G1", at) for i in range(3)), call("e3", "G2", at, "help")))
     assert [e.event_id for e, _, late in result.stored if not late] == ["e0", "e1", "e2", "e3"]
     assert result.applied == 4 and not result.dead_letters and not result.late
+    # The step of event time (10 s) has not ended: the map gets provisional values, the log nothing yet.
+    assert result.risk_updates == [] and result.alerts == []
     # G1: 3 criminal calls at severity 3 = 9.0 weighted -> 100 + 4 * 50/9 = 122.2 (orange); no baseline here
-    g1 = next(u for u in result.risk_updates if u.grid_id == "G1")
-    assert (g1.score, g1.level, g1.previous_level, g1.dominant_source) == (122.2, "orange", "", "call110")
-    assert g1.window_events == 3
-    # G2: one "help" call = 0.3 weighted -> 5.0 (green, but a change from nothing)
-    g2 = next(u for u in result.risk_updates if u.grid_id == "G2")
-    assert (g2.score, g2.level) == (5.0, "green")
+    g1 = next(u for u in result.live_updates if u.grid_id == "G1")
+    assert (g1.score, g1.level, g1.provisional, g1.version) == (122.2, "orange", True, ms(at))
     window = next(w for w in result.window_rows if w.grid_id == "G1")
     assert (window.window_start, window.events, window.weighted, window.level) == (T0, 3, 9.0, "orange")
     assert window.type_counts == {"call110/criminal": 3}
-    assert state.watermark_ms == int(at.timestamp() * 1000)
+    assert state.watermark_ms == ms(at)
+    # An event in a later step ends the step: its risk is decided (as of the step's end) and alerted.
+    result, state = run(records(call("e4", "G3", at + timedelta(seconds=10), "help"), start_offset=4), state)
+    step_end = at + timedelta(seconds=10)
+    g1 = next(u for u in result.risk_updates if u.grid_id == "G1")
+    assert (g1.score, g1.level, g1.previous_level, g1.dominant_source) == (122.2, "orange", "", "call110")
+    assert (g1.window_events, g1.as_of, g1.version, g1.provisional) == (3, step_end, ms(step_end), False)
+    # G2: one "help" call = 0.3 weighted -> 5.0 (green, but a change from nothing)
+    g2 = next(u for u in result.risk_updates if u.grid_id == "G2")
+    assert (g2.score, g2.level) == (5.0, "green")
+    [alert] = result.alerts
+    assert (alert.grid_id, alert.kind, alert.level, alert.alert_id) == ("G1", "escalation", "orange", f"G1:{ms(step_end)}")
+    # G1 and G2 are decided (their rows supersede the provisional ones); G3's own event waits for its step
+    assert {u.grid_id for u in result.live_updates} == {"G3"}
 
 
 def test_location_only_events_are_assigned_by_point_in_polygon() -> None:
@@ -182,17 +197,38 @@ def test_a_window_rescored_within_its_lateness_still_counts_the_start_of_its_hou
 
 def test_decay_brings_a_quiet_grid_back_to_green_and_forgets_it() -> None:
     result, state = run(records(*(call(f"e{i}", "G1", T0) for i in range(4))))
-    assert result.risk_updates[0].level == "orange"
-    # 70 minutes later the hour no longer holds the calls, but two closed windows still do: held orange
+    assert [u.level for u in result.live_updates] == ["orange"] and not result.risk_updates
+    # 70 minutes later: decided orange at the end of T0's step; the calls leave the live hour at minute 60,
+    # but the closed windows still hold them: orange, held, and the explanation says by what and until when
     result, state = run(records(call("x", "G2", T0 + timedelta(minutes=70)), start_offset=4), state)
-    g1 = next(u for u in result.risk_updates if u.grid_id == "G1")
-    assert (g1.score, g1.level, g1.live_level, g1.held) == (0.0, "orange", "green", True)
+    g1 = [u for u in result.risk_updates if u.grid_id == "G1"]
+    assert [(u.level, u.live_level) for u in g1] == [("orange", "orange"), ("orange", "green")]
+    assert g1[0].as_of == T0 + timedelta(seconds=10) and [a.kind for a in result.alerts] == ["escalation"]
+    held = g1[-1]
+    assert (held.score, held.held, held.as_of) == (0.0, True, T0 + timedelta(minutes=60, seconds=10))
+    hold = held.explanation()["held_by"]
+    # what holds it: the last closed window (the hour T0-5min..T0+55min, the four calls' score); the window
+    # of the bucket at minute 55, still closing, holds orange too, so the colour steps down once the window
+    # two buckets after it has closed: minute 55 + 15 + the 2-minute lateness allowance
+    assert hold == {"window_start": (T0 - timedelta(minutes=5)).isoformat(),
+                    "window_end": (T0 + timedelta(minutes=55)).isoformat(), "score": g1[0].score,
+                    "level": "orange", "steps_down_at": (T0 + timedelta(minutes=72)).isoformat()}  # fmt: skip
     # 80 minutes later the last two closed windows are quiet too: green, and the grid is forgotten
     result, state = run(records(call("y", "G2", T0 + timedelta(minutes=80)), start_offset=5), state)
     g1 = next(u for u in result.risk_updates if u.grid_id == "G1")
     assert (g1.score, g1.level, g1.previous_level) == (0.0, "green", "orange")
+    assert g1.as_of == T0 + timedelta(minutes=72, seconds=10)  # the step in which the hold ended
+    assert [a.kind for a in result.alerts] == ["de-escalation"]
     assert "G1" not in state.buckets and "G1" not in state.risks
-    assert ("r|G1", None) in result.checkpoint and (f"b|G1|{int(T0.timestamp())}", None) in result.checkpoint
+    t0 = int(T0.timestamp())
+    # Records are keyed by the batch that wrote them (its last offset: 3, 4, 5). Forgetting writes a marker
+    # before the watermark record (which proves the batch done), and deletes the older record, then the
+    # marker, after it; the expired bucket written by the first batch goes after it too.
+    t80 = t0 + 80 * 60
+    assert [(key, value is None or value) for key, value in result.checkpoint] == [
+        (f"b|G2|{t80}|5", state.buckets["G2"][t80].to_bytes()), ("r|G1|5", b""), ("r|G2|5", state.risks["G2"].to_bytes()),
+        ("wm", result.checkpoint[3][1]), (f"b|G1|{t0}|3", True), ("r|G1|4", True), ("r|G1|5", True),
+    ]  # fmt: skip
 
 
 def _stream(n: int) -> list[Record]:
@@ -230,8 +266,8 @@ def _final(state: PartitionState) -> tuple:
 
 
 @pytest.mark.parametrize("crash_after", [10, 37, 61])
-@pytest.mark.parametrize("persisted", [0, 3, 1000])
-def test_a_crash_and_replay_counts_nothing_twice(crash_after: int, persisted: int) -> None:
+@pytest.mark.parametrize(("persisted", "stored"), [(0, False), (0, True), (3, True), (1000, True)])
+def test_a_crash_and_replay_counts_nothing_twice(crash_after: int, persisted: int, stored: bool) -> None:
     """Uninterrupted run vs: batches committed up to offset 20, a crash mid-way through a later batch with
     only a prefix of its checkpoint records persisted, restore, replay from the committed offset."""
     stream = _stream(400)
@@ -250,10 +286,11 @@ def test_a_crash_and_replay_counts_nothing_twice(crash_after: int, persisted: in
     changelog.update(first.checkpoint)
     crashed, _ = run(stream[committed:crash_after], live)
     changelog.update(crashed.checkpoint[:persisted])  # a prefix reached the changelog before the crash
-    # The batch's ClickHouse insert precedes its checkpoint: if any checkpoint record exists, it happened.
+    # The batch's ClickHouse insert precedes its checkpoint: if any checkpoint record exists, it happened;
+    # with none, the crash came before or after it.
     stored_rows = {(e.event_id, r.offset, late) for e, r, late in first.stored}
-    written = [first, crashed] if persisted else [first]
-    if persisted:
+    written = [first, crashed] if stored else [first]
+    if stored:
         stored_rows |= {(e.event_id, r.offset, late) for e, r, late in crashed.stored}
 
     restored = PartitionState(SPEC)
@@ -264,6 +301,10 @@ def test_a_crash_and_replay_counts_nothing_twice(crash_after: int, persisted: in
         written.append(result)
     assert _final(restored) == _final(uninterrupted)
     assert _latest_rows(written) == _latest_rows(expected_results)
+    # the risk log and the alerts too: the crashed batch's decisions, written before its checkpoint, are
+    # decided again by the replay under the same keys with the same values, and nothing else is
+    assert _decided(written) == _decided(expected_results)
+    assert _decided(written)[1]
     # every message stored, each with the lateness the uninterrupted run gave it (no conflicting rows)
     assert stored_rows == expected_rows
 
@@ -283,3 +324,49 @@ def test_offsets_that_never_arrived_are_reported_as_gaps() -> None:
     replay = records(call("c", "G1", at), start_offset=44) + records(call("e", "G1", at), start_offset=47)
     result, _ = run(replay, state)
     assert (result.gaps, result.skipped) == ([], 1)
+
+
+def _decided(results) -> tuple[list, list]:
+    """The risk log and the alerts, as ClickHouse keeps them: one row per key (the last one written)."""
+    updates: dict = {}
+    alerts: dict = {}
+    for result in results:
+        for u in result.risk_updates:
+            updates[(u.grid_id, u.version)] = (u.score, u.level, u.previous_level, u.live_level, u.window_events,
+                                               u.dominant_source, orjson.dumps(u.explanation()))  # fmt: skip
+        for a in result.alerts:
+            alerts[a.alert_id] = (a.kind, a.level, a.previous_level, a.score, a.as_of)
+    return sorted(updates.items()), sorted(alerts.items())
+
+
+def _replay(stream: list[Record], size: int) -> list:
+    state = PartitionState(SPEC)
+    now = T0 + timedelta(hours=6)
+    return [run(stream[i : i + size], state, now=now)[0] for i in range(0, len(stream), size)]
+
+
+def test_risk_updates_and_alerts_do_not_depend_on_batch_boundaries() -> None:
+    # three busy hours, then two quiet ones in which every grid steps down
+    quiet = [call(f"q{m}", "G3", T0 + timedelta(minutes=180 + m), "help") for m in range(0, 120, 7)]
+    stream = _stream(400) + records(*quiet, start_offset=400)
+    whole = _decided(_replay(stream, len(stream)))
+    updates, alerts = whole
+    assert len(updates) > 20 and {kind for kind, *_ in dict(alerts).values()} == {"escalation", "de-escalation"}
+    for size in (1, 7, 100):
+        results = _replay(stream, size)
+        # every key written once: the batches never repeat or revise a decision
+        assert sum(len(r.risk_updates) for r in results) == len(updates)
+        assert _decided(results) == whole, f"batches of {size}"
+
+
+def test_an_episode_that_rises_and_falls_within_one_batch_is_logged_and_alerted() -> None:
+    """A red episode, up and back down, inside one batch spanning hours: every step of it is in the log."""
+    burst = [call(f"b{i}", "G1", T0 + timedelta(minutes=1, seconds=i)) for i in range(8)]
+    later = [call(f"q{m}", "G2", T0 + timedelta(minutes=m), "help") for m in range(5, 180, 5)]
+    results = _replay(records(*burst, *later), 10_000)
+    [result] = results
+    levels = [(u.previous_level, u.level) for u in result.risk_updates if u.grid_id == "G1"]
+    assert levels[0] == ("", "red") and levels[-1] == ("red", "green")
+    assert [(a.kind, a.level) for a in result.alerts if a.grid_id == "G1"] == [("escalation", "red"),
+                                                                             ("de-escalation", "green")]  # fmt: skip
+    assert _decided(results) == _decided(_replay(records(*burst, *later), 1))

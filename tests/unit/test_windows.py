@@ -88,22 +88,78 @@ def test_expire_drops_old_buckets_and_empty_grids() -> None:
     assert set(state.buckets["G2"]) == {T0 + 3000, T0 + 3600}
 
 
+def _changelog(*batches: list[tuple[str, bytes | None]]) -> dict[str, bytes]:
+    """What a compacted changelog (and Faust's table) holds after these records: the last value per key."""
+    table: dict[str, bytes] = {}
+    for records in batches:
+        for key, value in records:
+            if value is None:
+                table.pop(key, None)
+            else:
+                table[key] = value
+    return table
+
+
 def test_checkpoint_round_trip_restores_the_same_state() -> None:
     state = PartitionState(SPEC)
     state.apply("G1", ms(T0 + 1), KEY, 7, "a")
     state.apply("G1", ms(T0 + 2), ("camera", "fight", 4), 8, "b")
-    state.risks["G1"] = GridRisk(83.3, Level.YELLOW, ms(T0 + 2), "camera", 2)
-    state.evaluated_bucket = T0
+    state.set_risk("G1", GridRisk(83.3, Level.YELLOW, ms(T0 + 2), "camera", 2))
+    state.scored_ms = ms(T0 + 1)
     state.done_offset = 8
-    records = list(state.checkpoint([("G1", T0)], ["G1"], expired=[("G9", T0)], forgotten=["G8"]))
-    # updates, then the watermark, then deletions: a crash keeps a prefix, never a deletion without its cause
-    assert [key for key, _ in records] == [f"b|G1|{T0}", "r|G1", "wm", f"b|G9|{T0}", "r|G8"]
-    assert records[3][1] is None and records[4][1] is None
+    records = list(state.checkpoint())
+    # records keyed with the batch (its last offset), then the watermark with pending grids
+    assert [key for key, _ in records] == [f"b|G1|{T0}|8", "r|G1|8", "wm"]
     restored = PartitionState(SPEC)
-    restored.restore((k, v) for k, v in records if v is not None)
+    restored.restore(_changelog(records).items())
     assert restored.buckets == state.buckets
     assert restored.risks == state.risks
-    assert (restored.watermark_ms, restored.evaluated_bucket, restored.done_offset) == (ms(T0 + 2), T0, 8)
+    assert (restored.watermark_ms, restored.scored_ms, restored.done_offset) == (ms(T0 + 2), ms(T0 + 1), 8)
+    assert restored.pending == {"G1"} and restored.garbage == []
+
+
+def test_a_restore_ignores_the_records_of_a_batch_that_did_not_finish() -> None:
+    """Batch 1 (offset 7) completes; batch 2 (offset 9) writes a part of its records and crashes before its
+    watermark record: the restored state is batch 1's, exactly, and batch 2's records are deleted first thing."""
+    state = PartitionState(SPEC)
+    state.apply("G1", ms(T0 + 1), KEY, 7, "a")
+    state.set_risk("G1", GridRisk(50.0, Level.YELLOW, ms(T0 + 1), "call110", 1))
+    state.done_offset = 7
+    first = list(state.checkpoint())
+    state.apply("G1", ms(T0 + 2), KEY, 8, "b")
+    state.apply("G2", ms(T0 + 3), KEY, 9, "c")
+    state.set_risk("G1", None)
+    state.done_offset = 9
+    second = list(state.checkpoint())
+    assert [key for key, _ in second] == [f"b|G1|{T0}|9", f"b|G2|{T0}|9", "r|G1|9", "wm", f"b|G1|{T0}|7", "r|G1|7",
+                                          "r|G1|9"]  # fmt: skip
+    for persisted in range(4):  # a crash after 0..3 records of the second batch, before its watermark record
+        restored = PartitionState(SPEC)
+        restored.restore(_changelog(first, second[:persisted]).items())
+        assert set(restored.buckets) == {"G1"} and restored.buckets["G1"][T0].counts == {KEY: 1}
+        assert restored.risks["G1"].level is Level.YELLOW and restored.done_offset == 7
+        assert sorted(restored.garbage) == sorted(key for key, _ in second[:persisted])
+    # the watermark record made it: the second batch is what counts, even if its deletions did not
+    for persisted in range(4, len(second) + 1):
+        restored = PartitionState(SPEC)
+        restored.restore(_changelog(first, second[:persisted]).items())
+        assert restored.buckets["G1"][T0].counts == {KEY: 2} and set(restored.buckets) == {"G1", "G2"}
+        assert "G1" not in restored.risks and restored.done_offset == 9
+
+
+def test_scoring_times_are_the_ends_of_the_steps_left_and_the_changes_across_a_gap() -> None:
+    spec = WindowSpec(300, 3600, 120, step_seconds=10)
+    t0 = ms(T0)
+    # within one step: nothing; into the next step: the end of the watermark's step
+    assert list(spec.scoring_times(t0 + 1000, t0 + 9000)) == []
+    assert list(spec.scoring_times(t0 + 1000, t0 + 10_000)) == [t0 + 9999]
+    # across 12 minutes: the watermark's step, then each step that starts a bucket (5, 10 min) or ends a
+    # bucket's lateness allowance (2, 7 min), up to the step before the event's (the one ending at 12:00; the
+    # change at 12:00 is the event's own step, scored when a later event leaves it)
+    times = spec.scoring_times(t0 + 1000, t0 + 12 * 60_000 + 5000)
+    assert [(t - t0 + 1) // 1000 for t in times] == [10, 130, 310, 430, 610]
+    with pytest.raises(ValueError, match="step"):
+        WindowSpec(300, 3600, 120, step_seconds=7)
 
 
 def test_bucket_serialisation_keeps_severity_as_int() -> None:
