@@ -81,6 +81,9 @@ class Settings(BaseSettings):
     # Risk updates and alerts are decided at the end of each step of event time; the map shows provisional
     # values in between. Must divide window_seconds and allowed_lateness_seconds.
     score_step_seconds: int = Field(default=10, ge=1)
+    # A partition with risk waiting for its step to end and no records for this long gets a heartbeat record
+    # (event time = the worker's clock), so its escalations are not held back until its next event. 0: never.
+    heartbeat_seconds: float = Field(default=5.0, ge=0)
     max_future_seconds: int = Field(default=300, ge=0)
     max_event_bytes: int = Field(default=64 * 1024, ge=1024)
     # A dead letter's copy on the topic is cut to this (with the original's size and SHA-256 in headers): the

@@ -45,7 +45,7 @@ from pingan.store.client import DriverExecutor, connect
 from pingan.store.dead_letters import DeadLetter
 from schemas.payloads import SOURCE_PAYLOADS
 from streams.baseline import BaselineModel
-from streams.pipeline import BatchResult, PipelineConfig, Record, process_batch
+from streams.pipeline import BatchResult, PipelineConfig, Record, heartbeat_record, process_batch
 from streams.risk_index import IndexConfig
 from streams.windows import PartitionState, WindowSpec
 
@@ -253,6 +253,7 @@ class Worker:
         )
         self.storage = StorageWriter(settings)
         self.refused_messages = 0
+        self.last_record: dict[int, float] = {}  # partition -> time.monotonic() of its last record
         self.states: dict[int, PartitionState] = {}
         self.table: Any = None
         self.processed = 0
@@ -304,6 +305,7 @@ class Worker:
         now = self.clock.now()
         results = []
         for partition, records in sorted(by_partition.items()):
+            self.last_record[partition] = time.monotonic()
             records.sort(key=lambda r: r.offset)
             result = process_batch(records, self.state_for(partition), self.grids, self.pipeline, now=now)
             for first, last in result.gaps:
@@ -370,6 +372,20 @@ class Worker:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
             pending = retry + extra
+
+    async def send_heartbeats(self) -> None:
+        """Write a heartbeat into each partition that has risk waiting for its step to end but no records to end
+        it: an idle partition would otherwise hold an escalation back until its next event."""
+        now_ms = int(self.clock.now().timestamp() * 1000)
+        idle_since = time.monotonic() - self.settings.heartbeat_seconds
+        step_ms = self.spec.step_seconds * 1000
+        for partition, state in list(self.states.items()):
+            if not (state.pending or state.provisional) or self.last_record.get(partition, 0.0) > idle_since:
+                continue
+            if (state.watermark_ms // step_ms + 1) * step_ms > now_ms:
+                continue  # its step has not ended on the clock either
+            await self._send(Outgoing(self.settings.topic_events, None, heartbeat_record(now_ms), partition))
+            self.last_record[partition] = time.monotonic()  # one heartbeat per idle spell
 
     async def _send(self, message: Outgoing) -> Any:
         future = await self.app.producer.send(
@@ -494,6 +510,12 @@ def create_app(
     @app.on_partitions_revoked.connect
     async def on_revoked(app: faust.App, revoked: set[Any], **_: Any) -> None:
         worker.forget({tp.partition for tp in revoked if tp.topic == settings.topic_events})
+
+    if settings.heartbeat_seconds > 0:
+
+        @app.timer(interval=settings.heartbeat_seconds)
+        async def heartbeat() -> None:
+            await worker.send_heartbeats()
 
     @app.timer(interval=settings.progress_log_seconds)
     async def report_progress() -> None:

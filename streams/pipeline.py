@@ -88,14 +88,35 @@ class BatchResult:
     skipped: int = 0
     # Records whose broker timestamp was outside the storable window: their receive time is the worker's clock.
     clock_fallbacks: int = 0
+    heartbeats: int = 0
+
+
+HEARTBEAT_PREFIX = b'{"heartbeat_ms":'
+
+
+def heartbeat_record(at_ms: int) -> bytes:
+    """A record that says event time on its partition has reached ``at_ms``, though no event came: the
+    worker writes one into an idle partition so that the step with pending risk ends. It is part of the log,
+    so a replay ends the same steps at the same offsets."""
+    return HEARTBEAT_PREFIX + str(at_ms).encode() + b"}"
+
+
+def heartbeat_time(value: bytes) -> int | None:
+    """The time of a heartbeat record, None for any other record (or a malformed heartbeat)."""
+    if not value.startswith(HEARTBEAT_PREFIX) or not value.endswith(b"}"):
+        return None
+    digits = value[len(HEARTBEAT_PREFIX) : -1]
+    return int(digits) if digits.isdigit() and len(digits) <= 16 else None
+
+
+def _storable_ms(at_ms: int, now: datetime, max_future: timedelta) -> bool:
+    """In the window every stored time must be in (see schemas.envelope.check_time)."""
+    return EARLIEST_TIME.timestamp() * 1000 <= at_ms <= (now + max_future).timestamp() * 1000
 
 
 def received_at(record: Record, now: datetime, max_future: timedelta) -> datetime | None:
-    """The record's broker timestamp if it is one a stored time may have (see check_time), else None."""
-    if record.timestamp_ms is None:
-        return None
-    earliest_ms = EARLIEST_TIME.timestamp() * 1000
-    if not earliest_ms <= record.timestamp_ms <= (now + max_future).timestamp() * 1000:
+    """The record's broker timestamp if it is one a stored time may have, else None."""
+    if record.timestamp_ms is None or not _storable_ms(record.timestamp_ms, now, max_future):
         return None
     return datetime.fromtimestamp(record.timestamp_ms / 1000, UTC)
 
@@ -127,6 +148,7 @@ def process_batch(
     that passes them is applied), so they are the same however the stream is cut into batches.
     """
     result = BatchResult()
+    state.forget_assessments()  # memoised for this batch's config and baseline only
     previous = state.done_offset  # -1: nothing done yet on this partition, so no gap can be told
     for record in records:
         if record.offset <= state.done_offset:
@@ -139,6 +161,17 @@ def process_batch(
         if arrived is None:
             arrived = now
             result.clock_fallbacks += record.timestamp_ms is not None
+        beat = heartbeat_time(record.value)
+        if beat is not None:
+            if not _storable_ms(beat, arrived, config.max_future):
+                reason = f"heartbeat at {beat} ms: not in 2000-01-01..{arrived.isoformat()} + {config.max_future}"
+                letter = _dead_letter(record, arrived, "out_of_range", "heartbeat_ms", reason)
+                result.dead_letters.append(letter)
+                continue
+            _end_steps_before(state, config, beat, result)
+            state.watermark_ms = max(state.watermark_ms, beat)
+            result.heartbeats += 1
+            continue
         try:
             event = parse_event(
                 record.value,
@@ -161,11 +194,7 @@ def process_batch(
             continue
         event = event if event.grid_id == grid_id else event.with_grid(grid_id)
         event_ms = event.event_time_ms
-        if event_ms > state.watermark_ms and state.watermark_ms > 0:
-            for at_ms in state.spec.scoring_times(state.watermark_ms, event_ms):
-                if state.empty:
-                    break
-                _score_step(state, config, at_ms, result)
+        _end_steps_before(state, config, event_ms, result)
         key = (event.source, event.type, event.severity)
         outcome, _ = state.apply(grid_id, event_ms, key, record.offset, event.event_id)
         late = outcome == Outcome.LATE
@@ -213,6 +242,16 @@ def _update(
     )  # fmt: skip
 
 
+def _end_steps_before(state: PartitionState, config: PipelineConfig, at_ms: int, result: BatchResult) -> None:
+    """Score every step that event time reaching ``at_ms`` ends (nothing before the first event)."""
+    if at_ms <= state.watermark_ms or state.watermark_ms <= 0:
+        return
+    for step_ms in state.spec.scoring_times(state.watermark_ms, at_ms):
+        if state.empty:
+            break
+        _score_step(state, config, step_ms, result)
+
+
 def _score_step(state: PartitionState, config: PipelineConfig, at_ms: int, result: BatchResult) -> None:
     """One step of event time ends at ``at_ms``: window rows, risk changes and alerts, expiry.
 
@@ -220,7 +259,10 @@ def _score_step(state: PartitionState, config: PipelineConfig, at_ms: int, resul
     update and is forgotten, so the state holds exactly the grids the map shows in colour.
     """
     index, baseline = config.index, config.baseline
-    _window_rows(state, config, at_ms, result)
+    if state.bucket_at(at_ms) != state.rows_bucket:
+        # Rows when the live hour moves on (and at the end of the batch), not at every step: history is per
+        # bucket, and a bucket's rows cannot lose data before then (it expires an hour and more later).
+        _window_rows(state, config, at_ms, result)
     version = at_ms + 1  # the end of the step: as_of and the key of what it decides
     for grid_id in sorted(state.grids_to_score(at_ms)):
         judgement = state.judge(grid_id, index, baseline, at_ms=at_ms)

@@ -61,12 +61,19 @@ class IndexConfig:
     # reach orange / red. One report is never an alarm, however heavy it is.
     orange_min_events: int = 1
     red_min_events: int = 1
+    # event_weight's answers: a handful of (source, type, severity) keys, asked for every window scored.
+    _weights: dict[tuple[str, str, int], float] = field(default_factory=dict, compare=False, repr=False)
 
     def event_weight(self, source: str, event_type: str, severity: int) -> float:
-        source_config = self.sources.get(source)
-        if source_config is None:
-            return 0.0
-        return source_config.weight(event_type) * self.severity_multiplier.get(severity, 1.0)
+        key = (source, event_type, severity)
+        weight = self._weights.get(key)
+        if weight is None:
+            source_config = self.sources.get(source)
+            weight = 0.0 if source_config is None else (
+                source_config.weight(event_type) * self.severity_multiplier.get(severity, 1.0)
+            )  # fmt: skip
+            self._weights[key] = weight
+        return weight
 
 
 def _breakpoints(section: str, raw: Any) -> tuple[tuple[float, float], ...]:

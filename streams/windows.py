@@ -213,9 +213,10 @@ class PartitionState:
     expired: list[tuple[str, int, int]] = field(default_factory=list)  # (grid, bucket start, record version)
     unrowed: set[tuple[str, int]] = field(default_factory=set)
     rows_bucket: int = -1  # the current bucket when window rows were last emitted
-    # Assessments of hopping windows while one batch is scored (a window is read for its row, the live level
-    # and hysteresis); emptied whenever an event is applied, so it never outlives the counts it was read from.
-    _assessed: dict[tuple[str, int], Assessment] = field(default_factory=dict, repr=False, compare=False)
+    # Assessments of hopping windows per grid and window end, while one batch is processed (a window is read
+    # for its row, the live level and hysteresis, at many steps). An event drops those of the windows whose
+    # hour holds its bucket, so an entry never outlives the counts it was read from.
+    _assessed: dict[str, dict[int, Assessment]] = field(default_factory=dict, repr=False, compare=False)
 
     # --- applying events -------------------------------------------------------------------------------
     def apply(self, grid_id: str, event_ms: int, key: CountKey, offset: int, event_id: str) -> tuple[str, int]:
@@ -226,8 +227,6 @@ class PartitionState:
         # The watermark moves on replays too: it must be what it was when the event was first applied.
         if event_ms > self.watermark_ms:
             self.watermark_ms = event_ms
-        if self._assessed:
-            self._assessed.clear()
         bucket = self.buckets.setdefault(grid_id, {}).setdefault(start, Bucket())
         if offset <= bucket.applied_offset:
             return Outcome.REPLAYED, start
@@ -238,6 +237,10 @@ class PartitionState:
         if len(bucket.seen) < MAX_TRACKED_IDS:
             bucket.seen.add(digest)
         bucket.counts[key] = bucket.counts.get(key, 0) + 1
+        assessed = self._assessed.get(grid_id)
+        if assessed:
+            for end in [end for end in assessed if start <= end < start + self.spec.hop_seconds]:
+                del assessed[end]
         self.pending.add(grid_id)
         self.touched.add((grid_id, start))
         self.unrowed.add((grid_id, start))
@@ -272,8 +275,8 @@ class PartitionState:
     def assess_hop(
         self, grid_id: str, end_bucket_start: int, config: IndexConfig, baseline: BaselineModel | None = None
     ) -> Assessment:
-        key = (grid_id, end_bucket_start)
-        cached = self._assessed.get(key)
+        assessed = self._assessed.setdefault(grid_id, {})
+        cached = assessed.get(end_bucket_start)
         if cached is not None:
             return cached
         counts = self.hop_counts(grid_id, end_bucket_start)
@@ -282,7 +285,7 @@ class PartitionState:
         else:
             sources = {source for source, _, _ in counts}
             assessment = assess(counts, config, self.expectations(grid_id, end_bucket_start, sources, baseline))
-        self._assessed[key] = assessment
+        assessed[end_bucket_start] = assessment
         return assessment
 
     def judge(

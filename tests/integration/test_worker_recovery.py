@@ -32,11 +32,19 @@ def _snapshot(executor: DriverExecutor) -> dict[str, object]:
             "SELECT grid_id, toUInt32(window_start), events, weighted, score, level "
             "FROM grid_windows FINAL ORDER BY grid_id, window_start"
         ),
-        # The map: grids without a row, or at zero, are green. as_of (when the values last changed) depends
-        # on batch boundaries; the values must not.
+        # The map: grids without a row, or at zero, are green. Risk is decided at steps of event time, so
+        # as_of is the same whatever the batches were.
         "risk": executor.query(
-            "SELECT grid_id, score, level, window_events, dominant_source FROM risk_latest FINAL "
+            "SELECT grid_id, toUInt32(as_of), score, level, window_events, dominant_source FROM risk_latest FINAL "
             "WHERE score > 0 ORDER BY grid_id"
+        ),
+        # Every decision and every alert: the replay of the killed batch decides them again under the same keys.
+        "risk_updates": executor.query(
+            "SELECT grid_id, version, score, level, previous_level, live_level, window_events "
+            "FROM risk_updates FINAL ORDER BY grid_id, version"
+        ),
+        "alerts": executor.query(
+            "SELECT alert_id, kind, level, previous_level, score, toUInt32(as_of) FROM alerts FINAL ORDER BY alert_id"
         ),
         "dead_letters": executor.query("SELECT count() FROM dead_letters FINAL"),
     }
@@ -54,9 +62,9 @@ async def test_sigkill_mid_stream_loses_and_double_counts_nothing(settings: Sett
     registry = GridRegistry.load(settings.grid_registry_path)
     grid_ids = [g.grid_id for g in registry.grids[:60]]
     # Small batches so that the kill lands mid-stream; three hours of event time so windows close and expire.
-    base = settings.model_copy(
-        update={"batch_max_events": 500, "batch_within_seconds": 0.1, "worker_id": f"w-{settings.topic_prefix}"}
-    )
+    # No heartbeats: they would add the idle end's wall-clock time to one stream's results and not the other's.
+    overrides = {"batch_max_events": 500, "batch_within_seconds": 0.1, "heartbeat_seconds": 0}
+    base = settings.model_copy(update={**overrides, "worker_id": f"w-{settings.topic_prefix}"})
     killed = base.model_copy(update={"worker_id": f"{base.worker_id}-killed"})
     steady = base.model_copy(
         update={"worker_id": f"{base.worker_id}-steady", "clickhouse_database": f"{base.clickhouse_database}_steady"}
@@ -111,7 +119,8 @@ async def test_sigkill_mid_stream_loses_and_double_counts_nothing(settings: Sett
         result = _snapshot(killed_db)
         assert result["events"][0][0] == distinct_valid
         assert result["risk"], "no grid has a risk level: the scenario is too quiet"
-        assert {row[2] for row in result["risk"]} - {"green"}, "the scenario never leaves green"
+        assert "escalation" in {row[1] for row in result["alerts"]}, "no alerts: the scenario is too quiet"
+        assert {row[3] for row in result["risk"]} - {"green"}, "the scenario never leaves green"
         # nothing double-counted: the windows hold each non-late distinct event exactly once
         on_time = distinct_valid - result["events"][0][1]
         assert sum(row[2] for row in result["windows"]) == on_time
