@@ -126,7 +126,11 @@ async def test_known_events_reach_the_map_clickhouse_and_history(pipeline_settin
         what="alerts for the orange and red grids",
     )
     mine = [a for a in page["alerts"] if a["grid_id"] in alerted]
-    assert {(a["grid_id"], a["kind"], a["level"]) for a in mine} == {(g, "escalation", expected[g]) for g in alerted}
+    # Risk is decided at each 10 s step of event time: a burst that spans a step boundary escalates in two
+    # alerts (orange, then red); the last one is the grid's level, and nothing steps down.
+    assert {a["kind"] for a in mine} == {"escalation"}
+    last = {a["grid_id"]: a["level"] for a in sorted(mine, key=lambda a: a["as_of"])}
+    assert last == {g: expected[g] for g in alerted}
     assert all(a["explanation"]["top_types"][0]["type"] == "call110/criminal" for a in mine)
     newer = httpx.get(f"{api}/v1/alerts", params={"after": page["next_cursor"]}, timeout=5).json()
     assert newer["alerts"] == []

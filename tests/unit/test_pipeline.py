@@ -372,3 +372,16 @@ def test_an_episode_that_rises_and_falls_within_one_batch_is_logged_and_alerted(
     assert [(a.kind, a.level) for a in result.alerts if a.grid_id == "G1"] == [("escalation", "red"),
                                                                              ("de-escalation", "green")]  # fmt: skip
     assert _decided(results) == _decided(_replay(records(*burst, *later), 1))
+
+
+def test_history_has_every_scored_window_also_those_without_events_of_their_own() -> None:
+    """An incident at T0, then nothing in its grid: the hour after still carries its score, window by window."""
+    burst = [call(f"b{i}", "G1", T0 + timedelta(seconds=i)) for i in range(4)]
+    later = [call(f"q{m}", "G2", T0 + timedelta(minutes=m), "help") for m in range(5, 90, 5)]
+    results = _replay(records(*burst, *later), 3)
+    rows = _latest_rows(results)
+    g1 = {start: value for (grid, start), value in rows.items() if grid == "G1"}
+    hour = [T0 + timedelta(minutes=m) for m in range(0, 60, 5)]
+    assert sorted(g1) == hour  # the window of each bucket whose hour holds the calls, and no other
+    assert g1[hour[0]][0] == 4 and all(events == 0 for events, *_ in (g1[h] for h in hour[1:]))
+    assert {g1[h][2:] for h in hour} == {g1[hour[0]][2:]}  # same score and level all hour: the same four calls

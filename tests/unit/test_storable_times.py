@@ -1,0 +1,42 @@
+"""Times outside what ClickHouse stores are refused where the record is parsed: by the worker and, with the
+same function, by the ingest gateway (which used to accept them with 200 and stall the pipeline)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from api.ingest_batch import Accepted, ItemRules, Rejected, check_item
+from schemas.payloads import SOURCE_PAYLOADS
+from tests.support.events import call110
+from tests.unit.test_pipeline import GRIDS
+
+NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
+RULES = ItemRules(grids=GRIDS, payload_models=SOURCE_PAYLOADS)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "kind"),
+    [
+        ("event_time", "1969-12-31T23:59:59Z", "out_of_range"),
+        ("event_time", "0001-01-01T00:00:00Z", "out_of_range"),
+        ("event_time", "0001-01-01T00:00:00+08:00", "out_of_range"),  # before year 1 in UTC
+        ("event_time", -1, "out_of_range"),
+        ("event_time", "1999-12-31T23:59:59Z", "out_of_range"),
+        ("event_time", "9999-12-31T23:59:59-12:00", "future_timestamp"),  # after year 9999 in UTC
+        ("receive_time", "2200-01-01T00:00:00Z", "future_timestamp"),
+        ("receive_time", "1970-01-01T00:00:00Z", "out_of_range"),
+    ],
+)
+def test_the_gateway_refuses_times_the_store_cannot_hold(field: str, value: object, kind: str) -> None:
+    item = {**call110("e1", "G1", NOW - timedelta(minutes=1)), field: value}
+    outcome = check_item(0, item, source="call110", now=NOW, rules=RULES)
+    assert isinstance(outcome, Rejected)
+    assert (outcome.error.kind, outcome.error.field) == (kind, field)
+
+
+def test_the_window_edges_are_accepted() -> None:
+    for at in (datetime(2000, 1, 1, tzinfo=UTC), NOW + timedelta(minutes=5)):
+        outcome = check_item(0, call110("e1", "G1", at), source="call110", now=NOW, rules=RULES)
+        assert isinstance(outcome, Accepted), outcome
