@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import orjson
 import pytest
 
 from api.ingest_batch import Accepted, ItemRules, Rejected, check_item
@@ -40,3 +41,13 @@ def test_the_window_edges_are_accepted() -> None:
     for at in (datetime(2000, 1, 1, tzinfo=UTC), NOW + timedelta(minutes=5)):
         outcome = check_item(0, call110("e1", "G1", at), source="call110", now=NOW, rules=RULES)
         assert isinstance(outcome, Accepted), outcome
+
+
+def test_the_shipped_json_schemas_say_what_the_check_does(tmp_path) -> None:
+    """Producers in other languages read schemas/jsonschema/: it must be the export of today's models."""
+    from schemas.export import SCHEMA_DIR, export
+
+    for path in export(tmp_path):
+        assert path.read_bytes() == (SCHEMA_DIR / path.name).read_bytes(), f"run `pingan schemas`: {path.name} is stale"
+    envelope = orjson.loads((SCHEMA_DIR / "envelope.schema.json").read_bytes())
+    assert envelope["properties"]["event_time"]["formatMinimum"] == "2000-01-01T00:00:00Z"
