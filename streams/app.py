@@ -58,8 +58,9 @@ STATE_TABLE = "window-state"
 class StorageWriter:
     """Owns one ClickHouse client on one thread (clients are neither thread-safe nor async)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, stopping: Callable[[], bool] = lambda: False) -> None:
         self._settings = settings
+        self._stopping = stopping
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse")
         self._executor: DriverExecutor | None = None
         self.rejected_rows = 0
@@ -122,8 +123,9 @@ class StorageWriter:
     async def _retried(self, work: Callable[[DriverExecutor], None]) -> None:
         loop = asyncio.get_running_loop()
         await retry_transient(
-            "ClickHouse insert", lambda: loop.run_in_executor(self._thread, self._run, work), (StorageUnavailable,)
-        )
+            "ClickHouse insert", lambda: loop.run_in_executor(self._thread, self._run, work), (StorageUnavailable,),
+            stopping=self._stopping,
+        )  # fmt: skip
 
     def close(self) -> None:
         """Let go of ClickHouse without waiting for an insert that hangs (a stop must not wait out a timeout)."""
@@ -140,13 +142,17 @@ class StorageWriter:
 CLOSE_SECONDS = 2.0
 
 
+class Abandoned(Exception):
+    """The worker is stopping while a batch waits for a service: the batch is given up, never acknowledged."""
+
+
 async def retry_transient(
     what: str, attempt: Callable[[], Awaitable[T]], transient: tuple[type[BaseException], ...], *,
-    max_delay: float = 10.0,
+    max_delay: float = 10.0, stopping: Callable[[], bool] = lambda: False,
 ) -> T:  # fmt: skip
     """Retry what can succeed later, with capped exponential backoff: waiting is always better than
-    acknowledging lost events. Anything else propagates: retrying it would stall the partition forever. The
-    waits are plain sleeps, so a stop (cancellation) ends them at once."""
+    acknowledging lost events. Anything else propagates: retrying it would stall the partition forever.
+    Raises Abandoned once ``stopping()``: a stop must not wait for ClickHouse or the broker to come back."""
     delay = 0.2
     failures = 0
     while True:
@@ -154,8 +160,13 @@ async def retry_transient(
             return await attempt()
         except transient as exc:
             failures += 1
+            if stopping():
+                raise Abandoned(f"{what} failed while stopping: {exc!r}") from exc
             log.warning("%s failed (%d in a row), retrying in %.1fs: %r", what, failures, delay, exc)
-            await asyncio.sleep(delay)
+            slept = 0.0
+            while slept < delay and not stopping():
+                await asyncio.sleep(0.1)
+                slept += 0.1
             delay = min(delay * 2, max_delay)
 
 
@@ -251,7 +262,7 @@ class Worker:
             payload_models=dict(SOURCE_PAYLOADS if payload_models is None else payload_models),
             baseline=baseline,
         )
-        self.storage = StorageWriter(settings)
+        self.storage = StorageWriter(settings, stopping=lambda: app.should_stop)
         self.refused_messages = 0
         self.last_record: dict[int, float] = {}  # partition -> time.monotonic() of its last record
         self.states: dict[int, PartitionState] = {}
@@ -289,6 +300,13 @@ class Worker:
     async def handle(self, batch: Sequence[EventT]) -> None:
         try:
             await self._handle(batch)
+        except Abandoned as exc:
+            # Returning would acknowledge the batch. Its writes may be partial: the restarted worker replays it
+            # from the checkpoint, exactly. Faust's own stop would wait for this batch forever.
+            log.warning("stopping with a batch unfinished (%s); it is replayed after the restart", exc)
+            self.storage.close()
+            logging.shutdown()
+            os._exit(0)
         except Exception:
             # Returning would let Faust acknowledge the batch and lose it. Dying without committing makes
             # the restarted worker replay it; the checkpoint offsets keep that replay exact.
@@ -316,7 +334,8 @@ class Worker:
         stored = time.perf_counter()
         await self._publish([r for _, r in results], now)
         published = time.perf_counter()
-        await retry_transient("checkpoint", lambda: self._checkpoint(results), (KafkaError, OSError, ProducerSendError))
+        await retry_transient("checkpoint", lambda: self._checkpoint(results), (KafkaError, OSError, ProducerSendError),
+                              stopping=lambda: self.app.should_stop)  # fmt: skip
         self.processed += len(batch)
         self.batches += 1
         self.stage_seconds["process"] += processed - started
@@ -368,6 +387,8 @@ class Worker:
                     await self.storage.write_dead_letters([letter], now)
                     extra.append(dead_letter_message(letter, self.settings.topic_dead_letters, 1024))
             if retry:
+                if self.app.should_stop:
+                    raise Abandoned(f"publishing {len(retry)} messages failed while stopping")
                 log.warning("publish: %d messages failed, retrying them in %.1fs: %r", len(retry), delay, retry[0])
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 
 import orjson
@@ -80,6 +81,17 @@ async def test_a_clickhouse_restart_loses_nothing(settings: Settings, tmp_path) 
         )
         assert stored == (both, both)  # every event once, and every event once in the windows
         assert worker.alive
+
+        # SIGTERM while the worker is waiting out ClickHouse: it stops promptly, without committing the batch
+        services.down(mine)
+        await produce(mine, mine.topic_events, _stream(grid_ids, start, 2 * PER_PHASE))
+        failures = worker.log_tail(400).count("ClickHouse insert failed")
+        wait_for(lambda: worker.log_tail(400).count("ClickHouse insert failed") > failures, timeout=30,
+                 what="the worker to retry again")  # fmt: skip
+        began = time.monotonic()
+        worker.stop()
+        assert worker.process is not None and worker.process.returncode is not None
+        assert time.monotonic() - began < 10, f"SIGTERM took {time.monotonic() - began:.1f}s while retrying"
     finally:
         if worker is not None:
             worker.stop()

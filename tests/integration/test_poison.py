@@ -10,6 +10,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from pingan.errors import StorageUnavailable
 from pingan.settings import Settings
 from pingan.store.client import connect
 from pingan.topics import ensure_topics
@@ -73,7 +74,10 @@ async def test_poison_records_are_dead_lettered_and_never_stall_the_worker(pipel
     try:
         def stored() -> list[tuple]:
             assert worker.alive, worker.log_tail()
-            return executor.query("SELECT event_id, count() FROM events GROUP BY event_id ORDER BY event_id")
+            try:
+                return executor.query("SELECT event_id, count() FROM events GROUP BY event_id ORDER BY event_id")
+            except StorageUnavailable:  # the worker has not created its database yet
+                return []
 
         rows = wait_for(lambda: len(r := stored()) == len(valid) and r, timeout=60, what="every valid event")
         assert {event_id: n for event_id, n in rows} == dict.fromkeys(sorted(valid), 1)  # exactly once each
