@@ -13,7 +13,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Protocol
 
@@ -22,10 +22,13 @@ from pydantic import BaseModel
 
 from api.errors import ApiError
 from api.ingest_auth import KeyRing
-from api.ingest_batch import Accepted, ItemRules, Outcome, dead_letter_headers
+from api.ingest_batch import Accepted, ItemRules, Outcome
 from api.ingest_limits import BROKER_RETRY_AFTER_SECONDS, InFlightLimiter, Permit
+from api.webhooks import Webhooks
 from pingan.clock import Clock
+from pingan.dead_letter import DeadLetter, http_origin, to_message
 from pingan.errors import ServiceError
+from pingan.feeds import FeedRules, FeedSpec
 from pingan.grids import GridRegistry
 from pingan.settings import Settings
 from pingan.topics import ensure_topics
@@ -167,6 +170,7 @@ class IngestGateway:
     limiter: InFlightLimiter
     publisher: Publisher
     clock: Clock
+    webhooks: Webhooks = field(default_factory=lambda: Webhooks({}, {}))
 
     @classmethod
     def create(
@@ -175,19 +179,24 @@ class IngestGateway:
         registry: GridRegistry,
         clock: Clock,
         *,
+        feeds: Mapping[str, FeedSpec] | None = None,
         payload_models: Mapping[str, type[BaseModel]] = SOURCE_PAYLOADS,
     ) -> IngestGateway:
         """Reads the keys file (ConfigError if it is missing or wrong); connects nothing.
 
-        ``payload_models`` must be what the worker accepts (its PipelineConfig's), or the gateway would accept
-        events the worker then dead-letters.
+        ``feeds`` must be the worker's registry (``pingan.feeds.load_feeds``), or the gateway would accept
+        events the worker then dead-letters; its rules (:class:`pingan.feeds.FeedRules`) are the ones every
+        way in applies, and each feed with a mapper gets a webhook. Without it, only ``payload_models``
+        are checked and there are no webhooks.
         """
-        rules = ItemRules(
-            grids=registry,
-            payload_models=dict(payload_models),
-            max_event_bytes=settings.max_event_bytes,
-            max_future=timedelta(seconds=settings.max_future_seconds),
-        )
+        limits = {
+            "max_event_bytes": settings.max_event_bytes,
+            "max_future": timedelta(seconds=settings.max_future_seconds),
+        }
+        if feeds is None:
+            rules = ItemRules.of(registry, dict(payload_models), **limits)
+        else:
+            rules = ItemRules(registry, FeedRules.for_settings(settings, feeds))
         return cls(
             settings=settings,
             keys=KeyRing.load(settings.ingest_keys_path),
@@ -195,17 +204,45 @@ class IngestGateway:
             limiter=InFlightLimiter(settings.ingest_max_in_flight),
             publisher=KafkaPublisher(settings, start_timeout=settings.ingest_delivery_timeout_seconds),
             clock=clock,
+            webhooks=Webhooks.for_feeds(settings, feeds or {}, registry),
         )
 
-    async def publish(self, permit: Permit, outcomes: Sequence[Outcome], producer: str) -> None:
+    async def publish(
+        self,
+        permit: Permit,
+        outcomes: Sequence[Outcome],
+        producer: str,
+        *,
+        feed: str = "",
+        request_id: str = "",
+        source: str = "gateway",
+    ) -> None:
         """Produce accepted events keyed by grid and rejected items as dead letters; wait for the broker.
+
+        A rejected item's dead letter names the request (``http:<producer>/<request id>#<index>``), the feed
+        and the way in (``source``: gateway or webhook); an item too large for the broker keeps a truncated
+        copy with its size and SHA-256, so one oversize item is refused alone instead of failing the request.
 
         Raises ApiError 503 when the broker is down or slow. The delivery itself is never cancelled (a
         cancelled send may still reach the broker); if the request stops waiting, its in-flight slot stays
         taken until the delivery ends, so retries cannot pile records up in the producer's buffer.
         """
+        now = self.clock.now()
         events = [(o.key, o.value) for o in outcomes if isinstance(o, Accepted)]
-        letters = [(o.raw, dead_letter_headers(o.error, producer)) for o in outcomes if not isinstance(o, Accepted)]
+        letters = []
+        for outcome in outcomes:
+            if isinstance(outcome, Accepted):
+                continue
+            letter = outcome.letter or DeadLetter.of(
+                outcome.error,
+                outcome.raw,
+                origin=http_origin(f"{producer}/{request_id}", outcome.index),
+                received_at=now,
+                source=source,
+                feed=feed,
+            )
+            message = to_message(letter)
+            letters.append((message.value, list(message.headers)))
         task = asyncio.create_task(self.publisher.deliver(events, letters))
         try:
             async with asyncio.timeout(self.settings.ingest_delivery_timeout_seconds):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +60,8 @@ def _new(settings: Settings, args: argparse.Namespace) -> int:
         print(f"wrote {path}")
     print(f"\n# add to {settings.feeds_config_path}:\n")
     print(result.feeds_toml)
-    print(result.next_steps)
+    pip = Path(sys.executable).parent / "pip"  # the environment pingan runs in, e.g. .venv/bin/pip
+    print(result.next_steps.format(pip=pip, folder=target.resolve()))
     return 0
 
 
