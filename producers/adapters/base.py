@@ -389,11 +389,13 @@ def split_document(body: bytes) -> tuple[list[tuple[bytes, Mapping[str, Any] | I
         return [], body
     records: list[tuple[bytes, Mapping[str, Any] | InvalidEvent]] = []
     for item in items:
-        raw = orjson.dumps(item)
         if isinstance(item, dict):
-            records.append((raw, {**defaults, **item}))
-        else:
-            records.append((raw, InvalidEvent("bad_json", f"expected a JSON object, got {type(item).__name__}")))
+            # The record as mapped, batch defaults included: its dead letter can be read and replayed alone.
+            record = {**defaults, **item}
+            records.append((orjson.dumps(record), record))
+            continue
+        error = InvalidEvent("bad_json", f"expected a JSON object, got {type(item).__name__}")
+        records.append((orjson.dumps(item), error))
     return records, None
 
 

@@ -193,7 +193,8 @@ def map_lines(
             except (ValueError, csv.Error) as exc:
                 results.append(adapter.failed(line.data, origin, RecordError("bad_csv", None, str(exc)), now=now))
                 continue
-            results.append(adapter.map_record(record, line.data, origin, now=now))
+            # Its dead letter is the row as a JSON object: readable, and replayable without the file's header.
+            results.append(adapter.map_record(record, orjson.dumps(record), origin, now=now))
         elif utf8:
             results.append(adapter.map_line(line.data, origin, now=now))
         else:

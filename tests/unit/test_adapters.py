@@ -229,7 +229,9 @@ def test_camera_webhook_batch_to_envelopes_and_errors() -> None:
     assert results[2].error == RecordError(
         "unknown_category", "analytic", "analytic 'UFO' is not in the [feeds.camera.types] table of the feeds config"
     )
-    assert results[2].raw == orjson.dumps(BATCH["alerts"][2])  # the alert's own bytes, not the whole batch
+    # the alert with the batch's defaults, not the whole batch: replayable alone
+    defaults = {k: v for k, v in BATCH.items() if k != "alerts"}
+    assert orjson.loads(results[2].raw) == {**defaults, **BATCH["alerts"][2]}
     assert results[3].error is not None and results[3].error.kind == "bad_json"
 
 
