@@ -147,7 +147,7 @@ def existing_origins(executor: Executor, letters: Sequence[DeadLetter]) -> set[t
         "SELECT DISTINCT topic, kafka_partition, kafka_offset FROM dead_letters WHERE topic IN %(topics)s "
         "AND kafka_offset >= %(low)s AND kafka_offset <= %(high)s",
         {
-            "topics": topics,
+            "topics": tuple(topics),  # a tuple: clickhouse-driver writes a list as an array, which 18.16 refuses in IN
             "low": min(letter.offset for letter in letters),
             "high": max(letter.offset for letter in letters),
         },
