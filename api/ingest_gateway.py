@@ -32,6 +32,7 @@ from pingan.feeds import FeedRules, FeedSpec
 from pingan.grids import GridRegistry
 from pingan.settings import Settings
 from pingan.topics import ensure_topics
+from producers.adapters.base import redact
 from producers.kafka import EventProducer
 from schemas.payloads import SOURCE_PAYLOADS
 
@@ -233,14 +234,20 @@ class IngestGateway:
         for outcome in outcomes:
             if isinstance(outcome, Accepted):
                 continue
-            letter = outcome.letter or DeadLetter.of(
-                outcome.error,
-                outcome.raw,
-                origin=http_origin(f"{producer}/{request_id}", outcome.index),
-                received_at=now,
-                source=source,
-                feed=feed,
-            )
+            if outcome.letter is not None:
+                letter = outcome.letter  # a webhook's adapter made it, redacted already
+            else:
+                # Personal identifiers never reach Kafka, not even in a refused envelope.
+                cleaned = redact(outcome.raw, self._pseudonym_key)
+                letter = DeadLetter.of(
+                    outcome.error,
+                    cleaned,
+                    origin=http_origin(f"{producer}/{request_id}", outcome.index),
+                    received_at=now,
+                    source=source,
+                    feed=feed,
+                    redacted=cleaned != outcome.raw,
+                )
             message = to_message(letter)
             letters.append((message.value, list(message.headers)))
         task = asyncio.create_task(self.publisher.deliver(events, letters))
@@ -261,6 +268,10 @@ class IngestGateway:
         except ServiceError as exc:
             log.warning("ingest from %s not delivered: %s", producer, exc)
             raise _unavailable("the event broker is unavailable; retry shortly with the same event ids") from None
+
+    @property
+    def _pseudonym_key(self) -> bytes:
+        return self.settings.pseudonym_key.get_secret_value().encode()
 
     async def close(self) -> None:
         await self.publisher.close()

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from fastapi import APIRouter
+from pydantic import BaseModel, Field
 from starlette.responses import Response
 
 from api.deps import ExecutorDep, ResourcesDep
@@ -14,9 +17,22 @@ from pingan.store import dead_letters, events
 router = APIRouter(tags=["ops"])
 
 
+class FeedCountsBody(BaseModel):
+    feed: str = Field(description="the feed (envelope source); '' for dead letters whose feed is unknown")
+    accepted: int = Field(description="distinct events of the feed stored in ClickHouse")
+    dead_lettered: int = Field(description="its rows in the dead-letter table, every way in")
+    dead_lettered_by_kind: dict[str, int]
+    last_seen: datetime | None = Field(description="its latest event (receive time) or dead letter; null if never")
+
+
+class FeedsResponse(BaseModel):
+    feeds: list[FeedCountsBody]
+
+
 @router.get(
     "/v1/feeds",
     summary="Registered feeds: events stored, records dead-lettered by kind, when each was last seen",
+    response_model=FeedsResponse,
     responses={503: {"model": ErrorBody}},
 )
 def list_feeds(resources: ResourcesDep, executor: ExecutorDep) -> Response:

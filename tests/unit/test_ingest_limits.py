@@ -154,6 +154,18 @@ async def test_publish_sends_events_keyed_and_rejected_items_as_dead_letters() -
     assert gateway.limiter.in_use == 0
 
 
+async def test_a_refused_envelope_is_redacted_before_it_reaches_the_broker() -> None:
+    item = {"event_id": "x", "payload": {"plate_hash": "川A·88888", "text": "call 13800001111"}}
+    [outcome] = check_items([item], source="checkpoint", now=NOW, rules=ItemRules.of(None, SOURCE_PAYLOADS))
+    publisher = StubPublisher()
+    gateway = _gateway(publisher)
+    with gateway.limiter.acquire() as permit:
+        await gateway.publish(permit, [outcome], "kk", feed="checkpoint", request_id="r-3")
+    [([], [(value, headers)])] = publisher.delivered
+    assert b"88888" not in value and b"13800001111" not in value
+    assert dict(headers)["pingan-redacted"] == b"1"
+
+
 async def test_one_oversize_item_is_refused_alone_with_a_truncated_copy_the_broker_takes() -> None:
     """issue 8: a body just under 1 MiB that is one oversize item answered 503 broker_unavailable."""
     huge = b'{"event_id": "x", "payload": "' + b"x" * (1024 * 1024 - 64) + b'"}'
