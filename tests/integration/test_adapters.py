@@ -163,11 +163,13 @@ async def test_cad_tailer_resumes_after_restart_without_gaps(
     assert sorted(ids) == sorted(f"cad-T{n}" for n in range(70))  # every line exactly once
 
 
-async def test_pingan_producers_tail_command(settings: Settings, tmp_path) -> None:
+async def test_pingan_producers_tail_command(settings: Settings, registry: GridRegistry, tmp_path) -> None:
     at = datetime.now(UTC) - timedelta(minutes=1)
     path = tmp_path / "cad.csv"
+    grid, unknown = registry.grids[5].grid_id, "G0005"
     path.write_text(
-        f"接警单编号,警情类别,警情级别,报警时间,网格编号\nC1,火警,1,{local(at)},G0005\nC2,?,1,{local(at)},G0005\n",
+        f"接警单编号,警情类别,警情级别,报警时间,网格编号\nC1,火警,1,{local(at)},{grid}\nC2,?,1,{local(at)},{grid}\n"
+        f"C3,火警,1,{local(at)},{unknown}\n",
         encoding="utf-8",
     )
     result = subprocess.run(
@@ -179,6 +181,7 @@ async def test_pingan_producers_tail_command(settings: Settings, tmp_path) -> No
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    assert "2 lines: 1 events, 1 dead letters" in result.stdout
+    # the tailer refuses what the worker would: an unknown category, and a grid the registry does not have
+    assert "3 lines: 1 accepted, 2 dead-lettered (unknown_category 1, unknown_grid 1)" in result.stdout
     [event] = await read_topic(settings, settings.topic_events, 1, timeout=20, settle_ms=300)
     assert orjson.loads(event.value)["event_id"] == "cad-C1"

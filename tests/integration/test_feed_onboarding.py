@@ -200,7 +200,11 @@ async def test_a_config_only_feed_by_webhook_and_by_file_is_stored_dead_lettered
         # leak (a category nobody mapped) stays.
         with open(config / "electrical-fire-places.csv", "a", encoding="utf-8") as places:
             places.write("和平街3号,,,PA02-C07-G03\n")
-        fixed = (config / "feeds.toml").read_text(encoding="utf-8").replace('"1" = 4,', '"1" = 4, "4" = 5,', 1)
+        fixed = (
+            (config / "feeds.toml")
+            .read_text(encoding="utf-8")
+            .replace('{ "1" = 4, "2" = 3,', '{ "1" = 4, "4" = 5, "2" = 3,', 1)
+        )
         (config / "feeds.toml").write_text(fixed, encoding="utf-8")
         replayed = run_cli(settings, "dead-letters", "replay")
         assert "6 pending dead letters: 4 replayed, 2 still refused (unknown_category 2)" in replayed.stdout
