@@ -294,3 +294,35 @@ def test_replay_maps_a_raw_record_again_with_todays_config(example: Settings) ->
     assert after.envelope is not None and (after.envelope["event_id"], after.envelope["severity"]) == (
         "electrical-fire-EF-0001-A8", 5
     )  # fmt: skip
+
+
+# --- the webhook of a feed ------------------------------------------------------------------------------
+
+
+def test_a_webhook_body_gets_the_gateways_outcomes_per_record(example: Settings) -> None:
+    from api.errors import ApiError
+    from api.ingest_batch import Accepted, ItemRules, Rejected, build_response
+    from api.webhooks import webhook_outcomes
+
+    feeds = load_feeds(example, entry_points=[])
+    adapter = adapter_for(example, feeds["electrical_fire"], Grids(), source="webhook")
+    rules = ItemRules(Grids(), FeedRules.of(feeds))
+    body = orjson.dumps(_records())
+    outcomes = webhook_outcomes(adapter, body, rules=rules, origin="http:fire/r1", now=NOW, max_batch=10)
+    assert [type(o).__name__ for o in outcomes] == ["Accepted"] * 5 + ["Rejected"] * 3
+    first = outcomes[0]
+    assert isinstance(first, Accepted) and (first.event_id, first.key) == (
+        "electrical-fire-EF-0001-A1",
+        b"PA01-C06-G08",
+    )
+    assert outcomes[3].key == b"PA01-C06-G09"  # located by coordinates: keyed by the grid containing them
+    refused = outcomes[6]
+    assert isinstance(refused, Rejected) and refused.letter is not None
+    assert (refused.letter.origin, refused.letter.source, refused.error.kind) == (
+        "http:fire/r1#6", "webhook", "unknown_place"
+    )  # fmt: skip
+    status, answer = build_response(outcomes, "r1")
+    assert (status, answer["accepted"], answer["rejected"]) == (207, 5, 3)
+    with pytest.raises(ApiError) as caught:
+        webhook_outcomes(adapter, body, rules=rules, origin="http:fire/r2", now=NOW, max_batch=7)
+    assert (caught.value.status, caught.value.code) == (413, "too_many_events")
