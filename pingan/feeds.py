@@ -12,16 +12,21 @@ plugin
     ``pyproject.toml`` declares ``[project.entry-points."pingan.feeds"] alarm_column = "pkg.mod:feed"``.
 config
     ``deploy/config/feeds.toml`` (``settings.feeds_config_path``). A ``[feeds.NAME]`` section configures a
-    builtin or plugin feed (topic, category table, index weights, time zone, field names); a section for a
-    name nobody registered defines a feed by itself when it names its ``payload_model`` (and usually its
-    ``mapper``) as ``"module:attribute"``.
+    builtin or plugin feed (topic, category table, index weights, time zone, field names, place table,
+    severity from a record field); a section for a name nobody registered defines a feed by itself, either
+    with a ``[record]`` table (which fields hold the id, category, time and device: the generic device
+    mapper and :class:`schemas.payloads.DevicePayload`, no code at all) or by naming its ``payload_model``
+    (and usually its ``mapper``) as ``"module:attribute"``.
 
 The configuration is layered on the code's defaults: ``types`` and ``fields`` entries are added to (and
 override) the spec's own, ``index`` replaces it, ``topic``/``timezone``/``description`` replace theirs.
 
-The worker uses :func:`payload_models` (which sources it accepts and how to validate their payloads) and
-:func:`index_document` (risk-index.toml plus the ``index`` sections of feeds it does not already cover).
-Producers use the spec's ``mapping`` and ``mapper`` through ``producers/adapters``.
+:class:`FeedRules` is the one validation every way in applies to an envelope (``parse_event`` plus the feed's
+type table and a whole-number severity): the gateway, the webhooks and the adapters call it, and so should
+the worker. The worker also uses :func:`index_document` (risk-index.toml plus the ``index`` sections of
+feeds it does not already cover). Producers use the spec's ``mapping``, ``mapper``, ``places`` and
+``severity_rule`` through ``producers/adapters``. :func:`feed_counts` and :func:`metric_samples` turn the
+store's per-feed counts into what the API and ``/metrics`` show.
 
 Nothing here imports a mapper or connects anywhere: mappers given as strings are imported on first use, so
 the worker can load the registry without importing producer code.
