@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import signal
 from collections import Counter, defaultdict
 from dataclasses import dataclass
@@ -136,6 +137,10 @@ def replay_decision(
     if row["raw_size"] > len(raw):
         reason = f"only the first {len(raw)} of {row['raw_size']} bytes were kept; it cannot be replayed"
         return Replay(origin, error=InvalidEvent("truncated", reason))
+    if row["raw_sha256"] and hashlib.sha256(raw).hexdigest() != row["raw_sha256"]:
+        # The table keeps text: bytes that were not UTF-8 were replaced, so this is not the record any more.
+        reason = "the stored copy differs from the record (it was not UTF-8 text); it cannot be replayed"
+        return Replay(origin, error=InvalidEvent("not_replayable", reason))
     feed = row["feed"]
     if row["adapter"]:
         adapter = adapters(feed)

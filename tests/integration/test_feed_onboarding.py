@@ -193,6 +193,10 @@ async def test_a_config_only_feed_by_webhook_and_by_file_is_stored_dead_lettered
         listed_rows = [orjson.loads(line) for line in listed.stdout.splitlines()]
         assert sorted(r["kind"] for r in listed_rows) == ["unknown_category", "unknown_place", "unknown_severity"]
         place_origin = next(r["origin"] for r in listed_rows if r["kind"] == "unknown_place")
+        table = run_cli(settings, "dead-letters", "list", "--feed", FEED, "--kind", "unknown_place").stdout.splitlines()
+        assert table[0].split() == ["RECEIVED", "SOURCE", "FEED", "KIND", "FIELD", "ORIGIN", "REPLAYED", "REASON"]
+        assert sorted(line.split()[2] for line in table[1:3]) == ["tailer", "webhook"]  # after date and time
+        assert table[-1] == "2 dead letters"
         shown = run_cli(settings, "dead-letters", "show", place_origin)
         assert "和平街3号" in shown.stdout and "unknown_place" in shown.stdout
 

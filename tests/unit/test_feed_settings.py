@@ -3,6 +3,7 @@ the one validation every way in shares, per-feed counts, and the replay decision
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -259,7 +260,7 @@ def test_the_tailers_log_line_counts_by_kind(example: Settings) -> None:
 
 def _row(**changes: Any) -> dict[str, Any]:
     row = {"origin": "http:cad/r#0", "raw": _envelope(source=None).decode(), "raw_size": 0, "feed": "call110",
-           "adapter": "", "source": "gateway"}  # fmt: skip
+           "adapter": "", "source": "gateway", "raw_sha256": ""}  # fmt: skip
     row = {**row, **changes}
     row["raw_size"] = row["raw_size"] or len(row["raw"].encode())
     return row
@@ -277,6 +278,9 @@ def test_replay_revalidates_an_envelope_taking_a_missing_source_from_the_feed() 
     cut = replay_decision(_row(raw_size=10_000), adapters=lambda _: None, rules=rules, grids=Grids(), topics=topics,
                           now=NOW)  # fmt: skip
     assert cut.error is not None and cut.error.kind == "truncated"
+    binary = _row(raw="{\ufffd}", raw_size=3, raw_sha256=hashlib.sha256(b"{\xff}").hexdigest())
+    garbled = replay_decision(binary, adapters=lambda _: None, rules=rules, grids=Grids(), topics=topics, now=NOW)
+    assert garbled.error is not None and garbled.error.kind == "not_replayable"
 
 
 def test_replay_maps_a_raw_record_again_with_todays_config(example: Settings) -> None:
