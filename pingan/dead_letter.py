@@ -86,6 +86,10 @@ SOURCES: Final = ("worker", "gateway", "webhook", "tailer", "sink")
 
 _KAFKA_ORIGIN: Final = re.compile(r"^(?P<topic>[A-Za-z0-9._\-]+)/(?P<partition>\d+)/(?P<offset>\d+)$")
 _SCHEMED_ORIGIN: Final = re.compile(r"^(?P<where>(?:file|http):.+?)(?P<mark>[@#])(?P<position>\d+)$")
+# What the key columns hold (UInt16, UInt64; Kafka offsets are signed 64-bit): an origin header claiming
+# more is kept whole as text rather than making the row unstorable.
+_MAX_PARTITION: Final = 2**16 - 1
+_MAX_POSITION: Final = 2**63 - 1
 # What ClickHouse's DateTime stores; a received_at outside it (a producer's odd record timestamp) would make
 # the whole insert fail, so the row takes the time it was stored instead.
 _STORABLE_FROM: Final = datetime(1971, 1, 1, tzinfo=UTC)
@@ -203,13 +207,17 @@ def http_origin(where: str, index: int) -> str:
 def parse_origin(origin: str) -> tuple[str, int, int]:
     """``(topic, partition, offset)`` of an origin string (the inverse of :attr:`DeadLetter.origin`).
 
-    A string of none of the three forms is kept whole as the topic at (0, 0), so nothing is refused for a
-    badly written origin.
+    A string of none of the three forms (or with numbers the key columns cannot hold) is kept whole as the
+    topic at (0, 0), so nothing is refused for a badly written origin.
     """
     if (match := _KAFKA_ORIGIN.match(origin)) is not None:
-        return match["topic"], int(match["partition"]), int(match["offset"])
-    if (match := _SCHEMED_ORIGIN.match(origin)) is not None:
-        return match["where"], 0, int(match["position"])
+        partition, offset = int(match["partition"]), int(match["offset"])
+        if partition <= _MAX_PARTITION and offset <= _MAX_POSITION:
+            return match["topic"], partition, offset
+    elif (match := _SCHEMED_ORIGIN.match(origin)) is not None:
+        position = int(match["position"])
+        if position <= _MAX_POSITION:
+            return match["where"], 0, position
     return origin, 0, 0
 
 
