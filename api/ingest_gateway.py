@@ -48,8 +48,11 @@ DeadLetterRecord = tuple[bytes, Headers]  # (value, headers)
 
 
 class Publisher(Protocol):
-    async def deliver(self, events: Sequence[EventRecord], dead_letters: Sequence[DeadLetterRecord]) -> None:
-        """Produce (key, value) events and (value, headers) dead letters; return once the broker has all."""
+    async def deliver(
+        self, events: Sequence[EventRecord], dead_letters: Sequence[DeadLetterRecord], *, topic: str | None = None
+    ) -> None:
+        """Produce (key, value) events (on ``topic``, default the events topic) and (value, headers) dead
+        letters; return once the broker has all."""
         ...
 
     async def close(self) -> None: ...
@@ -58,7 +61,9 @@ class Publisher(Protocol):
 class IngestProducer(EventProducer):
     """The shared producer, taking records the gateway has already encoded and keyed, plus dead letters."""
 
-    async def deliver(self, events: Sequence[EventRecord], dead_letters: Sequence[DeadLetterRecord]) -> None:
+    async def deliver(
+        self, events: Sequence[EventRecord], dead_letters: Sequence[DeadLetterRecord], *, topic: str | None = None
+    ) -> None:
         producer = self._running()
         pending: list[asyncio.Future[Any]] = []
         failure: BaseException | None = None
@@ -66,7 +71,7 @@ class IngestProducer(EventProducer):
             # send() only waits for buffer space; each future resolves on the broker's ack, so all of a
             # request's records share round trips.
             for key, value in events:
-                pending.append(await producer.send(self.topic, value, key=key))
+                pending.append(await producer.send(topic or self.topic, value, key=key))
             for value, headers in dead_letters:
                 pending.append(await producer.send(self.settings.topic_dead_letters, value, headers=headers))
         except KafkaError as exc:
@@ -128,10 +133,12 @@ class KafkaPublisher:
                 self._producer = producer
             return self._producer
 
-    async def deliver(self, events: Sequence[EventRecord], dead_letters: Sequence[DeadLetterRecord]) -> None:
+    async def deliver(
+        self, events: Sequence[EventRecord], dead_letters: Sequence[DeadLetterRecord], *, topic: str | None = None
+    ) -> None:
         producer = await self._running()
         try:
-            await producer.deliver(events, dead_letters)
+            await producer.deliver(events, dead_letters, topic=topic)
         except ServiceError:
             self._down_until = self._monotonic() + self._cooldown
             raise
@@ -217,11 +224,13 @@ class IngestGateway:
         feed: str = "",
         request_id: str = "",
         source: str = "gateway",
+        topic: str | None = None,
     ) -> None:
         """Produce accepted events keyed by grid and rejected items as dead letters; wait for the broker.
 
         A rejected item's dead letter names the request (``http:<producer>/<request id>#<index>``), the feed
-        and the way in (``source``: gateway or webhook); an item too large for the broker keeps a truncated
+        and the way in (``source``: gateway or webhook); accepted events go to ``topic`` (a webhook's feed may
+        name its own), default the events topic. An item too large for the broker keeps a truncated
         copy with its size and SHA-256, so one oversize item is refused alone instead of failing the request.
 
         Raises ApiError 503 when the broker is down or slow. The delivery itself is never cancelled (a
@@ -250,7 +259,7 @@ class IngestGateway:
                 )
             message = to_message(letter)
             letters.append((message.value, list(message.headers)))
-        task = asyncio.create_task(self.publisher.deliver(events, letters))
+        task = asyncio.create_task(self.publisher.deliver(events, letters, topic=topic))
         try:
             async with asyncio.timeout(self.settings.ingest_delivery_timeout_seconds):
                 await asyncio.shield(task)

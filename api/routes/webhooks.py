@@ -73,6 +73,9 @@ async def feed_webhook(
             now=gateway.clock.now(),
             max_batch=settings.ingest_max_batch,
         )
-        await gateway.publish(permit, outcomes, caller.name, feed=feed, request_id=request_id, source="webhook")
+        await gateway.publish(
+            permit, outcomes, caller.name, feed=feed, request_id=request_id, source="webhook",
+            topic=adapter.spec.topic_name(settings),  # the feed's topic, as the tailer produces to it
+        )  # fmt: skip
     status, content = build_response(outcomes, request_id)
     return OrjsonResponse(content, status_code=status, headers={REQUEST_ID_HEADER: request_id})

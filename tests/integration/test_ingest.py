@@ -274,7 +274,9 @@ class HeldPublisher:
         self.entered = asyncio.Event()
         self.release = asyncio.Event()
 
-    async def deliver(self, events: Sequence[EventRecord], dead_letters: Sequence[DeadLetterRecord]) -> None:
+    async def deliver(
+        self, events: Sequence[EventRecord], dead_letters: Sequence[DeadLetterRecord], *, topic: str | None = None
+    ) -> None:
         self.entered.set()
         await self.release.wait()
 

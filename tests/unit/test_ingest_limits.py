@@ -112,12 +112,16 @@ class StubPublisher:
     def __init__(self, *, delay: float = 0.0, fail: bool = False) -> None:
         self.delay, self.fail = delay, fail
         self.delivered: list[tuple[list[EventRecord], list[DeadLetterRecord]]] = []
+        self.topics: list[str | None] = []
 
-    async def deliver(self, events: Sequence[EventRecord], dead_letters: Sequence[DeadLetterRecord]) -> None:
+    async def deliver(
+        self, events: Sequence[EventRecord], dead_letters: Sequence[DeadLetterRecord], *, topic: str | None = None
+    ) -> None:
         await asyncio.sleep(self.delay)
         if self.fail:
             raise ServiceError("broker gone")
         self.delivered.append((list(events), list(dead_letters)))
+        self.topics.append(topic)
 
     async def close(self) -> None:
         pass
@@ -143,7 +147,9 @@ async def test_publish_sends_events_keyed_and_rejected_items_as_dead_letters() -
     gateway = _gateway(publisher)
     with gateway.limiter.acquire() as permit:
         await gateway.publish(permit, OUTCOMES, "cad", feed="call110", request_id="r-1")
-    [(events, letters)] = publisher.delivered
+        await gateway.publish(permit, OUTCOMES[:1], "cad", feed="sensors", request_id="r-2", topic="t.sensors")
+    [(events, letters), _] = publisher.delivered
+    assert publisher.topics == [None, "t.sensors"]  # a webhook's feed may produce to its own topic
     assert events == [(b"G1", b"{1}")]
     [(value, headers)] = letters
     named = dict(headers)
