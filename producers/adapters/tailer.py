@@ -7,7 +7,9 @@ Nothing is skipped.
 
 Only complete lines are read: a line without its newline is still being written. CSV files are read line
 by line with the header taken from the file's first line (a UTF-8 BOM, as Excel writes, is dropped); a
-quoted field containing a newline is therefore not supported and ends up as a bad record. Lines are split on
+quoted field containing a newline is therefore not supported and ends up as a bad record. A CSV row the
+feed refuses is dead-lettered as a JSON object of its columns (readable, and replayable without the
+file's header); its origin is still the line's byte offset. Lines are split on
 ``\\n`` bytes, which is safe for UTF-8 and GB18030 (the encodings Chinese exports use): neither puts that
 byte inside a character.
 
