@@ -21,12 +21,12 @@ from api.ingest_models import OPENAPI_MODELS as INGEST_MODELS
 from api.readiness import KafkaProbe
 from api.responses import OrjsonResponse
 from api.routes import alerts, grids, ops, published, risk, units, webhooks
+from api.routes import feeds as feed_routes
 from api.storage import Storage
 from api.views import RiskSnapshot
-from api.webhooks import Webhook
 from pingan.clock import Clock, SystemClock
 from pingan.errors import StorageError
-from pingan.feeds import index_document, load_feeds, payload_models
+from pingan.feeds import index_document, load_feeds
 from pingan.grids import GridRegistry
 from pingan.settings import Settings
 from streams.risk_index import parse_config
@@ -55,8 +55,8 @@ def create_app(settings: Settings, *, registry: GridRegistry | None = None, cloc
         # The same feeds as the worker (built-in, plugins, feeds.toml), so both accept the same sources.
         feeds = load_feeds(settings)
         # Reads the ingest keys (a bad file stops start-up); its producer connects on the first ingest request.
-        gateway = IngestGateway.create(settings, grid_registry, clock, payload_models=payload_models(feeds))
-        camera_webhook = Webhook.for_feed(settings, feeds["camera"], grid_registry)
+        # The webhooks of every feed share it.
+        gateway = IngestGateway.create(settings, grid_registry, clock, feeds=feeds)
         # The worker's own index document (risk-index.toml + feed sections): the map's spatial term colours
         # lifted scores with the worker's bands. A bad file stops start-up, as it stops the worker.
         risk_document = index_document(settings, feeds)
@@ -80,7 +80,6 @@ def create_app(settings: Settings, *, registry: GridRegistry | None = None, cloc
             risk_cache=TTLCache[RiskSnapshot](settings.api_cache_seconds),
             kafka=kafka,
             ingest=gateway,
-            camera_webhook=camera_webhook,
             risk_index=risk_index,
             spatial=spatial,
         )
@@ -95,7 +94,6 @@ def create_app(settings: Settings, *, registry: GridRegistry | None = None, cloc
         finally:
             del app.state.resources
             await gateway.close()
-            await camera_webhook.close()
             await kafka.close()
             await anyio.to_thread.run_sync(storage.close)
 
@@ -116,6 +114,7 @@ def create_app(settings: Settings, *, registry: GridRegistry | None = None, cloc
     app.include_router(alerts.router)
     app.include_router(ingest.router)
     app.include_router(webhooks.router)
+    app.include_router(feed_routes.router)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

@@ -12,7 +12,6 @@ from api.ingest_gateway import IngestGateway
 from api.readiness import KafkaProbe
 from api.storage import Storage
 from api.views import RiskSnapshot
-from api.webhooks import Webhook
 from pingan.clock import Clock
 from pingan.grids import GridRegistry
 from pingan.settings import Settings
@@ -30,7 +29,6 @@ class Resources:
     risk_cache: TTLCache[RiskSnapshot]
     kafka: KafkaProbe
     ingest: IngestGateway
-    camera_webhook: Webhook
     # The worker's index definition (its colour bands) and the spatial term the map snapshot applies.
     risk_index: IndexConfig
     spatial: SpatialConfig

@@ -8,7 +8,10 @@ ingest_limits and ingest_batch; the producer in ingest_gateway.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import re
+import uuid
+from collections.abc import Mapping
+from typing import Annotated, Any, Final
 
 from fastapi import APIRouter, Depends, Path, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
@@ -46,6 +49,16 @@ SourcePath = Annotated[
         examples=["call110"],
     ),
 ]
+
+
+REQUEST_ID_HEADER: Final = "X-Request-ID"
+_REQUEST_ID: Final = re.compile(r"^[A-Za-z0-9._\-]{1,64}$")
+
+
+def request_id_of(headers: Mapping[str, str]) -> str:
+    """The caller's X-Request-ID when it is a plain token (it ends up in dead-letter origins), else a new one."""
+    given = headers.get(REQUEST_ID_HEADER, "")
+    return given if _REQUEST_ID.match(given) else uuid.uuid4().hex
 
 
 def error_doc(description: str, model: type = ErrorBody) -> dict[str, Any]:
@@ -93,19 +106,22 @@ async def ingest(
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER_SCHEME)],
     api_key: Annotated[str | None, Depends(API_KEY_SCHEME)],
 ) -> Response:
-    """Validates every item with the worker's rules. Accepted items go to the events topic keyed by grid,
-    rejected ones to the dead-letter topic with the reason in headers; the answer lists each item's result
-    and comes only after the broker has acknowledged all of them (`acks=all`)."""
+    """Validates every item with the rules every way in shares (envelope, time ranges, the feed's types and
+    severity, the grid registry). Accepted items go to the events topic keyed by grid, rejected ones to the
+    dead-letter topic with the reason and the origin `http:<producer>/<request id>#<index>` (the request id
+    is the caller's `X-Request-ID` or a new one, returned in the body and the header); the answer lists each
+    item's result and comes only after the broker has acknowledged all of them (`acks=all`)."""
     caller = authorize(gateway.keys, presented_key(bearer.credentials if bearer else None, api_key), source)
     if source not in gateway.rules.payload_models:
         known = ", ".join(sorted(gateway.rules.payload_models))
         raise ApiError(404, "unknown_source", f"no source {source!r}; known: {known}", "source")
     settings = gateway.settings
     check_content_headers(request.headers, settings.ingest_max_body_bytes)
+    request_id = request_id_of(request.headers)
     with gateway.limiter.acquire() as permit:
         body = await read_limited(request.stream(), settings.ingest_max_body_bytes)
         items, raw = split_body(body, settings.ingest_max_batch)
         outcomes = check_items(items, source=source, now=gateway.clock.now(), rules=gateway.rules, raw=raw)
-        await gateway.publish(permit, outcomes, caller.name)
-    status, content = build_response(outcomes)
-    return OrjsonResponse(content, status_code=status)
+        await gateway.publish(permit, outcomes, caller.name, feed=source, request_id=request_id)
+    status, content = build_response(outcomes, request_id)
+    return OrjsonResponse(content, status_code=status, headers={REQUEST_ID_HEADER: request_id})

@@ -1,8 +1,9 @@
 """The ingest gateway's pure part: a request body in, per-item outcomes and the response out. No I/O.
 
 Body: one envelope (a JSON object), or a batch ``{"events": [envelope, ...]}`` of up to ``ingest_max_batch``.
-Each item is checked with the worker's own rules (:func:`schemas.envelope.parse_event`, then
-:func:`streams.pipeline.resolve_grid`), so anything the gateway accepts the worker accepts too, and a
+Each item is checked with the one validation every way in shares (:meth:`pingan.feeds.FeedRules.validate`:
+:func:`schemas.envelope.parse_event` and the feed's type and severity rules), then
+:func:`streams.pipeline.resolve_grid`, so anything the gateway accepts the worker accepts too, and a
 producer learns about a bad event at once instead of finding it later among the dead letters.
 """
 
@@ -17,8 +18,9 @@ import orjson
 from pydantic import BaseModel
 
 from api.errors import ApiError, error_body
+from pingan.dead_letter import DeadLetter
 from pingan.errors import InvalidEvent
-from schemas.envelope import parse_event
+from pingan.feeds import FeedRules
 from streams.pipeline import GridLookup, resolve_grid
 
 __all__ = [
@@ -28,11 +30,8 @@ __all__ = [
     "build_response",
     "check_item",
     "check_items",
-    "dead_letter_headers",
     "split_body",
 ]
-
-REASON_HEADER_BYTES = 2000  # as the worker: a header is not the place for a whole validation report
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +48,7 @@ class Rejected:
     event_id: str | None
     error: InvalidEvent
     raw: bytes  # the item as the producer sent it, for the dead-letter topic
+    letter: DeadLetter | None = None  # already made (a webhook's adapter); else the gateway makes it
 
 
 Outcome = Accepted | Rejected
@@ -56,12 +56,27 @@ Outcome = Accepted | Rejected
 
 @dataclass(frozen=True)
 class ItemRules:
-    """What an item is checked against: the worker's limits and feeds, and the grid registry."""
+    """What an item is checked against: the feeds' rules with the worker's limits, and the grid registry."""
 
     grids: GridLookup
-    payload_models: Mapping[str, type[BaseModel]]
-    max_event_bytes: int = 64 * 1024
-    max_future: timedelta = timedelta(minutes=5)
+    feeds: FeedRules
+
+    @classmethod
+    def of(
+        cls,
+        grids: GridLookup,
+        payload_models: Mapping[str, type[BaseModel]],
+        *,
+        max_event_bytes: int = 64 * 1024,
+        max_future: timedelta = timedelta(minutes=5),
+    ) -> ItemRules:
+        """Rules with payload models only (no category tables): for callers that have no feed registry."""
+        feeds = FeedRules(payload_models, {}, max_event_bytes, max_future)
+        return cls(grids, feeds)
+
+    @property
+    def payload_models(self) -> Mapping[str, type[BaseModel]]:
+        return self.feeds.payload_models
 
 
 def split_body(body: bytes, max_batch: int) -> tuple[list[Any], bytes | None]:
@@ -133,10 +148,7 @@ def check_item(
             filled = {**filled, "receive_time": now}
         value = original if filled is item else orjson.dumps(filled)
     try:
-        event = parse_event(
-            value, now=now, max_bytes=rules.max_event_bytes, max_future=rules.max_future,
-            payload_models=rules.payload_models,
-        )  # fmt: skip
+        event = rules.feeds.validate(value, now=now)
         grid_id = resolve_grid(event, rules.grids)
     except InvalidEvent as error:
         return Rejected(index, event_id, error, original)
@@ -152,16 +164,6 @@ def check_items(
     return [check_item(index, item, source=source, now=now, rules=rules) for index, item in enumerate(items)]
 
 
-def dead_letter_headers(error: InvalidEvent, producer: str) -> list[tuple[str, bytes]]:
-    """The worker's dead-letter headers, with the gateway and the producer as the origin."""
-    return [
-        ("pingan-error-kind", error.kind.encode()),
-        ("pingan-error-field", (error.field or "").encode()),
-        ("pingan-error-reason", error.reason.encode()[:REASON_HEADER_BYTES]),
-        ("pingan-origin", f"ingest/{producer}".encode()),
-    ]
-
-
 def item_result(outcome: Outcome) -> dict[str, Any]:
     if isinstance(outcome, Accepted):
         return {"index": outcome.index, "event_id": outcome.event_id, "status": "accepted"}
@@ -169,11 +171,13 @@ def item_result(outcome: Outcome) -> dict[str, Any]:
     return {"index": outcome.index, "event_id": outcome.event_id, "status": "rejected", "error": error}
 
 
-def build_response(outcomes: Sequence[Outcome]) -> tuple[int, dict[str, Any]]:
-    """(status, body): 200 every item accepted, 207 some rejected, 422 all rejected (also an error body)."""
+def build_response(outcomes: Sequence[Outcome], request_id: str = "") -> tuple[int, dict[str, Any]]:
+    """(status, body): 200 every item accepted, 207 some rejected, 422 all rejected (also an error body).
+    ``request_id`` names the request in the dead letters' origins (``http:<producer>/<request id>#<index>``)."""
     accepted = sum(isinstance(outcome, Accepted) for outcome in outcomes)
     rejected = len(outcomes) - accepted
     body: dict[str, Any] = {
+        "request_id": request_id,
         "accepted": accepted,
         "rejected": rejected,
         "results": [item_result(outcome) for outcome in outcomes],

@@ -13,7 +13,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Protocol
 
@@ -22,13 +22,17 @@ from pydantic import BaseModel
 
 from api.errors import ApiError
 from api.ingest_auth import KeyRing
-from api.ingest_batch import Accepted, ItemRules, Outcome, dead_letter_headers
+from api.ingest_batch import Accepted, ItemRules, Outcome
 from api.ingest_limits import BROKER_RETRY_AFTER_SECONDS, InFlightLimiter, Permit
+from api.webhooks import Webhooks
 from pingan.clock import Clock
+from pingan.dead_letter import DeadLetter, http_origin, to_message
 from pingan.errors import ServiceError
+from pingan.feeds import FeedRules, FeedSpec
 from pingan.grids import GridRegistry
 from pingan.settings import Settings
 from pingan.topics import ensure_topics
+from producers.adapters.base import redact
 from producers.kafka import EventProducer
 from schemas.payloads import SOURCE_PAYLOADS
 
@@ -44,8 +48,11 @@ DeadLetterRecord = tuple[bytes, Headers]  # (value, headers)
 
 
 class Publisher(Protocol):
-    async def deliver(self, events: Sequence[EventRecord], dead_letters: Sequence[DeadLetterRecord]) -> None:
-        """Produce (key, value) events and (value, headers) dead letters; return once the broker has all."""
+    async def deliver(
+        self, events: Sequence[EventRecord], dead_letters: Sequence[DeadLetterRecord], *, topic: str | None = None
+    ) -> None:
+        """Produce (key, value) events (on ``topic``, default the events topic) and (value, headers) dead
+        letters; return once the broker has all."""
         ...
 
     async def close(self) -> None: ...
@@ -54,7 +61,9 @@ class Publisher(Protocol):
 class IngestProducer(EventProducer):
     """The shared producer, taking records the gateway has already encoded and keyed, plus dead letters."""
 
-    async def deliver(self, events: Sequence[EventRecord], dead_letters: Sequence[DeadLetterRecord]) -> None:
+    async def deliver(
+        self, events: Sequence[EventRecord], dead_letters: Sequence[DeadLetterRecord], *, topic: str | None = None
+    ) -> None:
         producer = self._running()
         pending: list[asyncio.Future[Any]] = []
         failure: BaseException | None = None
@@ -62,7 +71,7 @@ class IngestProducer(EventProducer):
             # send() only waits for buffer space; each future resolves on the broker's ack, so all of a
             # request's records share round trips.
             for key, value in events:
-                pending.append(await producer.send(self.topic, value, key=key))
+                pending.append(await producer.send(topic or self.topic, value, key=key))
             for value, headers in dead_letters:
                 pending.append(await producer.send(self.settings.topic_dead_letters, value, headers=headers))
         except KafkaError as exc:
@@ -124,10 +133,12 @@ class KafkaPublisher:
                 self._producer = producer
             return self._producer
 
-    async def deliver(self, events: Sequence[EventRecord], dead_letters: Sequence[DeadLetterRecord]) -> None:
+    async def deliver(
+        self, events: Sequence[EventRecord], dead_letters: Sequence[DeadLetterRecord], *, topic: str | None = None
+    ) -> None:
         producer = await self._running()
         try:
-            await producer.deliver(events, dead_letters)
+            await producer.deliver(events, dead_letters, topic=topic)
         except ServiceError:
             self._down_until = self._monotonic() + self._cooldown
             raise
@@ -167,6 +178,7 @@ class IngestGateway:
     limiter: InFlightLimiter
     publisher: Publisher
     clock: Clock
+    webhooks: Webhooks = field(default_factory=lambda: Webhooks({}, {}))
 
     @classmethod
     def create(
@@ -175,19 +187,24 @@ class IngestGateway:
         registry: GridRegistry,
         clock: Clock,
         *,
+        feeds: Mapping[str, FeedSpec] | None = None,
         payload_models: Mapping[str, type[BaseModel]] = SOURCE_PAYLOADS,
     ) -> IngestGateway:
         """Reads the keys file (ConfigError if it is missing or wrong); connects nothing.
 
-        ``payload_models`` must be what the worker accepts (its PipelineConfig's), or the gateway would accept
-        events the worker then dead-letters.
+        ``feeds`` must be the worker's registry (``pingan.feeds.load_feeds``), or the gateway would accept
+        events the worker then dead-letters; its rules (:class:`pingan.feeds.FeedRules`) are the ones every
+        way in applies, and each feed with a mapper gets a webhook. Without it, only ``payload_models``
+        are checked and there are no webhooks.
         """
-        rules = ItemRules(
-            grids=registry,
-            payload_models=dict(payload_models),
-            max_event_bytes=settings.max_event_bytes,
-            max_future=timedelta(seconds=settings.max_future_seconds),
-        )
+        limits = {
+            "max_event_bytes": settings.max_event_bytes,
+            "max_future": timedelta(seconds=settings.max_future_seconds),
+        }
+        if feeds is None:
+            rules = ItemRules.of(registry, dict(payload_models), **limits)
+        else:
+            rules = ItemRules(registry, FeedRules.for_settings(settings, feeds))
         return cls(
             settings=settings,
             keys=KeyRing.load(settings.ingest_keys_path),
@@ -195,18 +212,54 @@ class IngestGateway:
             limiter=InFlightLimiter(settings.ingest_max_in_flight),
             publisher=KafkaPublisher(settings, start_timeout=settings.ingest_delivery_timeout_seconds),
             clock=clock,
+            webhooks=Webhooks.for_feeds(settings, feeds or {}, registry),
         )
 
-    async def publish(self, permit: Permit, outcomes: Sequence[Outcome], producer: str) -> None:
+    async def publish(
+        self,
+        permit: Permit,
+        outcomes: Sequence[Outcome],
+        producer: str,
+        *,
+        feed: str = "",
+        request_id: str = "",
+        source: str = "gateway",
+        topic: str | None = None,
+    ) -> None:
         """Produce accepted events keyed by grid and rejected items as dead letters; wait for the broker.
+
+        A rejected item's dead letter names the request (``http:<producer>/<request id>#<index>``), the feed
+        and the way in (``source``: gateway or webhook); accepted events go to ``topic`` (a webhook's feed may
+        name its own), default the events topic. An item too large for the broker keeps a truncated
+        copy with its size and SHA-256, so one oversize item is refused alone instead of failing the request.
 
         Raises ApiError 503 when the broker is down or slow. The delivery itself is never cancelled (a
         cancelled send may still reach the broker); if the request stops waiting, its in-flight slot stays
         taken until the delivery ends, so retries cannot pile records up in the producer's buffer.
         """
+        now = self.clock.now()
         events = [(o.key, o.value) for o in outcomes if isinstance(o, Accepted)]
-        letters = [(o.raw, dead_letter_headers(o.error, producer)) for o in outcomes if not isinstance(o, Accepted)]
-        task = asyncio.create_task(self.publisher.deliver(events, letters))
+        letters = []
+        for outcome in outcomes:
+            if isinstance(outcome, Accepted):
+                continue
+            if outcome.letter is not None:
+                letter = outcome.letter  # a webhook's adapter made it, redacted already
+            else:
+                # Personal identifiers never reach Kafka, not even in a refused envelope.
+                cleaned = redact(outcome.raw, self._pseudonym_key)
+                letter = DeadLetter.of(
+                    outcome.error,
+                    cleaned,
+                    origin=http_origin(f"{producer}/{request_id}", outcome.index),
+                    received_at=now,
+                    source=source,
+                    feed=feed,
+                    redacted=cleaned != outcome.raw,
+                )
+            message = to_message(letter)
+            letters.append((message.value, list(message.headers)))
+        task = asyncio.create_task(self.publisher.deliver(events, letters, topic=topic))
         try:
             async with asyncio.timeout(self.settings.ingest_delivery_timeout_seconds):
                 await asyncio.shield(task)
@@ -224,6 +277,10 @@ class IngestGateway:
         except ServiceError as exc:
             log.warning("ingest from %s not delivered: %s", producer, exc)
             raise _unavailable("the event broker is unavailable; retry shortly with the same event ids") from None
+
+    @property
+    def _pseudonym_key(self) -> bytes:
+        return self.settings.pseudonym_key.get_secret_value().encode()
 
     async def close(self) -> None:
         await self.publisher.close()

@@ -47,8 +47,9 @@ class IngestBatch(BaseModel):
 
 
 class IngestItemError(BaseModel):
-    kind: str = Field(description="the worker's dead-letter kinds: missing_field, invalid_field, unknown_grid, …; "
-                      "plus source_mismatch when the item's source is not the path's")  # fmt: skip
+    kind: str = Field(description="the dead-letter kinds every way in shares: missing_field, invalid_field, "
+                      "unknown_type, unknown_category, unknown_place, unknown_grid, oversize, …; plus "
+                      "source_mismatch when the item's source is not the path's")  # fmt: skip
     field: str | None = Field(description="dotted path of the offending field, when there is one")
     reason: str
 
@@ -61,6 +62,7 @@ class IngestItemResult(BaseModel):
 
 
 _RESULTS_207 = {
+    "request_id": "7f3a9c0e2b6d4e1f8a5b3c2d1e0f9a8b",
     "accepted": 1,
     "rejected": 1,
     "results": [
@@ -76,6 +78,10 @@ class IngestResponse(BaseModel):
 
     model_config = ConfigDict(json_schema_extra={"examples": [_RESULTS_207]})
 
+    request_id: str = Field(
+        description="names this request in the dead letters' origins (`http:<producer>/<request id>#<index>`): "
+        "the caller's X-Request-ID when given, else a new one"
+    )
     accepted: int = Field(description="items the broker has acknowledged on the events topic")
     rejected: int = Field(description="items refused; each is also on the dead-letter topic")
     results: list[IngestItemResult]
@@ -87,7 +93,8 @@ class IngestRejected(IngestResponse):
     model_config = ConfigDict(
         json_schema_extra={
             "examples": [
-                {"error": {"code": "rejected", "message": "the event was rejected; see results"}, "accepted": 0,
+                {"error": {"code": "rejected", "message": "the event was rejected; see results"},
+                 "request_id": "7f3a9c0e2b6d4e1f8a5b3c2d1e0f9a8b", "accepted": 0,
                  "rejected": 1, "results": [{"index": 0, "event_id": "x-1", "status": "rejected",
                  "error": {"kind": "unknown_grid", "field": "grid_id",
                            "reason": "grid 'G9999' is not in the grid registry"}}]}

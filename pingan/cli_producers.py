@@ -1,4 +1,5 @@
-"""``pingan producers list|new|tail``: the registered feeds, a new feed's skeleton, and the file tailer.
+"""``pingan producers list|new|tail|check``: the registered feeds, a new feed's skeleton, the file tailer and
+its dry run (exit 1 when some record would be refused).
 
 Wired into the main parser by ``add_producers_parser(subparsers)``; each handler takes the settings and the
 parsed arguments and returns an exit code, like the other commands.
@@ -9,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +61,8 @@ def _new(settings: Settings, args: argparse.Namespace) -> int:
         print(f"wrote {path}")
     print(f"\n# add to {settings.feeds_config_path}:\n")
     print(result.feeds_toml)
-    print(result.next_steps)
+    pip = Path(sys.executable).parent / "pip"  # the environment pingan runs in, e.g. .venv/bin/pip
+    print(result.next_steps.format(pip=pip, folder=target.resolve()))
     return 0
 
 
@@ -73,8 +76,8 @@ async def _run_tail(settings: Settings, args: argparse.Namespace) -> int:
     spec = feeds.get(args.feed)
     if spec is None:
         raise ConfigError(f"no feed called {args.feed!r}; registered: {', '.join(feeds)}")
-    adapter = adapter_for(settings, spec)
     registry = GridRegistry.load(settings.grid_registry_path)
+    adapter = adapter_for(settings, spec, registry)  # refuses what the worker would (unknown grid...)
     path: Path = args.path
     state_path = args.state or default_state_path(settings.data_dir, spec.name, path)
     await ensure_topics(settings)
@@ -94,12 +97,64 @@ async def _run_tail(settings: Settings, args: argparse.Namespace) -> int:
             # Stop between batches: the batch being delivered finishes and its position is saved.
             loop.add_signal_handler(signum, tailer.stop)
         print(f"tailing {path} as {spec.name} into {publisher.topic} (position in {state_path})", flush=True)
-        report = await tailer.run(stop_at_eof=args.once)
-    print(
-        f"{report.lines} lines: {report.events} events, {report.dead_letters} dead letters, "
-        f"{report.batches} batches" + (f", reopened: {', '.join(report.reopened)}" if report.reopened else "")
-    )
+        report = await tailer.run(stop_at_eof=args.once, log_every=args.log_every)
+    print(report.summary())
     return 0
+
+
+def _check(settings: Settings, args: argparse.Namespace) -> int:
+    """Dry run of a file: what each record becomes, or why it is refused. Nothing is sent."""
+    from collections import Counter
+    from datetime import UTC, datetime
+
+    import orjson
+
+    from pingan.grids import GridRegistry
+    from producers.adapters import adapter_for
+    from producers.adapters.tailer import format_for, map_lines, read_lines
+
+    feeds = load_feeds(settings)
+    spec = feeds.get(args.feed)
+    if spec is None:
+        raise ConfigError(f"no feed called {args.feed!r}; registered: {', '.join(feeds)}")
+    path: Path = args.path
+    if not path.is_file():
+        raise ConfigError(f"{path} is not a file")
+    adapter = adapter_for(settings, spec, GridRegistry.load(settings.grid_registry_path))
+    fmt = args.format or format_for(path)
+    lines, header = read_lines(path, fmt, args.encoding)
+    data = path.read_bytes()
+    mapped = map_lines(
+        adapter, lines, path=path, fmt=fmt, header=header, encoding=args.encoding, max_bytes=1024 * 1024,
+        now=datetime.now(UTC),
+    )  # fmt: skip
+    refused: Counter[str] = Counter()
+    for line, item in zip(lines, mapped, strict=True):
+        number = data.count(b"\n", 0, line.offset) + 1
+        if item.envelope is not None:
+            envelope = item.envelope
+            where = envelope.get("grid_id") or envelope.get("location")
+            shown = {"line": number, "origin": item.origin, "status": "accepted", "envelope": envelope}
+            text = (
+                f"line {number}: accepted {envelope['event_id']} type {envelope['type']} "
+                f"severity {envelope['severity']} at {where}"
+            )
+        else:
+            assert item.letter is not None
+            letter = item.letter
+            refused[letter.kind] += 1
+            error = {"kind": letter.kind, "field": letter.field or None, "reason": letter.reason}
+            shown = {"line": number, "origin": item.origin, "status": "refused", "error": error}
+            at = f" at {letter.field}" if letter.field else ""
+            text = f"line {number}: refused {letter.kind}{at}: {letter.reason}"
+        print(orjson.dumps(shown).decode() if args.json else text)
+    kinds = ", ".join(f"{kind} {count}" for kind, count in sorted(refused.items()))
+    summary = (
+        f"{len(mapped)} records: {len(mapped) - sum(refused.values())} would be accepted, "
+        f"{sum(refused.values())} refused" + (f" ({kinds})" if kinds else "") + "; nothing was sent"
+    )
+    print(summary, file=sys.stderr if args.json else sys.stdout)
+    return 1 if refused else 0
 
 
 def _tail(settings: Settings, args: argparse.Namespace) -> int:
@@ -133,5 +188,17 @@ def add_producers_parser(subparsers: Any) -> argparse.ArgumentParser:
     tail.add_argument("--max-lines", type=int, default=500, help="lines per acknowledged batch")
     tail.add_argument("--poll", type=float, default=0.5, help="seconds between checks for new lines")
     tail.add_argument("--once", action="store_true", help="stop at the end of the file instead of following it")
+    tail.add_argument("--log-every", type=float, default=60.0, metavar="SECONDS",
+                      help="log the counts (accepted, dead-lettered by kind, last line read) this often")  # fmt: skip
     tail.set_defaults(handler=_tail)
+
+    check = actions.add_parser(
+        "check", help="dry run: what each record of a file becomes, or why it is refused; nothing is sent"
+    )
+    check.add_argument("feed", help="a registered feed with a mapper")
+    check.add_argument("path", type=Path, help="a JSON-lines or CSV file (a sample export)")
+    check.add_argument("--format", choices=["jsonl", "csv"], help="default: csv for *.csv, else jsonl")
+    check.add_argument("--encoding", default="utf-8", help="e.g. gb18030")
+    check.add_argument("--json", action="store_true", help="one JSON object per record (the summary on stderr)")
+    check.set_defaults(handler=_check)
     return parser

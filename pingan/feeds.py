@@ -12,16 +12,21 @@ plugin
     ``pyproject.toml`` declares ``[project.entry-points."pingan.feeds"] alarm_column = "pkg.mod:feed"``.
 config
     ``deploy/config/feeds.toml`` (``settings.feeds_config_path``). A ``[feeds.NAME]`` section configures a
-    builtin or plugin feed (topic, category table, index weights, time zone, field names); a section for a
-    name nobody registered defines a feed by itself when it names its ``payload_model`` (and usually its
-    ``mapper``) as ``"module:attribute"``.
+    builtin or plugin feed (topic, category table, index weights, time zone, field names, place table,
+    severity from a record field); a section for a name nobody registered defines a feed by itself, either
+    with a ``[record]`` table (which fields hold the id, category, time and device: the generic device
+    mapper and :class:`schemas.payloads.DevicePayload`, no code at all) or by naming its ``payload_model``
+    (and usually its ``mapper``) as ``"module:attribute"``.
 
 The configuration is layered on the code's defaults: ``types`` and ``fields`` entries are added to (and
 override) the spec's own, ``index`` replaces it, ``topic``/``timezone``/``description`` replace theirs.
 
-The worker uses :func:`payload_models` (which sources it accepts and how to validate their payloads) and
-:func:`index_document` (risk-index.toml plus the ``index`` sections of feeds it does not already cover).
-Producers use the spec's ``mapping`` and ``mapper`` through ``producers/adapters``.
+:class:`FeedRules` is the one validation every way in applies to an envelope (``parse_event`` plus the feed's
+type table and a whole-number severity): the gateway, the webhooks and the adapters call it, and so should
+the worker. The worker also uses :func:`index_document` (risk-index.toml plus the ``index`` sections of
+feeds it does not already cover). Producers use the spec's ``mapping``, ``mapper``, ``places`` and
+``severity_rule`` through ``producers/adapters``. :func:`feed_counts` and :func:`metric_samples` turn the
+store's per-feed counts into what the API and ``/metrics`` show.
 
 Nothing here imports a mapper or connects anywhere: mappers given as strings are imported on first use, so
 the worker can load the registry without importing producer code.
@@ -30,15 +35,18 @@ the worker can load the registry without importing producer code.
 from __future__ import annotations
 
 import copy
+import csv
 import hashlib
 import importlib
 import importlib.metadata
+import io
 import itertools
 import re
 import unicodedata
 import zoneinfo
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final
@@ -47,28 +55,39 @@ import orjson
 from pydantic import BaseModel
 
 from pingan.config_files import read_toml
-from pingan.errors import ConfigError
-from schemas.payloads import SOURCE_PAYLOADS
+from pingan.errors import ConfigError, InvalidEvent
+from schemas.envelope import Event, parse_event
+from schemas.payloads import SOURCE_PAYLOADS, DevicePayload
 
 if TYPE_CHECKING:
     from pingan.settings import Settings
 
 __all__ = [
     "BUILTIN_FEEDS",
+    "DEVICE_MAPPER",
     "ENTRY_POINT_GROUP",
     "NAME_PATTERN",
+    "FeedCounts",
+    "FeedRules",
     "FeedSpec",
     "IndexSection",
     "Mapper",
+    "Place",
+    "PlaceTable",
+    "RecordFields",
+    "SeverityRule",
     "TypeMapping",
     "build_feeds",
     "category_key",
+    "feed_counts",
     "feeds_without_index",
     "index_document",
     "load_feeds",
     "merge_index_document",
+    "metric_samples",
     "payload_models",
     "read_feeds_config",
+    "read_place_table",
     "read_risk_document",
 ]
 
@@ -112,6 +131,87 @@ class IndexSection:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class Place:
+    """Where a place-table entry is: lon/lat, a grid id, or both."""
+
+    lon: float | None = None
+    lat: float | None = None
+    grid_id: str | None = None
+
+    def as_envelope(self) -> dict[str, Any]:
+        """The envelope's ``location`` and/or ``grid_id``."""
+        placed: dict[str, Any] = {}
+        if self.lon is not None and self.lat is not None:
+            placed["location"] = {"lon": self.lon, "lat": self.lat}
+        if self.grid_id is not None:
+            placed["grid_id"] = self.grid_id
+        return placed
+
+
+@dataclass(frozen=True)
+class PlaceTable:
+    """A feed's own gazetteer: addresses, building names or device ids -> a place, read once at start-up.
+
+    ``match`` are the record's fields whose value is looked up, in order (the first one found in the table
+    wins); keys compare as :func:`category_key` does (full-width, case and surrounding spaces ignored).
+    """
+
+    path: str
+    match: tuple[str, ...]
+    entries: Mapping[str, Place]
+
+    def lookup(self, record: Mapping[str, Any]) -> Place | None:
+        for name in self.match:
+            value = record.get(name)
+            if value is None or isinstance(value, dict | list):
+                continue
+            found = self.entries.get(category_key(value))
+            if found is not None:
+                return found
+        return None
+
+
+@dataclass(frozen=True)
+class SeverityRule:
+    """Severity from a field of the record (a device's own alarm level) instead of the category table."""
+
+    field: str
+    values: Mapping[str, int]
+
+    def severity(self, record: Mapping[str, Any], feed: str) -> int | None:
+        """The severity the record's field gives; None when the record has no such field. Raises
+        InvalidEvent("unknown_severity") for a value the table does not list."""
+        value = record.get(self.field)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        if isinstance(value, bool | dict | list):
+            raise InvalidEvent("unknown_severity", f"{self.field} {value!r} is not a level", self.field)
+        severity = self.values.get(category_key(value))
+        if severity is None:
+            known = ", ".join(sorted(self.values))
+            raise InvalidEvent(
+                "unknown_severity",
+                f"{self.field} {value!r} is not in [feeds.{feed}.severity.values] (known: {known})",
+                self.field,
+            )
+        return severity
+
+
+@dataclass(frozen=True)
+class RecordFields:
+    """Which fields of a raw record the generic mapper reads, for a feed defined only in the feeds config.
+
+    Each is a tuple of field names tried in order. ``keep`` are copied into the payload as they are.
+    """
+
+    id: tuple[str, ...]
+    category: tuple[str, ...]
+    time: tuple[str, ...]
+    device: tuple[str, ...] = ()
+    keep: tuple[str, ...] = ()
+
+
 @dataclass(frozen=True)
 class FeedSpec:
     """One registered feed (source).
@@ -123,7 +223,10 @@ class FeedSpec:
     may use ``{prefix}`` for the settings' topic prefix. ``fields`` maps a canonical field name to extra
     column names to look for in raw records (CAD exports name their columns in many ways).
     ``personal_fields`` are raw field names holding personal identifiers, pseudonymised in dead letters in
-    addition to the ones every adapter knows.
+    addition to the ones every adapter knows. ``places`` is the feed's place table (a record with neither
+    lon/lat nor a grid is placed by it), ``severity_rule`` takes the severity from a field of the record
+    instead of the category table, and ``record`` says which fields a feed defined only in the feeds config
+    reads (its mapper is the generic :func:`producers.adapters.device.map_record`).
     """
 
     name: str
@@ -136,6 +239,9 @@ class FeedSpec:
     timezone: str = DEFAULT_TIMEZONE
     fields: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     personal_fields: tuple[str, ...] = ()
+    places: PlaceTable | None = None
+    severity_rule: SeverityRule | None = None
+    record: RecordFields | None = None
     origin: str = "plugin"
     registered_by: str = ""  # the entry point or file that registered it, for error messages and `list`
 
@@ -149,6 +255,20 @@ class FeedSpec:
         # Frozen all the way down: a spec is shared by every record of a feed.
         object.__setattr__(self, "mapping", MappingProxyType({category_key(k): v for k, v in self.mapping.items()}))
         object.__setattr__(self, "fields", MappingProxyType({k: tuple(v) for k, v in self.fields.items()}))
+
+    @property
+    def types(self) -> frozenset[str]:
+        """The envelope types this feed's events may have: the targets of its category table."""
+        return frozenset(mapping.type for mapping in self.mapping.values())
+
+    @property
+    def adapter_name(self) -> str:
+        """How dead letters name the mapping function ("module:function"), empty when there is none."""
+        if self.mapper is None:
+            return ""
+        if isinstance(self.mapper, str):
+            return self.mapper
+        return f"{getattr(self.mapper, '__module__', '?')}:{getattr(self.mapper, '__qualname__', '?')}"
 
     def topic_name(self, settings: Settings) -> str:
         if self.topic is None:
@@ -240,8 +360,16 @@ def _add_plugins(feeds: dict[str, FeedSpec], entry_points: Iterable[importlib.me
 # --- configuration -------------------------------------------------------------------------------------------
 
 _FEED_KEYS: Final = frozenset(
-    {"description", "topic", "timezone", "types", "index", "fields", "personal_fields", "payload_model", "mapper"}
-)
+    {
+        "description", "topic", "timezone", "types", "index", "fields", "personal_fields", "payload_model", "mapper",
+        "places", "severity", "record",
+    }
+)  # fmt: skip
+_PLACES_KEYS: Final = frozenset({"file", "match"})
+_SEVERITY_KEYS: Final = frozenset({"field", "values"})
+_RECORD_KEYS: Final = frozenset({"id", "category", "time", "device", "keep"})
+# The generic mapper of feeds defined only by a [feeds.NAME.record] section.
+DEVICE_MAPPER: Final = "producers.adapters.device:map_record"
 _INDEX_KEYS: Final = frozenset({"default_weight", "type_weights", "breakpoints"})
 
 
@@ -326,22 +454,131 @@ def _string(where: str, value: Any) -> str:
     return value
 
 
-def _apply_section(name: str, section: Mapping[str, Any], base: FeedSpec | None, source: str) -> FeedSpec:
+def _names(where: str, value: Any) -> tuple[str, ...]:
+    """A field name or a non-empty list of them."""
+    names = [value] if isinstance(value, str) else value
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) and n for n in names):
+        raise ConfigError(f"{where} must be a field name or a list of them, got {value!r}")
+    return tuple(names)
+
+
+def _record_fields(where: str, raw: Any) -> RecordFields:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f'{where} must be a table such as {{ id = "alarm_id", category = "type", time = "at" }}')
+    unknown = set(raw) - _RECORD_KEYS
+    if unknown:
+        raise ConfigError(f"{where} has unknown keys {sorted(unknown)}; allowed: {sorted(_RECORD_KEYS)}")
+    missing = [key for key in ("id", "category", "time") if key not in raw]
+    if missing:
+        raise ConfigError(f"{where} needs {', '.join(missing)}: which record fields hold them")
+    return RecordFields(
+        id=_names(f"{where}.id", raw["id"]),
+        category=_names(f"{where}.category", raw["category"]),
+        time=_names(f"{where}.time", raw["time"]),
+        device=_names(f"{where}.device", raw["device"]) if "device" in raw else (),
+        keep=_names(f"{where}.keep", raw["keep"]) if "keep" in raw else (),
+    )
+
+
+def _severity_rule(where: str, raw: Any) -> SeverityRule:
+    if not isinstance(raw, Mapping) or set(raw) != _SEVERITY_KEYS:
+        raise ConfigError(f'{where} must be {{ field = "level", values = {{ "1" = 2, "2" = 3, ... }} }}')
+    field_name = _string(f"{where}.field", raw["field"])
+    values = raw["values"]
+    if not isinstance(values, Mapping) or not values:
+        raise ConfigError(f"{where}.values must be a table of device value = severity 1..5")
+    table: dict[str, int] = {}
+    for value, severity in values.items():
+        if isinstance(severity, bool) or not isinstance(severity, int) or not 1 <= severity <= 5:
+            raise ConfigError(f"{where}.values.{value!r}: severity must be an integer from 1 to 5, got {severity!r}")
+        key = category_key(value)
+        if key in table:
+            raise ConfigError(f"{where}.values: {value!r} is listed twice once normalised")
+        table[key] = severity
+    return SeverityRule(field_name, MappingProxyType(table))
+
+
+def _coordinate(where: str, text: str, low: float, high: float) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(f"{where}: {text!r} is not a number") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{where}: {value} is outside {low}..{high}")
+    return value
+
+
+def read_place_table(path: Path, match: tuple[str, ...]) -> PlaceTable:
+    """A CSV place table: a ``key`` column and ``lon``,``lat`` and/or ``grid_id``. Raises ConfigError saying
+    which line is wrong; nothing is guessed."""
+    where = f"place table {path}"
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise ConfigError(f"{where} does not exist (a path relative to the feeds config's folder)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{where} cannot be read: {exc}") from None
+    rows = csv.DictReader(io.StringIO(text))
+    columns = {name.strip() for name in rows.fieldnames or ()}
+    if "key" not in columns or not ({"lon", "lat"} <= columns or "grid_id" in columns):
+        raise ConfigError(f"{where} needs a header with key and lon,lat and/or grid_id; it has {sorted(columns)}")
+    entries: dict[str, Place] = {}
+    for number, values in enumerate(rows, start=2):
+        line = f"{where} line {number}"
+        cells = {k.strip(): (v or "").strip() for k, v in values.items() if k is not None}
+        key = category_key(cells.get("key", ""))
+        if not key:
+            raise ConfigError(f"{line}: the key is empty")
+        if key in entries:
+            raise ConfigError(f"{line}: key {cells['key']!r} is listed twice once normalised")
+        lon_text, lat_text, grid = cells.get("lon", ""), cells.get("lat", ""), cells.get("grid_id", "")
+        if bool(lon_text) != bool(lat_text):
+            raise ConfigError(f"{line}: give both lon and lat, or neither")
+        if not lon_text and not grid:
+            raise ConfigError(f"{line}: {cells['key']!r} has neither lon/lat nor a grid_id")
+        entries[key] = Place(
+            _coordinate(f"{line} lon", lon_text, -180.0, 180.0) if lon_text else None,
+            _coordinate(f"{line} lat", lat_text, -90.0, 90.0) if lat_text else None,
+            grid or None,
+        )
+    if not entries:
+        raise ConfigError(f"{where} has no entries")
+    return PlaceTable(str(path), match, MappingProxyType(entries))
+
+
+def _places(where: str, raw: Any, config_dir: Path) -> PlaceTable:
+    if not isinstance(raw, Mapping) or set(raw) != _PLACES_KEYS:
+        raise ConfigError(f'{where} must be {{ file = "places.csv", match = ["device_id", "address"] }}')
+    path = Path(_string(f"{where}.file", raw["file"]))
+    return read_place_table(path if path.is_absolute() else config_dir / path, _names(f"{where}.match", raw["match"]))
+
+
+def _apply_section(
+    name: str, section: Mapping[str, Any], base: FeedSpec | None, source: str, config_dir: Path = Path()
+) -> FeedSpec:
     where = f"{source}: [feeds.{name}]"
     unknown = set(section) - _FEED_KEYS
     if unknown:
         raise ConfigError(f"{where} has unknown keys {sorted(unknown)}; allowed: {sorted(_FEED_KEYS)}")
+    record = _record_fields(f"{where}.record", section["record"]) if "record" in section else None
     if base is None:
-        if "payload_model" not in section:
-            raise ConfigError(
-                f"{where}: no built-in feed or installed plugin is called {name!r}; register it by entry point "
-                f'(group {ENTRY_POINT_GROUP!r}) or give payload_model = "module:Model" here'
+        if "payload_model" in section:
+            model = _import_attribute(
+                _string(f"{where}.payload_model", section["payload_model"]), f"{where} payload_model"
             )
-        model = _import_attribute(_string(f"{where}.payload_model", section["payload_model"]), f"{where} payload_model")
-        mapper = _string(f"{where}.mapper", section["mapper"]) if "mapper" in section else None
+            mapper = _string(f"{where}.mapper", section["mapper"]) if "mapper" in section else None
+        elif record is not None:
+            # Defined here alone: the generic device payload and mapper, driven by [record].
+            model, mapper = DevicePayload, _string(f"{where}.mapper", section.get("mapper", DEVICE_MAPPER))
+        else:
+            raise ConfigError(
+                f"{where}: no built-in feed or installed plugin is called {name!r}; describe its records in a "
+                f"[feeds.{name}.record] section, register it by entry point (group {ENTRY_POINT_GROUP!r}), or "
+                'give payload_model = "module:Model" here'
+            )
         base = FeedSpec(name, model, mapper=mapper, origin="config", registered_by=source)
-    elif "payload_model" in section or "mapper" in section:
-        raise ConfigError(f"{where}: payload_model and mapper belong to new feeds; {name} is {base.origin}")
+    elif "payload_model" in section or "mapper" in section or record is not None:
+        raise ConfigError(f"{where}: payload_model, mapper and record belong to new feeds; {name} is {base.origin}")
 
     changes: dict[str, Any] = {}
     if "description" in section:
@@ -375,7 +612,15 @@ def _apply_section(name: str, section: Mapping[str, Any], base: FeedSpec | None,
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
             raise ConfigError(f"{where}.personal_fields must be a list of field names")
         changes["personal_fields"] = (*base.personal_fields, *names)
+    if "places" in section:
+        changes["places"] = _places(f"{where}.places", section["places"], config_dir)
+    if "severity" in section:
+        changes["severity_rule"] = _severity_rule(f"{where}.severity", section["severity"])
+    if record is not None:
+        changes["record"] = record
     spec = replace(base, **changes)
+    if spec.record is not None and not spec.mapping:
+        raise ConfigError(f"{where}: a feed defined by [record] needs a [feeds.{name}.types] table")
     _check_timezone(spec)
     return spec
 
@@ -406,8 +651,10 @@ def build_feeds(
     entry_points: Iterable[importlib.metadata.EntryPoint],
     *,
     source: str = "feeds.toml",
+    config_dir: Path = Path(),
 ) -> dict[str, FeedSpec]:
-    """The registry from parsed config sections and entry points (what :func:`load_feeds` reads)."""
+    """The registry from parsed config sections and entry points (what :func:`load_feeds` reads).
+    ``config_dir`` is where relative paths in the sections (place tables) start."""
     feeds = _builtin_specs()
     _add_plugins(feeds, entry_points)
     for name, section in sections.items():
@@ -415,7 +662,7 @@ def build_feeds(
             raise ConfigError(f"{source}: feed name {name!r} must be 1-64 characters of [a-z0-9_]")
         if not isinstance(section, Mapping):
             raise ConfigError(f"{source}: feeds.{name} must be a table")
-        feeds[name] = _apply_section(name, section, feeds.get(name), source)
+        feeds[name] = _apply_section(name, section, feeds.get(name), source, config_dir)
     return dict(sorted(feeds.items()))
 
 
@@ -425,12 +672,130 @@ def load_feeds(
     """Every feed: built-in, installed plugins (entry points), then feeds.toml. Raises ConfigError."""
     sections = read_feeds_config(settings.feeds_config_path)
     points = _entry_points() if entry_points is None else list(entry_points)
-    return build_feeds(sections, points, source=str(settings.feeds_config_path))
+    path = settings.feeds_config_path
+    return build_feeds(sections, points, source=str(path), config_dir=path.parent)
 
 
 def payload_models(feeds: Mapping[str, FeedSpec]) -> dict[str, type[BaseModel]]:
     """What the worker's parse_event needs: source name -> payload model."""
     return {name: spec.payload_model for name, spec in feeds.items()}
+
+
+# --- the one validation ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FeedRules:
+    """The checks every way in applies to an envelope, built once from the registry.
+
+    :meth:`validate` is :func:`schemas.envelope.parse_event` (shape, payload model, time ranges, size, a
+    whole-number ``severity``, not ``"4"`` or ``4.0``) plus the feed's own rule: ``type`` one of the types of
+    the feed's category table (a feed with an empty table accepts any type). The worker, the
+    ingest gateway and the adapters (tailer, webhooks, replay) all call it, so a record gets the same answer
+    whichever way it comes in. Grid resolution comes after it (``streams.pipeline.resolve_grid``).
+    """
+
+    payload_models: Mapping[str, type[BaseModel]]
+    types: Mapping[str, frozenset[str]]
+    max_bytes: int = 64 * 1024
+    max_future: timedelta = timedelta(minutes=5)
+
+    @classmethod
+    def of(
+        cls, feeds: Mapping[str, FeedSpec], *, max_bytes: int = 64 * 1024, max_future: timedelta = timedelta(minutes=5)
+    ) -> FeedRules:
+        return cls(
+            MappingProxyType(payload_models(feeds)),
+            MappingProxyType({name: spec.types for name, spec in feeds.items()}),
+            max_bytes,
+            max_future,
+        )
+
+    @classmethod
+    def for_settings(cls, settings: Settings, feeds: Mapping[str, FeedSpec]) -> FeedRules:
+        return cls.of(
+            feeds, max_bytes=settings.max_event_bytes, max_future=timedelta(seconds=settings.max_future_seconds)
+        )
+
+    def validate(self, raw: bytes, *, now: datetime) -> Event:
+        """The event in ``raw``, or InvalidEvent with kind, field and reason."""
+        event = parse_event(
+            raw, now=now, max_bytes=self.max_bytes, max_future=self.max_future, payload_models=self.payload_models
+        )
+        allowed = self.types.get(event.source)
+        if allowed and event.type not in allowed:
+            raise InvalidEvent(
+                "unknown_type",
+                f"type {event.type!r} is not a type of feed {event.source} (its [feeds.{event.source}.types] "
+                f"table gives: {', '.join(sorted(allowed))})",
+                "type",
+            )
+        return event
+
+
+# --- per-feed counts ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FeedCounts:
+    """What ops want to know about a feed: how many events were stored, how many records were
+    dead-lettered (by kind), and when it was last seen (its latest event or dead letter)."""
+
+    feed: str
+    accepted: int = 0
+    dead_lettered: Mapping[str, int] = field(default_factory=dict)
+    last_seen: datetime | None = None
+
+    @property
+    def dead_lettered_total(self) -> int:
+        return sum(self.dead_lettered.values())
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "feed": self.feed,
+            "accepted": self.accepted,
+            "dead_lettered": self.dead_lettered_total,
+            "dead_lettered_by_kind": dict(self.dead_lettered),
+            "last_seen": self.last_seen.isoformat() if self.last_seen else None,
+        }
+
+
+def feed_counts(
+    feeds: Iterable[str],
+    accepted: Iterable[tuple[str, int, datetime]],
+    dead_lettered: Iterable[tuple[str, str, int, datetime]],
+) -> list[FeedCounts]:
+    """Counts per feed from ``pingan.store.events.count_by_source`` and
+    ``pingan.store.dead_letters.count_by_feed_and_kind`` rows. Every registered feed is listed (zeros for
+    a silent one), then any other name found in the tables; dead letters whose feed is unknown (not JSON,
+    no source) are under feed ''."""
+    stored: dict[str, tuple[int, datetime | None]] = {name: (count, last) for name, count, last in accepted}
+    kinds: dict[str, dict[str, int]] = {}
+    last_letter: dict[str, datetime] = {}
+    for name, kind, count, last in dead_lettered:
+        kinds.setdefault(name, {})[kind] = kinds.get(name, {}).get(kind, 0) + count
+        last_letter[name] = max(last, last_letter.get(name, last))
+    names = list(dict.fromkeys([*feeds, *sorted(stored), *sorted(kinds)]))
+    counts = []
+    for name in names:
+        count, last_event = stored.get(name, (0, None))
+        seen = [moment for moment in (last_event, last_letter.get(name)) if moment is not None]
+        counts.append(FeedCounts(name, count, dict(sorted(kinds.get(name, {}).items())), max(seen, default=None)))
+    return counts
+
+
+def metric_samples(counts: Iterable[FeedCounts]) -> list[tuple[str, dict[str, str], float]]:
+    """The counts as Prometheus samples ``(name, labels, value)`` for ``/metrics``:
+    ``pingan_feed_accepted_events{feed}``, ``pingan_feed_dead_letters{feed,kind}`` and
+    ``pingan_feed_last_seen_seconds{feed}`` (Unix time; absent for a feed never seen)."""
+    samples: list[tuple[str, dict[str, str], float]] = []
+    for count in counts:
+        samples.append(("pingan_feed_accepted_events", {"feed": count.feed}, float(count.accepted)))
+        for kind, number in count.dead_lettered.items():
+            samples.append(("pingan_feed_dead_letters", {"feed": count.feed, "kind": kind}, float(number)))
+        if count.last_seen is not None:
+            samples.append(("pingan_feed_last_seen_seconds", {"feed": count.feed}, count.last_seen.timestamp()))
+    return samples
 
 
 # --- the risk index ----------------------------------------------------------------------------------------

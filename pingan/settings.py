@@ -86,9 +86,6 @@ class Settings(BaseSettings):
     heartbeat_seconds: float = Field(default=5.0, ge=0)
     max_future_seconds: int = Field(default=300, ge=0)
     max_event_bytes: int = Field(default=64 * 1024, ge=1024)
-    # A dead letter's copy on the topic is cut to this (with the original's size and SHA-256 in headers): the
-    # broker refuses messages over its limit (Kafka's default is 1 MB), and a copy it refuses is no copy.
-    dead_letter_max_bytes: int = Field(default=900_000, ge=1024)
     progress_log_seconds: float = Field(default=30.0, gt=0)
     # How long the worker waits at start-up for ClickHouse to answer before giving up.
     startup_wait_seconds: float = Field(default=60.0, ge=0)

@@ -57,7 +57,8 @@ class Envelope(BaseModel):
     event_id: EventId
     source: Name
     type: Name
-    severity: int = Field(ge=1, le=5, description="1 = lowest, 5 = highest")
+    # Strict: "4", 4.0 and true are not severities (a feed's own values are mapped by its adapter).
+    severity: int = Field(ge=1, le=5, strict=True, description="1 = lowest, 5 = highest, a whole number")
     event_time: AwareDatetime = Field(
         description=f"when it happened: {_TIME_RANGE}", json_schema_extra={"formatMinimum": "2000-01-01T00:00:00Z"}
     )
@@ -145,7 +146,16 @@ def _invalid_from(exc: ValidationError, prefix: str = "") -> InvalidEvent:
     else:
         category = "invalid_field"
     more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-    return InvalidEvent(category, f"{error['msg']}{more}", field)
+    # The value helps whoever fixes the producer; only the envelope's own fields are shown (a payload field can
+    # hold a plate or a phone number, which must not reach dead letters' reasons).
+    hidden = kind == "missing" or (field or "").startswith("payload")
+    got = "" if hidden else f", got {_short(error.get('input'))}"
+    return InvalidEvent(category, f"{error['msg']}{got}{more}", field)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:77]}..."
 
 
 def check_time(name: str, value: datetime, *, now: datetime, max_future: timedelta) -> datetime:

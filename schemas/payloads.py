@@ -106,6 +106,23 @@ class AppReportPayload(_Payload):
     photo_count: int = Field(default=0, ge=0, le=50)
 
 
+FieldValue = str | int | float | bool | None
+
+
+class DevicePayload(_Payload):
+    """A record of a feed defined only in the feeds config (``[feeds.NAME.record]``, e.g. IoT sensors):
+    its own id and category, the device, and the fields the config says to keep, as the device wrote them."""
+
+    record_id: ShortId
+    category: Annotated[str, StringConstraints(min_length=1, max_length=64)] = Field(
+        description="the device's own category, as written (the envelope's type is what the feed's table maps it to)"
+    )
+    device_id: Annotated[str, StringConstraints(max_length=128)] | None = None
+    fields: dict[Annotated[str, StringConstraints(max_length=64)], FieldValue] = Field(
+        default_factory=dict, max_length=32, description="the record's fields named by [record].keep"
+    )
+
+
 # The payload model of every known source. A source not in this map is rejected as unknown.
 SOURCE_PAYLOADS: dict[str, type[BaseModel]] = {
     "call110": Call110Payload,

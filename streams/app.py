@@ -17,7 +17,6 @@ would be lost. Bad records become dead letters in the pipeline; storage and brok
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import os
 import time
@@ -36,16 +35,17 @@ from faust.types import EventT
 from pydantic import BaseModel
 
 from pingan.clock import Clock, SystemClock
+from pingan.dead_letter import DeadLetter, to_message
 from pingan.errors import StorageUnavailable
+from pingan.feeds import FeedRules
 from pingan.grids import GridRegistry
 from pingan.partitioning import partition_for_key
 from pingan.settings import Settings
 from pingan.store import alerts, dead_letters, events, risk, windows
 from pingan.store.client import DriverExecutor, connect
-from pingan.store.dead_letters import DeadLetter
 from schemas.payloads import SOURCE_PAYLOADS
 from streams.baseline import BaselineModel
-from streams.pipeline import BatchResult, PipelineConfig, Record, heartbeat_record, process_batch
+from streams.pipeline import BatchResult, PipelineConfig, Record, dead_letter_of, heartbeat_record, process_batch
 from streams.risk_index import IndexConfig
 from streams.windows import PartitionState, WindowSpec
 
@@ -170,11 +170,6 @@ async def retry_transient(
             delay = min(delay * 2, max_delay)
 
 
-def dead_letter_of(record: Record, received_at: datetime, kind: str, field: str | None, reason: str) -> DeadLetter:
-    return DeadLetter(record.topic, record.partition, record.offset, received_at, kind, field or "", reason,
-                      record.value)  # fmt: skip
-
-
 @dataclass(frozen=True, slots=True)
 class Outgoing:
     """One message to publish, and what to do if the broker refuses it for good."""
@@ -200,23 +195,11 @@ def is_transient_kafka_error(exc: BaseException) -> bool:
     return isinstance(exc, OSError | asyncio.TimeoutError)
 
 
-def dead_letter_message(letter: DeadLetter, topic: str, max_bytes: int) -> Outgoing:
-    """The dead-letter topic's message: the original bytes (a truncated copy with the size and SHA-256 of the
-    whole when they exceed what the broker takes) and the reason in headers."""
-    raw = letter.raw
-    headers = [
-        ("pingan-error-kind", letter.kind.encode()),
-        ("pingan-error-field", letter.field.encode()),
-        ("pingan-error-reason", letter.reason.encode()[:2000]),
-        ("pingan-origin", f"{letter.topic}/{letter.partition}/{letter.offset}".encode()),
-    ]
-    if len(raw) > max_bytes:
-        headers += [
-            ("pingan-truncated-from", str(len(raw)).encode()),
-            ("pingan-original-sha256", hashlib.sha256(raw).hexdigest().encode()),
-        ]
-        raw = raw[:max_bytes]
-    return Outgoing(topic, None, raw, headers=headers)
+def dead_letter_message(letter: DeadLetter, topic: str) -> Outgoing:
+    """The dead-letter topic's message (pingan.dead_letter.to_message: the bytes, cut to what the broker takes,
+    with the reason, origin, size and SHA-256 in headers)."""
+    message = to_message(letter)
+    return Outgoing(topic, None, message.value, headers=list(message.headers))
 
 
 def _to_record(event: EventT) -> Record:
@@ -245,6 +228,7 @@ class Worker:
         clock: Clock,
         payload_models: Mapping[str, type[BaseModel]] | None = None,
         baseline: BaselineModel | None = None,
+        rules: FeedRules | None = None,
     ) -> None:
         self.app = app
         self.settings = settings
@@ -261,6 +245,7 @@ class Worker:
             max_future=timedelta(seconds=settings.max_future_seconds),
             payload_models=dict(SOURCE_PAYLOADS if payload_models is None else payload_models),
             baseline=baseline,
+            rules=rules,
         )
         self.storage = StorageWriter(settings, stopping=lambda: app.should_stop)
         self.refused_messages = 0
@@ -347,8 +332,7 @@ class Worker:
         settings = self.settings
         messages: list[Outgoing] = []
         for result in results:
-            messages += [dead_letter_message(letter, settings.topic_dead_letters, settings.dead_letter_max_bytes)
-                         for letter in result.dead_letters]  # fmt: skip
+            messages += [dead_letter_message(letter, settings.topic_dead_letters) for letter in result.dead_letters]
             messages += [Outgoing(settings.topic_late, (e.grid_id or "").encode(), e.to_json()) for e in result.late]
             for grid_id, record in result.reroutes:
                 key = grid_id.encode()
@@ -385,7 +369,7 @@ class Worker:
                 if message.origin is not None:  # a reroute that cannot be re-published: keep the record
                     letter = dead_letter_of(message.origin, now, "unroutable", None, f"re-publishing failed: {cause!r}")
                     await self.storage.write_dead_letters([letter], now)
-                    extra.append(dead_letter_message(letter, self.settings.topic_dead_letters, 1024))
+                    extra.append(dead_letter_message(letter, self.settings.topic_dead_letters))
             if retry:
                 if self.app.should_stop:
                     raise Abandoned(f"publishing {len(retry)} messages failed while stopping")
@@ -481,6 +465,7 @@ def create_app(
     clock: Clock | None = None,
     payload_models: Mapping[str, type[BaseModel]] | None = None,
     baseline: BaselineModel | None = None,
+    rules: FeedRules | None = None,
 ) -> tuple[faust.App, Worker]:
     """The Faust app and its worker; nothing connects until the app starts."""
     app = faust.App(
@@ -519,8 +504,9 @@ def create_app(
         value_type=bytes,
     )
     worker = Worker(
-        app, settings, grids, index, clock=clock or SystemClock(), payload_models=payload_models, baseline=baseline
-    )
+        app, settings, grids, index, clock=clock or SystemClock(), payload_models=payload_models, baseline=baseline,
+        rules=rules,
+    )  # fmt: skip
     worker.table = table
 
     @app.agent(events_topic, name="risk-index")

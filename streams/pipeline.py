@@ -16,13 +16,14 @@ from typing import Protocol
 
 from pydantic import BaseModel
 
+from pingan.dead_letter import DeadLetter
 from pingan.errors import InvalidEvent
+from pingan.feeds import FeedRules
 from pingan.partitioning import partition_for_key
 from pingan.store.alerts import Alert, alert_for
-from pingan.store.dead_letters import DeadLetter
 from pingan.store.risk import RiskUpdate
 from pingan.store.windows import WindowRow
-from schemas.envelope import EARLIEST_TIME, Event, parse_event
+from schemas.envelope import EARLIEST_TIME, Event, decode_object, parse_event
 from schemas.payloads import SOURCE_PAYLOADS
 from streams.baseline import BaselineModel
 from streams.risk_index import IndexConfig, Level
@@ -63,6 +64,15 @@ class PipelineConfig:
     payload_models: Mapping[str, type[BaseModel]] = field(default_factory=lambda: dict(SOURCE_PAYLOADS))
     # What is normal per grid, source and hour of the week; None scores counts alone (volume index only).
     baseline: BaselineModel | None = None
+    # The feeds' own rules (type tables, whole-number severity) on top of the envelope: the check every way
+    # in makes. None: the envelope and payload models alone (tests of the pipeline's other parts).
+    rules: FeedRules | None = None
+
+    def validate(self, raw: bytes, *, now: datetime) -> Event:
+        if self.rules is not None:
+            return self.rules.validate(raw, now=now)
+        return parse_event(raw, now=now, max_bytes=self.max_event_bytes, max_future=self.max_future,
+                           payload_models=self.payload_models)  # fmt: skip
 
 
 @dataclass
@@ -165,7 +175,7 @@ def process_batch(
         if beat is not None:
             if not _storable_ms(beat, arrived, config.max_future):
                 reason = f"heartbeat at {beat} ms: not in 2000-01-01..{arrived.isoformat()} + {config.max_future}"
-                letter = _dead_letter(record, arrived, "out_of_range", "heartbeat_ms", reason)
+                letter = dead_letter_of(record, arrived, "out_of_range", "heartbeat_ms", reason)
                 result.dead_letters.append(letter)
                 continue
             _end_steps_before(state, config, beat, result)
@@ -173,20 +183,14 @@ def process_batch(
             result.heartbeats += 1
             continue
         try:
-            event = parse_event(
-                record.value,
-                now=arrived,
-                max_bytes=config.max_event_bytes,
-                max_future=config.max_future,
-                payload_models=config.payload_models,
-            )
+            event = config.validate(record.value, now=arrived)
             grid_id = resolve_grid(event, grids)
         except InvalidEvent as exc:
-            result.dead_letters.append(_dead_letter(record, arrived, exc.kind, exc.field, exc.reason))
+            result.dead_letters.append(dead_letter_of(record, arrived, exc.kind, exc.field, exc.reason))
             continue
         except Exception as exc:  # a bug must cost one record, not the worker: keep it with the reason
             log.exception("unexpected error on %s[%d]@%d", record.topic, record.partition, record.offset)
-            result.dead_letters.append(_dead_letter(record, arrived, "internal_error", None, repr(exc)))
+            result.dead_letters.append(dead_letter_of(record, arrived, "internal_error", None, repr(exc)))
             continue
         if partition_for_key(grid_id.encode(), config.partitions) != record.partition:
             # All of a grid's events must pass through one partition for its window state to be exact.
@@ -217,17 +221,21 @@ def process_batch(
     return result
 
 
-def _dead_letter(record: Record, received_at: datetime, kind: str, field_: str | None, reason: str) -> DeadLetter:
-    return DeadLetter(
-        topic=record.topic,
-        partition=record.partition,
-        offset=record.offset,
-        received_at=received_at,
-        kind=kind,
-        field=field_ or "",
-        reason=reason,
-        raw=record.value,
-    )
+def dead_letter_of(record: Record, received_at: datetime, kind: str, field_: str | None, reason: str) -> DeadLetter:
+    """A record the worker read from Kafka and could not use (its origin: topic/partition/offset)."""
+    return DeadLetter.of(
+        InvalidEvent(kind, reason, field_), record.value, origin=f"{record.topic}/{record.partition}/{record.offset}",
+        received_at=received_at, source="worker", feed=_claimed_source(record.value),
+    )  # fmt: skip
+
+
+def _claimed_source(raw: bytes) -> str:
+    """The feed a bad record says it is from, when it can be read (for `pingan dead-letters list --feed`)."""
+    try:
+        source = decode_object(raw).get("source")
+    except InvalidEvent:
+        return ""
+    return source if isinstance(source, str) and len(source) <= 64 else ""
 
 
 def _update(

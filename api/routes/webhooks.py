@@ -1,58 +1,81 @@
-"""`POST /v1/webhooks/camera`: camera analytics platforms push alert batches in their own shape."""
+"""``POST /v1/webhooks/{feed}``: every registered feed pushes its own raw records (``api/webhooks.py``)."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials
 from starlette.responses import Response
 
 from api.deps import ResourcesDep
-from api.errors import ApiError
-from api.ingest import API_KEY_SCHEME, BEARER_SCHEME, error_doc
+from api.ingest import API_KEY_SCHEME, BEARER_SCHEME, REQUEST_ID_HEADER, error_doc, request_id_of
 from api.ingest_auth import authorize, presented_key
+from api.ingest_batch import build_response
 from api.ingest_limits import check_content_headers, read_limited
+from api.ingest_models import IngestRejected, IngestResponse
 from api.responses import OrjsonResponse
-from pingan.errors import ServiceError
-from producers.adapters.camera import handle_webhook
+from api.webhooks import webhook_outcomes
 
 router = APIRouter(tags=["ingest"])
 
+FeedPath = Annotated[
+    str,
+    Path(
+        pattern=r"^[a-z0-9_]+$",
+        max_length=64,
+        description="a registered feed with a mapper: call110, camera, checkpoint, app_report, or one of yours",
+        examples=["camera"],
+    ),
+]
+
 
 @router.post(
-    "/v1/webhooks/camera",
-    summary="Camera analytics alert batch (vendor shape); answered after the broker has it",
+    "/v1/webhooks/{feed}",
+    summary="Raw records of one feed in its own shape (one, an array, or a vendor batch); answered after the broker",
+    response_model=IngestResponse,
     responses={
-        207: {"description": "some alerts rejected (see `rejected`); the others were produced"},
+        207: {"model": IngestResponse, "description": "some records rejected (see results); the others were accepted"},
         401: error_doc("no API key, or an unknown one"),
-        403: error_doc("the key may not send camera events"),
-        413: error_doc("body over ingest_max_body_bytes"),
+        403: error_doc("the key may not send this feed"),
+        404: error_doc("no such feed, or the feed has no mapper"),
+        413: error_doc("body over ingest_max_body_bytes, or more than ingest_max_batch records"),
         415: error_doc("not application/json"),
+        422: {"model": IngestRejected, "description": "every record rejected"},
         429: error_doc("too many requests in flight; retry after Retry-After seconds"),
         503: error_doc("the broker is unavailable; retry after Retry-After seconds"),
     },
 )
-async def camera_webhook(
+async def feed_webhook(
+    feed: FeedPath,
     request: Request,
     resources: ResourcesDep,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER_SCHEME)],
     api_key: Annotated[str | None, Depends(API_KEY_SCHEME)],
 ) -> Response:
-    """The body is the vendor's document (`{"camera_id", "grid_id" or location, "alerts": [...]}`); each alert
-    is mapped through the camera table in deploy/config/feeds.toml. Bad alerts go to the dead-letter topic
-    with the reason and are listed in the answer; the others are produced keyed by grid."""
+    """Each record is mapped by the feed's adapter exactly as `pingan producers tail` maps a line of a file
+    (category table, place table, severity rule, the grid registry). Bad records go to the dead-letter topic
+    with the reason and the origin `http:<producer>/<request id>#<index>`; the others are produced keyed by
+    grid. The answer has the gateway's keys: `request_id`, `accepted`, `rejected`, `results`."""
     gateway = resources.ingest
-    authorize(gateway.keys, presented_key(bearer.credentials if bearer else None, api_key), "camera")
-    settings = resources.settings
+    caller = authorize(gateway.keys, presented_key(bearer.credentials if bearer else None, api_key), feed)
+    adapter = gateway.webhooks.adapter(feed)
+    settings = gateway.settings
     check_content_headers(request.headers, settings.ingest_max_body_bytes)
-    with gateway.limiter.acquire():
+    request_id = request_id_of(request.headers)
+    with gateway.limiter.acquire() as permit:
         body = await read_limited(request.stream(), settings.ingest_max_body_bytes)
-        try:
-            publisher = await resources.camera_webhook.started_publisher()
-            outcome = await handle_webhook(resources.camera_webhook.adapter, publisher, body, now=resources.clock.now())
-        except ServiceError as exc:
-            raise ApiError(503, "broker_unavailable", str(exc), headers={"Retry-After": "5"}) from None
-    content = outcome.as_json()
-    status = 200 if not outcome.rejected else (207 if outcome.accepted else 422)
-    return OrjsonResponse(content, status_code=status)
+        outcomes = webhook_outcomes(
+            adapter,
+            body,
+            rules=gateway.rules,
+            origin=f"http:{caller.name}/{request_id}",
+            now=gateway.clock.now(),
+            max_batch=settings.ingest_max_batch,
+        )
+        await gateway.publish(
+            permit, outcomes, caller.name, feed=feed, request_id=request_id, source="webhook",
+            topic=adapter.spec.topic_name(settings),  # the feed's topic, as the tailer produces to it
+        )  # fmt: skip
+    status, content = build_response(outcomes, request_id)
+    return OrjsonResponse(content, status_code=status, headers={REQUEST_ID_HEADER: request_id})

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from pingan.store.client import Executor, Rejected, insert_isolating
@@ -42,3 +42,13 @@ def count_distinct(executor: Executor, *, source: str | None = None) -> int:
 def count_rows(executor: Executor) -> int:
     """Stored rows before duplicates merge away (>= count_distinct)."""
     return executor.query("SELECT count() FROM events")[0][0]
+
+
+def count_by_source(executor: Executor) -> list[tuple[str, int, datetime]]:
+    """(source, distinct events, last receive time) per source: the per-feed "accepted" counts."""
+    rows = executor.query(
+        "SELECT source, uniqExact(event_id), max(receive_time) FROM events GROUP BY source ORDER BY source"
+    )
+    return [
+        (source, int(count), last.replace(tzinfo=UTC) if last.tzinfo is None else last) for source, count, last in rows
+    ]

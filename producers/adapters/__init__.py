@@ -38,13 +38,19 @@ __all__ = [
 ]
 
 
-def adapter_for(settings: Settings, spec: FeedSpec) -> FeedAdapter:
-    """The feed's mapping function with the deployment's pseudonym key and the worker's own limits."""
+def adapter_for(
+    settings: Settings, spec: FeedSpec, registry: GridRegistry | None = None, *, source: str = "tailer"
+) -> FeedAdapter:
+    """The feed's mapping function with the deployment's pseudonym key and the worker's own limits; with a
+    grid registry it also refuses what the worker would (unknown grid, outside every grid). ``source`` is the
+    way in its dead letters name."""
     return FeedAdapter.for_feed(
         spec,
         settings.pseudonym_key.get_secret_value().encode(),
         max_event_bytes=settings.max_event_bytes,
         max_future=timedelta(seconds=settings.max_future_seconds),
+        grids=registry,
+        source=source,
     )
 
 

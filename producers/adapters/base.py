@@ -28,12 +28,14 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
+from pingan.dead_letter import MAX_RAW_BYTES, DeadLetter
 from pingan.errors import InvalidEvent
-from pingan.feeds import FeedSpec, Mapper, TypeMapping, category_key
+from pingan.feeds import FeedRules, FeedSpec, Mapper, PlaceTable, RecordFields, TypeMapping, category_key
 from producers.kafka import encode_event
 from producers.pseudonym import pseudonymise
-from schemas.envelope import decode_object, parse_event
+from schemas.envelope import decode_object
 from schemas.payloads import PSEUDONYM_PATTERN
+from streams.pipeline import GridLookup, resolve_grid
 
 __all__ = [
     "PERSONAL_FIELDS",
@@ -56,8 +58,6 @@ __all__ = [
     "to_int",
 ]
 
-# Dead letters are cut to this size: well under the broker's default 1 MiB message limit.
-MAX_DEAD_LETTER_BYTES: Final = 256 * 1024
 _EPOCH_MS_THRESHOLD: Final = 100_000_000_000  # above this an epoch number is in milliseconds (year 1973+)
 _EVENT_ID: Final = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 _PSEUDONYM: Final = re.compile(PSEUDONYM_PATTERN)
@@ -89,10 +89,14 @@ class MapContext:
     timezone: tzinfo = field(default_factory=lambda: ZoneInfo("Asia/Shanghai"))
     pseudonym_key: bytes = b""
     fields: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    places: PlaceTable | None = None  # the feed's place table, for records with neither lon/lat nor grid
+    record: RecordFields | None = None  # what the generic mapper reads (feeds defined in the config alone)
 
     @classmethod
     def for_feed(cls, spec: FeedSpec, pseudonym_key: bytes) -> MapContext:
-        return cls(spec.name, spec.mapping, ZoneInfo(spec.timezone), pseudonym_key, spec.fields)
+        return cls(
+            spec.name, spec.mapping, ZoneInfo(spec.timezone), pseudonym_key, spec.fields, spec.places, spec.record
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,17 +114,32 @@ class RecordError:
 
 @dataclass(frozen=True, slots=True)
 class Mapped:
-    """One input record after mapping: an envelope, or an error with the (redacted) bytes to dead-letter."""
+    """One input record after mapping: an envelope, or the dead letter (with redacted bytes) to keep."""
 
-    origin: str  # where the record came from, e.g. "file:/var/cad/export.jsonl@1234"
+    origin: str  # where the record came from, e.g. "file:/var/cad/export.jsonl@1234" (pingan.dead_letter)
     envelope: dict[str, Any] | None = None
-    error: RecordError | None = None
-    raw: bytes = b""  # dead-letter value; empty for envelopes
-    redacted: bool = False
+    letter: DeadLetter | None = None
 
     @property
     def ok(self) -> bool:
         return self.envelope is not None
+
+    @property
+    def error(self) -> RecordError | None:
+        return (
+            None
+            if self.letter is None
+            else RecordError(self.letter.kind, self.letter.field or None, self.letter.reason)
+        )
+
+    @property
+    def raw(self) -> bytes:
+        """The dead letter's bytes; empty for envelopes."""
+        return b"" if self.letter is None else self.letter.raw
+
+    @property
+    def redacted(self) -> bool:
+        return self.letter is not None and self.letter.redacted
 
 
 # --- field helpers -----------------------------------------------------------------------------------------
@@ -282,6 +301,17 @@ def place(record: Mapping[str, Any], ctx: MapContext) -> dict[str, Any]:
         result["location"] = {"lon": lon_value, "lat": lat_value}
     if grid_id is not None:
         result["grid_id"] = str(grid_id)
+    if not result and ctx.places is not None:
+        found = ctx.places.lookup(record)
+        if found is None:
+            looked = ", ".join(ctx.places.match)
+            raise InvalidEvent(
+                "unknown_place",
+                f"the record has neither lon/lat nor a grid id, and its {looked} is not in the place table "
+                f"{ctx.places.path}",
+                ctx.places.match[0],
+            )
+        result = found.as_envelope()
     if not result:
         raise InvalidEvent("missing_field", "the record has neither lon/lat nor a grid id", "location")
     return result
@@ -359,11 +389,13 @@ def split_document(body: bytes) -> tuple[list[tuple[bytes, Mapping[str, Any] | I
         return [], body
     records: list[tuple[bytes, Mapping[str, Any] | InvalidEvent]] = []
     for item in items:
-        raw = orjson.dumps(item)
         if isinstance(item, dict):
-            records.append((raw, {**defaults, **item}))
-        else:
-            records.append((raw, InvalidEvent("bad_json", f"expected a JSON object, got {type(item).__name__}")))
+            # The record as mapped, batch defaults included: its dead letter can be read and replayed alone.
+            record = {**defaults, **item}
+            records.append((orjson.dumps(record), record))
+            continue
+        error = InvalidEvent("bad_json", f"expected a JSON object, got {type(item).__name__}")
+        records.append((orjson.dumps(item), error))
     return records, None
 
 
@@ -420,13 +452,23 @@ def redact(raw: bytes, key: bytes, personal_fields: frozenset[str] = PERSONAL_FI
 
 @dataclass(frozen=True)
 class FeedAdapter:
-    """A feed's mapping function made total: records in, one :class:`Mapped` per record out. Pure."""
+    """A feed's mapping function made total: records in, one :class:`Mapped` per record out. Pure.
+
+    A mapped envelope then passes the feed's severity rule, the one validation every way in shares
+    (:class:`pingan.feeds.FeedRules`) and, with ``grids``, the grid lookup the worker does: what an adapter
+    sends is what the worker accepts. ``source`` is the way in its dead letters name (tailer, webhook).
+    """
 
     spec: FeedSpec
     ctx: MapContext
     mapper: Mapper
-    max_event_bytes: int = 64 * 1024
-    max_future: timedelta = timedelta(minutes=5)
+    rules: FeedRules | None = None  # None: the feed's own rules with the default limits
+    grids: GridLookup | None = None
+    source: str = "tailer"
+
+    def __post_init__(self) -> None:
+        if self.rules is None:
+            object.__setattr__(self, "rules", FeedRules.of({self.spec.name: self.spec}))
 
     @classmethod
     def for_feed(
@@ -436,40 +478,53 @@ class FeedAdapter:
         *,
         max_event_bytes: int = 64 * 1024,
         max_future: timedelta = timedelta(minutes=5),
+        grids: GridLookup | None = None,
+        source: str = "tailer",
     ) -> FeedAdapter:
-        return cls(spec, MapContext.for_feed(spec, pseudonym_key), spec.resolve_mapper(), max_event_bytes, max_future)
+        rules = FeedRules.of({spec.name: spec}, max_bytes=max_event_bytes, max_future=max_future)
+        return cls(spec, MapContext.for_feed(spec, pseudonym_key), spec.resolve_mapper(), rules, grids, source)
 
     @property
     def _personal(self) -> frozenset[str]:
         return PERSONAL_FIELDS | frozenset(self.spec.personal_fields)
 
-    def failed(self, raw: bytes, origin: str, error: RecordError) -> Mapped:
+    def failed(self, raw: bytes, origin: str, error: RecordError, *, now: datetime) -> Mapped:
+        """The dead letter of ``raw``: personal identifiers pseudonymised, cut to what the broker takes."""
         cleaned = redact(raw, self.ctx.pseudonym_key, self._personal)
-        redacted = cleaned != raw
-        if len(cleaned) > MAX_DEAD_LETTER_BYTES:
-            # A record the broker refuses would be retried for ever and stall the feed behind it.
-            cleaned = cleaned[:MAX_DEAD_LETTER_BYTES]
-            error = RecordError(error.kind, error.field, f"{error.reason} (first {MAX_DEAD_LETTER_BYTES} bytes kept)")
-        return Mapped(origin, error=error, raw=cleaned, redacted=redacted)
+        letter = DeadLetter.of(
+            InvalidEvent(error.kind, error.reason, error.field),
+            cleaned,
+            origin=origin,
+            received_at=now,
+            source=self.source,
+            feed=self.spec.name,
+            adapter=self.spec.adapter_name,
+            redacted=cleaned != raw,
+            max_bytes=MAX_RAW_BYTES,
+        )
+        return Mapped(origin, letter=letter)
+
+    def _severity(self, record: Mapping[str, Any], envelope: dict[str, Any]) -> dict[str, Any]:
+        rule = self.spec.severity_rule
+        if rule is None:
+            return envelope
+        severity = rule.severity(record, self.spec.name)
+        return envelope if severity is None else {**envelope, "severity": severity}
 
     def map_record(self, record: Mapping[str, Any], raw: bytes, origin: str, *, now: datetime) -> Mapped:
         """Map one decoded record; ``raw`` is what to dead-letter if it is bad."""
         try:
-            envelope = self.mapper(record, self.ctx)
+            envelope = self._severity(record, self.mapper(record, self.ctx))
             if envelope.get("source") != self.spec.name:
                 raise InvalidEvent("invalid_field", f"the mapper wrote source {envelope.get('source')!r}", "source")
-            # The worker's own check, so what the adapter sends is what the worker accepts (grids aside).
-            parse_event(
-                encode_event(envelope),
-                now=now,
-                max_bytes=self.max_event_bytes,
-                max_future=self.max_future,
-                payload_models={self.spec.name: self.spec.payload_model},
-            )
+            assert self.rules is not None  # set in __post_init__
+            event = self.rules.validate(encode_event(envelope), now=now)
+            if self.grids is not None:
+                resolve_grid(event, self.grids)
         except InvalidEvent as exc:
-            return self.failed(raw, origin, RecordError.of(exc))
+            return self.failed(raw, origin, RecordError.of(exc), now=now)
         except Exception as exc:  # a mapper bug must cost one record, not the feed
-            return self.failed(raw, origin, RecordError("internal_error", None, f"mapper failed: {exc!r}"))
+            return self.failed(raw, origin, RecordError("internal_error", None, f"mapper failed: {exc!r}"), now=now)
         return Mapped(origin, envelope=envelope)
 
     def map_line(self, line: bytes, origin: str, *, now: datetime) -> Mapped:
@@ -477,19 +532,20 @@ class FeedAdapter:
         try:
             record = decode_object(line)
         except InvalidEvent as exc:
-            return self.failed(line, origin, RecordError.of(exc))
+            return self.failed(line, origin, RecordError.of(exc), now=now)
         return self.map_record(record, line, origin, now=now)
 
     def map_document(self, body: bytes, origin: str, *, now: datetime) -> list[Mapped]:
         """A pushed document (a batch, a list, JSON lines or one record): one Mapped per record in it."""
         records, unreadable = split_document(body)
         if unreadable is not None:
-            return [self.failed(body, origin, RecordError("bad_json", None, "not a JSON record, list or batch"))]
+            error = RecordError("bad_json", None, "not a JSON record, list or batch")
+            return [self.failed(body, f"{origin}#0", error, now=now)]
         results = []
         for number, (raw, record) in enumerate(records):
             where = f"{origin}#{number}"
             if isinstance(record, InvalidEvent):
-                results.append(self.failed(raw, where, RecordError.of(record)))
+                results.append(self.failed(raw, where, RecordError.of(record), now=now))
             else:
                 results.append(self.map_record(record, raw, where, now=now))
         return results

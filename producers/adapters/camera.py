@@ -4,10 +4,9 @@ A webhook body is a JSON document: a list of alerts, or an object with the list 
 ``events``, ``records``, ``items``, ``data``) whose other fields are defaults for every alert — a platform
 that pushes per camera sends ``{"camera_id": "C-0001", "lon": ..., "lat": ..., "alerts": [...]}``.
 
-:func:`map_alert` is the pure mapping of one alert; :func:`handle_webhook` is the shell an HTTP endpoint
-calls with the request body: every alert is mapped, good ones are produced, bad ones go to the dead-letter
-topic, and the answer says which was which (index in the batch, kind, field, reason). It returns only
-after the broker acknowledged everything, so a 2xx to the platform means nothing is lost.
+:func:`map_alert` is the pure mapping of one alert; ``POST /v1/webhooks/camera`` (``api/webhooks.py``, the
+webhook every feed has) maps each alert of a pushed body with it, produces the good ones, dead-letters the
+bad ones and answers per alert, only after the broker acknowledged everything.
 
 Analytic names are looked up in ``[feeds.camera.types]`` (codes such as ``fight`` or the platform's labels
 such as 打架斗殴). Confidence may be 0-1 or a percentage (0-100, or "93%"). The event id is
@@ -18,15 +17,11 @@ platform re-sending a batch produces the same ids.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any, Final
 
 from pingan.errors import InvalidEvent
 from producers.adapters.base import (
-    FeedAdapter,
     MapContext,
-    RecordError,
     event_id,
     iso_utc,
     lookup_category,
@@ -37,9 +32,8 @@ from producers.adapters.base import (
     to_float,
     to_int,
 )
-from producers.adapters.delivery import FeedPublisher
 
-__all__ = ["WebhookOutcome", "handle_webhook", "map_alert"]
+__all__ = ["map_alert"]
 
 _CAMERA_ID: Final = ("cameraId", "camera", "device_id", "deviceId", "摄像机编号", "设备编号")
 _ANALYTIC: Final = ("type", "event_type", "eventType", "alarm_type", "alarmType", "算法类型", "告警类型")
@@ -84,35 +78,3 @@ def map_alert(record: Mapping[str, Any], ctx: MapContext) -> dict[str, Any]:
         "device_id": camera_id,
         "payload": {"camera_id": camera_id, "analytic": mapped.type, "confidence": confidence, "count": count},
     }
-
-
-@dataclass
-class WebhookOutcome:
-    """What the webhook answers: how many alerts were produced, and each rejected alert's index and error."""
-
-    accepted: int = 0
-    rejected: list[tuple[int, RecordError]] = field(default_factory=list)
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "accepted": self.accepted,
-            "rejected": [
-                {"index": index, "kind": e.kind, "field": e.field, "reason": e.reason} for index, e in self.rejected
-            ],
-        }
-
-
-async def handle_webhook(
-    adapter: FeedAdapter, publisher: FeedPublisher, body: bytes, *, now: datetime, origin: str = "webhook"
-) -> WebhookOutcome:
-    """Map a webhook body and deliver it (events and dead letters); returns once the broker has all of it."""
-    mapped = adapter.map_document(body, origin, now=now)
-    await publisher.publish(mapped)
-    outcome = WebhookOutcome()
-    for index, item in enumerate(mapped):
-        if item.ok:
-            outcome.accepted += 1
-        else:
-            assert item.error is not None
-            outcome.rejected.append((index, item.error))
-    return outcome

@@ -3,8 +3,9 @@
 :meth:`FeedPublisher.publish` takes one bounded batch of :class:`~producers.adapters.base.Mapped` records
 and returns only when the broker has acknowledged every one of them (``acks=all``): envelopes on the
 feed's topic keyed by grid (the shared :class:`producers.kafka.EventProducer` logic), bad records on the
-dead-letter topic with the same headers the worker writes (``pingan-error-kind``, ``-field``, ``-reason``,
-``-origin``; plus ``pingan-redacted: 1`` when personal identifiers were pseudonymised out of the bytes).
+dead-letter topic as :func:`pingan.dead_letter.to_message` writes every dead letter (kind, field, reason,
+origin, way in, feed, adapter, size and SHA-256 in headers; ``pingan-redacted: 1`` when personal
+identifiers were pseudonymised out of the bytes).
 
 Broker errors are retried with capped exponential backoff, resending only the records whose send failed;
 a record whose ack was lost after the broker stored it is sent twice, which the worker's event-id dedupe
@@ -26,6 +27,7 @@ from typing import Protocol, Self
 
 from aiokafka.errors import KafkaError
 
+from pingan.dead_letter import to_message
 from pingan.errors import ServiceError
 from pingan.grids import GridRegistry
 from pingan.settings import Settings
@@ -35,8 +37,6 @@ from producers.kafka import EventProducer, encode_event
 __all__ = ["AdapterProducer", "DeliveryReport", "FeedPublisher", "OutRecord", "RetryPolicy", "out_records"]
 
 log = logging.getLogger(__name__)
-
-MAX_REASON_BYTES = 2000  # as the worker's dead letters
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,16 +83,9 @@ def out_records(
         if item.envelope is not None:
             records.append(OutRecord(topic, key_for(item.envelope), encode_event(item.envelope)))
             continue
-        assert item.error is not None
-        headers = [
-            ("pingan-error-kind", item.error.kind.encode()),
-            ("pingan-error-field", (item.error.field or "").encode()),
-            ("pingan-error-reason", item.error.reason.encode()[:MAX_REASON_BYTES]),
-            ("pingan-origin", item.origin.encode()),
-        ]
-        if item.redacted:
-            headers.append(("pingan-redacted", b"1"))
-        records.append(OutRecord(dead_letter_topic, None, item.raw, tuple(headers)))
+        assert item.letter is not None
+        message = to_message(item.letter)
+        records.append(OutRecord(dead_letter_topic, None, message.value, message.headers))
     return records
 
 

@@ -195,7 +195,8 @@ def scaffold(name: str, *, plugin: bool) -> Scaffold:
         }
         registration = ""
         steps = (
-            f"pip install -e {root}   (into pingan's environment; registers entry point {name})\n"
+            # {pip} and {folder} are filled in by the command, which knows its environment and target folder.
+            f"{{pip}} install -e {{folder}}/{root}   (into pingan's environment; registers entry point {name})\n"
             f"add the section above to the feeds config, then: pingan producers list; restart the worker"
         )
     else:

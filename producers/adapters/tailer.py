@@ -7,7 +7,9 @@ Nothing is skipped.
 
 Only complete lines are read: a line without its newline is still being written. CSV files are read line
 by line with the header taken from the file's first line (a UTF-8 BOM, as Excel writes, is dropped); a
-quoted field containing a newline is therefore not supported and ends up as a bad record. Lines are split on
+quoted field containing a newline is therefore not supported and ends up as a bad record. A CSV row the
+feed refuses is dead-lettered as a JSON object of its columns (readable, and replayable without the
+file's header); its origin is still the line's byte offset. Lines are split on
 ``\\n`` bytes, which is safe for UTF-8 and GB18030 (the encodings Chinese exports use): neither puts that
 byte inside a character.
 
@@ -36,6 +38,7 @@ import csv
 import hashlib
 import logging
 import os
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -45,11 +48,15 @@ from typing import Any, BinaryIO, Final, Literal, Protocol
 import orjson
 
 from pingan.clock import Clock, SystemClock
+from pingan.dead_letter import file_origin
 from pingan.errors import ConfigError
 from producers.adapters.base import FeedAdapter, Mapped, RecordError
 from producers.adapters.delivery import DeliveryReport
 
-__all__ = ["FileTailer", "TailReport", "TailState", "complete_lines", "decide_start", "parse_csv_line"]
+__all__ = [
+    "FileTailer", "TailReport", "TailState", "complete_lines", "decide_start", "map_lines", "parse_csv_line",
+    "read_lines",
+]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +167,63 @@ def parse_csv_header(line: bytes, encoding: str) -> list[str]:
     return [name.strip() for name in next(csv.reader([text], strict=True))]
 
 
+def map_lines(
+    adapter: FeedAdapter,
+    lines: Sequence[_Line],
+    *,
+    path: Path,
+    fmt: Format,
+    header: Sequence[str] | None,
+    encoding: str,
+    max_bytes: int,
+    now: datetime,
+) -> list[Mapped]:
+    """Each line of ``path`` as an envelope or a dead letter whose origin is the file and the line's offset.
+    Pure: what the tailer sends and what ``pingan producers check`` shows are the same mapping."""
+    utf8 = codecs.lookup(encoding).name == "utf-8"
+    where = str(path.resolve())
+    results = []
+    for line in lines:
+        origin = file_origin(where, line.offset)
+        if line.oversize:
+            reason = f"the line is longer than {max_bytes} bytes (its first 4 KiB are kept)"
+            results.append(adapter.failed(line.data, origin, RecordError("oversize", None, reason), now=now))
+        elif fmt == "csv":
+            assert header is not None
+            try:
+                record = parse_csv_line(header, line.data, encoding)
+            except (ValueError, csv.Error) as exc:
+                results.append(adapter.failed(line.data, origin, RecordError("bad_csv", None, str(exc)), now=now))
+                continue
+            # Its dead letter is the row as a JSON object: readable, and replayable without the file's header.
+            results.append(adapter.map_record(record, orjson.dumps(record), origin, now=now))
+        elif utf8:
+            results.append(adapter.map_line(line.data, origin, now=now))
+        else:
+            try:
+                text = line.data.decode(encoding).encode()
+            except UnicodeDecodeError as exc:
+                results.append(adapter.failed(line.data, origin, RecordError("bad_json", None, str(exc)), now=now))
+                continue
+            results.append(adapter.map_line(text, origin, now=now))
+    return results
+
+
+def read_lines(path: Path, fmt: Format, encoding: str) -> tuple[list[_Line], list[str] | None]:
+    """Every complete line of a whole file (a last line without a newline too), and the CSV header."""
+    data = path.read_bytes()
+    header: list[str] | None = None
+    start = 0
+    if fmt == "csv":
+        end = data.find(b"\n")
+        if end < 0:
+            end = len(data)
+        header = parse_csv_header(data[:end].rstrip(b"\r"), encoding)
+        start = end + 1
+    found, _ = complete_lines(data[start:], start, final=True)
+    return [_Line(offset, line) for offset, line in found], header
+
+
 # --- the loop ---------------------------------------------------------------------------------------------
 
 
@@ -174,6 +238,27 @@ class TailReport:
     dead_letters: int = 0
     batches: int = 0
     reopened: list[str] = field(default_factory=list)  # decisions other than a plain resume, in order
+    dead_letters_by_kind: Counter[str] = field(default_factory=Counter)
+    last_seen: datetime | None = None  # when the last line was read
+
+    def add(self, mapped: Sequence[Mapped], report: DeliveryReport, now: datetime) -> None:
+        self.lines += len(mapped)
+        self.events += report.events
+        self.dead_letters += report.dead_letters
+        self.batches += 1
+        self.dead_letters_by_kind.update(m.letter.kind for m in mapped if m.letter is not None)
+        self.last_seen = now
+
+    def summary(self) -> str:
+        """The periodic log line: counts so far, dead letters by kind, when a line was last read."""
+        kinds = ", ".join(f"{kind} {count}" for kind, count in sorted(self.dead_letters_by_kind.items()))
+        last = self.last_seen.isoformat() if self.last_seen else "never"
+        return (
+            f"{self.lines} lines: {self.events} accepted, {self.dead_letters} dead-lettered"
+            + (f" ({kinds})" if kinds else "")
+            + f", {self.batches} batches, last line read {last}"
+            + (f", reopened: {', '.join(self.reopened)}" if self.reopened else "")
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,7 +303,6 @@ class FileTailer:
         self.state_path = state_path
         self.fmt = fmt
         self.encoding = encoding
-        self._utf8 = codecs.lookup(encoding).name == "utf-8"
         self.max_lines = max_lines
         self.max_bytes = max_bytes
         self.poll_interval = poll_interval
@@ -362,30 +446,10 @@ class FileTailer:
             scan += len(chunk)
 
     def _map(self, opened: _Open, lines: list[_Line], now: datetime) -> list[Mapped]:
-        results = []
-        for line in lines:
-            origin = f"file:{self.path}@{line.offset}"
-            if line.oversize:
-                reason = f"the line is longer than {self.max_bytes} bytes (its first 4 KiB are kept)"
-                results.append(self.adapter.failed(line.data, origin, RecordError("oversize", None, reason)))
-            elif self.fmt == "csv":
-                assert opened.header is not None
-                try:
-                    record = parse_csv_line(opened.header, line.data, self.encoding)
-                except (ValueError, csv.Error) as exc:
-                    results.append(self.adapter.failed(line.data, origin, RecordError("bad_csv", None, str(exc))))
-                    continue
-                results.append(self.adapter.map_record(record, line.data, origin, now=now))
-            elif self._utf8:
-                results.append(self.adapter.map_line(line.data, origin, now=now))
-            else:
-                try:
-                    text = line.data.decode(self.encoding).encode()
-                except UnicodeDecodeError as exc:
-                    results.append(self.adapter.failed(line.data, origin, RecordError("bad_json", None, str(exc))))
-                    continue
-                results.append(self.adapter.map_line(text, origin, now=now))
-        return results
+        return map_lines(
+            self.adapter, lines, path=self.path, fmt=self.fmt, header=opened.header, encoding=self.encoding,
+            max_bytes=self.max_bytes, now=now,
+        )  # fmt: skip
 
     # the loop
 
@@ -400,11 +464,9 @@ class FileTailer:
             return False
         lines, end = self._read_batch(opened)
         if lines:
-            report = await self.publisher.publish(self._map(opened, lines, self.clock.now()))
-            self.report.lines += len(lines)
-            self.report.events += report.events
-            self.report.dead_letters += report.dead_letters
-            self.report.batches += 1
+            now = self.clock.now()
+            mapped = self._map(opened, lines, now)
+            self.report.add(mapped, await self.publisher.publish(mapped), now)
         if end != opened.position:
             opened.position = end
             self._save(opened)  # only now: every line before `end` is acknowledged by the broker
@@ -431,10 +493,16 @@ class FileTailer:
         with contextlib.suppress(FileNotFoundError):
             self.state_path.unlink()
 
-    async def run(self, *, stop_at_eof: bool = False) -> TailReport:
-        """Tail until :meth:`stop` (or, with ``stop_at_eof``, until everything there is was delivered)."""
+    async def run(self, *, stop_at_eof: bool = False, log_every: float | None = None) -> TailReport:
+        """Tail until :meth:`stop` (or, with ``stop_at_eof``, until everything there is was delivered).
+        With ``log_every``, log :meth:`TailReport.summary` that often (seconds), so a follower is not silent."""
+        loop = asyncio.get_running_loop()
+        next_log = loop.time() + log_every if log_every else None
         try:
             while not self._stop.is_set():
+                if next_log is not None and loop.time() >= next_log:
+                    log.info("%s (%s): %s", self.path, self.adapter.spec.name, self.report.summary())
+                    next_log = loop.time() + (log_every or 0)
                 if await self.step():
                     continue
                 if stop_at_eof:

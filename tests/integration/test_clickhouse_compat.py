@@ -22,6 +22,8 @@ from api.deps import ResourcesDep, get_executor
 from pingan.baselines import learn_snapshot
 from pingan.cli_index import rollup_snapshot
 from pingan.clock import FixedClock
+from pingan.dead_letter import DeadLetter
+from pingan.errors import InvalidEvent
 from pingan.grids import Grid, GridRegistry, ring_area_centroid
 from pingan.published_index import period_containing, publish
 from pingan.settings import Settings
@@ -112,6 +114,26 @@ def _letter(offset: int, kind: str, raw: bytes) -> tuple[Any, ...]:
     return dead_letters.row(letter, ingested_at=NOW)
 
 
+FILE_LETTERS = [
+    DeadLetter.of(InvalidEvent("unknown_place", "not in the place table", "address"),
+                  '{"address": "和平街3号"}'.encode(), origin=f"file:/x.jsonl@{offset}",
+                  received_at=T0 - timedelta(hours=1, seconds=offset),
+                  source="tailer", feed="electrical_fire", adapter="producers.adapters.device:map_record")
+    for offset in (42, 99)
+] + [
+    DeadLetter.of(InvalidEvent("oversize", "too big"), b"x" * 100, origin="http:cad/r1#3", max_bytes=10,
+                  received_at=T0 - timedelta(hours=2), source="gateway", feed="call110"),
+]  # fmt: skip
+
+
+def _load_feed_letters(executor: Executor) -> None:
+    """Dead letters of other ways in (migration 0009's columns), one of them marked replayed."""
+    dead_letters.insert(executor, [dead_letters.row(letter, ingested_at=NOW) for letter in FILE_LETTERS])
+    stored = dead_letters.find(executor, "file:/x.jsonl", 0, 42)
+    assert stored is not None
+    dead_letters.mark_replayed(executor, stored, at=NOW, event_id="electrical-fire-EF-0999-A7")
+
+
 def load_sample(executor: Executor) -> None:
     ingested = NOW
     sample_events = [
@@ -152,6 +174,7 @@ def load_sample(executor: Executor) -> None:
         ]
     ]  # fmt: skip
     alerts.insert(executor, [a for a in raised if a is not None])
+    _load_feed_letters(executor)
     load_index_sample(executor)
     learn_snapshot(executor, load_config(Settings().risk_config_path), now=NOW, weeks=1)
 
@@ -172,6 +195,20 @@ def run_store_reads(executor: Executor) -> dict[str, Any]:
         "windows.history.empty": windows.history(executor, "G0404", T0, NOW, 300),
         "dead_letters.recent": dead_letters.recent(executor, limit=2),
         "dead_letters.count_by_kind": dead_letters.count_by_kind(executor),
+        "dead_letters.recent.tailer": dead_letters.recent(executor, source="tailer"),
+        "dead_letters.recent.filtered": dead_letters.recent(
+            executor, feed="electrical_fire", kind="unknown_place", since=T0 - timedelta(hours=3), until=T0,
+            replayed=False,
+        ),
+        "dead_letters.recent.replayed": dead_letters.recent(executor, replayed=True),
+        "dead_letters.find": dead_letters.find(executor, "http:cad/r1", 0, 3),
+        "dead_letters.find.none": dead_letters.find(executor, "http:cad/r1", 0, 4),
+        "dead_letters.existing_origins": dead_letters.existing_origins(
+            executor, [*FILE_LETTERS, dead_letters.DeadLetter("t.events", 1, 3, NOW, "k", "", "r", b""),
+                       dead_letters.DeadLetter("t.events", 1, 77, NOW, "k", "", "r", b"")]
+        ),
+        "dead_letters.count_by_feed_and_kind": dead_letters.count_by_feed_and_kind(executor),
+        "events.count_by_source": events.count_by_source(executor),
         "events.count_distinct": events.count_distinct(executor),
         "events.count_distinct.camera": events.count_distinct(executor, source="camera"),
         "events.count_rows": events.count_rows(executor),
@@ -231,7 +268,27 @@ def test_store_writes_and_reads_agree_on_both_engines(
     assert [d["offset"] for d in got["dead_letters.recent"]] == [3, 2]
     assert got["dead_letters.recent"][0]["raw"] == '{"text": "无效"}'
     assert got["dead_letters.recent"][1]["raw"] == '{"a": "it\'s \\\\ back\\nslash"}'
-    assert got["dead_letters.count_by_kind"] == {"bad_json": 1, "missing_field": 2}
+    assert got["dead_letters.count_by_kind"] == {"bad_json": 1, "missing_field": 2, "oversize": 1, "unknown_place": 2}
+    assert [r["origin"] for r in got["dead_letters.recent.tailer"]] == ["file:/x.jsonl@42", "file:/x.jsonl@99"]
+    assert [r["origin"] for r in got["dead_letters.recent.filtered"]] == ["file:/x.jsonl@99"]
+    [replayed] = got["dead_letters.recent.replayed"]
+    assert (replayed["origin"], replayed["replayed_as"], replayed["replayed_at"]) == (
+        "file:/x.jsonl@42", "electrical-fire-EF-0999-A7", NOW
+    )  # fmt: skip
+    assert replayed["raw"] == '{"address": "和平街3号"}' and replayed["ingested_at"] == NOW + timedelta(seconds=1)
+    found = got["dead_letters.find"]
+    assert (found["source"], found["feed"], found["raw"], found["raw_size"], found["origin"]) == (
+        "gateway", "call110", "x" * 10, 100, "http:cad/r1#3"
+    )  # fmt: skip
+    assert found.letter().truncated and got["dead_letters.find.none"] is None
+    assert got["dead_letters.existing_origins"] == {
+        ("file:/x.jsonl", 0, 42), ("file:/x.jsonl", 0, 99), ("http:cad/r1", 0, 3), ("t.events", 1, 3)
+    }  # fmt: skip
+    assert [(f, k, n) for f, k, n, _ in got["dead_letters.count_by_feed_and_kind"]] == [
+        ("", "bad_json", 1), ("", "missing_field", 2), ("call110", "oversize", 1),
+        ("electrical_fire", "unknown_place", 2),
+    ]  # fmt: skip
+    assert [(s, n) for s, n, _ in got["events.count_by_source"]] == [("call110", 2), ("camera", 1)]
     assert (got["events.count_distinct"], got["events.count_distinct.camera"]) == (3, 1)
 
 
@@ -300,6 +357,7 @@ async def test_every_api_query_runs_on_both_engines(settings: Settings, chdb_exe
                 "/v1/index/{period}": await client.get("/v1/index/day", params={"date": "2026-11-23"}),
                 "/v1/index/{period}/flagged": await client.get("/v1/index/day/flagged"),
                 "/v1/alerts": await client.get("/v1/alerts"),
+                "/v1/feeds": await client.get("/v1/feeds"),
             }
     assert {path: r.status_code for path, r in visited.items() if r.status_code != 200} == {}
     # Every data route of the app was called (a new route must be added above). Not ClickHouse readers: the

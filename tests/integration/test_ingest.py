@@ -26,6 +26,7 @@ from api.ingest_gateway import DeadLetterRecord, EventRecord, IngestGateway
 from api.ingest_models import IngestRejected, IngestResponse
 from api.models import ErrorBody
 from pingan.clock import FixedClock
+from pingan.dead_letter import MAX_RAW_BYTES, from_message
 from pingan.grids import GridRegistry
 from pingan.partitioning import partition_for_key
 from pingan.settings import Settings
@@ -237,9 +238,12 @@ async def test_invalid_items_get_per_item_errors_and_go_to_dead_letters_while_va
     assert len(letters) == 4
     by_kind = {dict(letter.headers)["pingan-error-kind"].decode(): letter for letter in letters}
     assert set(by_kind) == {"out_of_range", "unknown_grid", "source_mismatch", "bad_json"}
+    index_of = {kind: index for index, (kind, _) in expected.items()}
     for kind, letter in by_kind.items():
         headers = dict(letter.headers)
-        assert headers["pingan-origin"] == b"ingest/cad"
+        # the origin names the producer, the request and the item: found again in the dead-letter table
+        assert headers["pingan-origin"] == f"http:cad/{body.request_id}#{index_of[kind]}".encode()
+        assert (headers["pingan-source"], headers["pingan-feed"]) == (b"gateway", b"call110")
         assert headers["pingan-error-reason"].decode() == next(
             r.error.reason for r in body.results if r.error and r.error.kind == kind
         )
@@ -270,7 +274,9 @@ class HeldPublisher:
         self.entered = asyncio.Event()
         self.release = asyncio.Event()
 
-    async def deliver(self, events: Sequence[EventRecord], dead_letters: Sequence[DeadLetterRecord]) -> None:
+    async def deliver(
+        self, events: Sequence[EventRecord], dead_letters: Sequence[DeadLetterRecord], *, topic: str | None = None
+    ) -> None:
         self.entered.set()
         await self.release.wait()
 
@@ -339,12 +345,35 @@ async def test_camera_webhook_maps_a_vendor_batch_and_dead_letters_bad_alerts(ga
     headers = {"Authorization": f"Bearer {CAMS_KEY}", "Content-Type": "application/json"}
     response = await gateway.client.post(url, content=orjson.dumps(body), headers=headers)
     assert response.status_code == 207, response.text
-    answer = response.json()
-    assert answer["accepted"] == 2
-    assert [r["index"] for r in answer["rejected"]] == [2]
+    answer = IngestResponse.model_validate(response.json())
+    assert (answer.accepted, answer.rejected) == (2, 1)
+    assert [(r.index, r.status) for r in answer.results] == [(0, "accepted"), (1, "accepted"), (2, "rejected")]
+    assert answer.results[2].error is not None and answer.results[2].error.kind == "unknown_category"
+    assert response.headers["x-request-id"] == answer.request_id
 
     produced = await read_topic(gateway.settings, gateway.settings.topic_events, 2, timeout=10)
     assert {r.key for r in produced} == {grid.encode()}
     assert sorted(parse_event(r.value, now=NOW).type for r in produced) == ["fight", "smoke_fire"]
     [dead] = await read_topic(gateway.settings, gateway.settings.topic_dead_letters, 1, timeout=10)
-    assert dict(dead.headers)["pingan-error-kind"]
+    letter = from_message(dead.value, dead.headers, topic=dead.topic, partition=0, offset=0, timestamp_ms=None)
+    assert (letter.kind, letter.source, letter.feed) == ("unknown_category", "webhook", "camera")
+    assert letter.origin == f"http:cams/{answer.request_id}#2"
+    assert letter.adapter == "producers.adapters.camera:map_alert"
+    assert orjson.loads(letter.raw)["alarm_id"] == "w3"
+
+
+async def test_one_oversize_item_just_under_the_body_limit_is_rejected_alone_not_503(gateway: Gateway) -> None:
+    """issue 8: a body just under 1 MiB that is one oversize item answered 503 broker_unavailable, and a retry
+    could never succeed. Now the item is refused (oversize) and its dead letter keeps a truncated copy."""
+    item = {**call110("huge", gateway.grids[0], AT), "payload": {"text": "x" * (1024 * 1024 - 4096)}}
+    body = orjson.dumps(item)
+    assert gateway.settings.ingest_max_body_bytes > len(body) > 1000 * 1024
+    response = await gateway.post("call110", body)
+    assert response.status_code == 422, response.text
+    answer = IngestRejected.model_validate(response.json())
+    assert answer.results[0].error is not None and answer.results[0].error.kind == "oversize"
+    [dead] = await read_topic(gateway.settings, gateway.settings.topic_dead_letters, 1, timeout=10)
+    letter = from_message(dead.value, dead.headers, topic=dead.topic, partition=0, offset=0, timestamp_ms=None)
+    assert (letter.kind, letter.raw_size, len(letter.raw)) == ("oversize", len(body), MAX_RAW_BYTES)
+    assert letter.raw == body[:MAX_RAW_BYTES] and letter.truncated
+    assert letter.origin == f"http:cad/{answer.request_id}#0"

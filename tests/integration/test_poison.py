@@ -4,12 +4,14 @@ bad record once in the dead-letter table and on the dead-letter topic, with a re
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from pingan.dead_letter import HEADER_RAW_SHA256, HEADER_RAW_SIZE, MAX_RAW_BYTES
 from pingan.errors import StorageUnavailable
 from pingan.settings import Settings
 from pingan.store.client import connect
@@ -82,7 +84,7 @@ async def test_poison_records_are_dead_lettered_and_never_stall_the_worker(pipel
         rows = wait_for(lambda: len(r := stored()) == len(valid) and r, timeout=60, what="every valid event")
         assert {event_id: n for event_id, n in rows} == dict.fromkeys(sorted(valid), 1)  # exactly once each
         letters = wait_for(
-            lambda: len(r := executor.query("SELECT kind, reason, length(raw), received_at FROM dead_letters FINAL"
+            lambda: len(r := executor.query("SELECT kind, reason, raw_size, received_at FROM dead_letters FINAL"
                                             " ORDER BY kafka_offset")) == len(corpus) and r,
             timeout=30, what="every bad record in the dead-letter table",
         )  # fmt: skip
@@ -99,7 +101,7 @@ async def test_poison_records_are_dead_lettered_and_never_stall_the_worker(pipel
     assert sorted(h["pingan-error-kind"].decode() for h in by_kind) == sorted(kind for kind, _, _ in corpus)
     huge = next((r, dict(r.headers)) for r in topic if dict(r.headers)["pingan-error-kind"] == b"oversize")
     record, headers = huge
-    assert len(record.value) == settings.dead_letter_max_bytes < BIG  # a truncated copy the broker takes...
-    assert int(headers["pingan-truncated-from"]) == len(corpus[5][1])  # ...with the whole one's size
-    assert len(headers["pingan-original-sha256"]) == 64
+    assert len(record.value) == MAX_RAW_BYTES < BIG  # a truncated copy the broker takes...
+    assert int(headers[HEADER_RAW_SIZE]) == len(corpus[5][1])  # ...with the whole one's size and hash
+    assert headers[HEADER_RAW_SHA256].decode() == hashlib.sha256(corpus[5][1]).hexdigest()
     assert worker.alive

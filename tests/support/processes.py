@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -49,9 +49,16 @@ class ChildProcess:
     """`python -m pingan.cli COMMAND` with the given settings in its environment, logging to a file."""
 
     def __init__(
-        self, command: str, settings: Settings, log_path: Path, *, env: Mapping[str, str] | None = None
+        self,
+        command: str,
+        settings: Settings,
+        log_path: Path,
+        *,
+        env: Mapping[str, str] | None = None,
+        args: Sequence[str] = (),
     ) -> None:
         self.command = command
+        self.args = tuple(args)  # after the command, e.g. ("sink",) for `pingan dead-letters sink`
         self.settings = settings
         self.log_path = log_path
         self.env = dict(env or {})  # on top of the settings, e.g. PYTHONPATH for a plugin's dist-info
@@ -61,7 +68,10 @@ class ChildProcess:
         env = {**os.environ, **self.settings.as_env(), **self.env}
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "pingan.cli", self.command], env=env, stdout=log, stderr=subprocess.STDOUT
+                [sys.executable, "-m", "pingan.cli", self.command, *self.args],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
         return self
 

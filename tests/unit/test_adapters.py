@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -227,7 +229,9 @@ def test_camera_webhook_batch_to_envelopes_and_errors() -> None:
     assert results[2].error == RecordError(
         "unknown_category", "analytic", "analytic 'UFO' is not in the [feeds.camera.types] table of the feeds config"
     )
-    assert results[2].raw == orjson.dumps(BATCH["alerts"][2])  # the alert's own bytes, not the whole batch
+    # the alert with the batch's defaults, not the whole batch: replayable alone
+    defaults = {k: v for k, v in BATCH.items() if k != "alerts"}
+    assert orjson.loads(results[2].raw) == {**defaults, **BATCH["alerts"][2]}
     assert results[3].error is not None and results[3].error.kind == "bad_json"
 
 
@@ -386,7 +390,7 @@ def test_a_mapper_bug_costs_one_record() -> None:
         raise ZeroDivisionError("oops")
 
     spec_adapter = adapter("camera")
-    result = FeedAdapter(spec_adapter.spec, spec_adapter.ctx, broken).map_line(b"{}", "t", now=NOW)
+    result = dataclasses.replace(spec_adapter, mapper=broken).map_line(b"{}", "t", now=NOW)
     assert result.error is not None and result.error.kind == "internal_error" and "oops" in result.error.reason
 
 
@@ -410,16 +414,26 @@ def test_scrub_and_redact_leave_clean_records_alone() -> None:
 def test_out_records_headers_match_the_workers() -> None:
     mapped = [
         Mapped("file:x@0", envelope={"event_id": "e", "grid_id": "G1"}),
-        Mapped("file:x@10", error=RecordError("missing_field", "priority", "no priority"), raw=b"{}", redacted=True),
+        adapter("call110").failed(
+            b'{"phone": "13800001111"}', "file:/x@10", RecordError("missing_field", "priority", "no priority"), now=NOW
+        ),
     ]
     event, letter = out_records(mapped, topic="t.events", dead_letter_topic="t.dlq", key_for=lambda e: b"G1")
     assert (event.topic, event.key, orjson.loads(event.value)) == ("t.events", b"G1", mapped[0].envelope)
-    assert (letter.topic, letter.key, letter.value) == ("t.dlq", None, b"{}")
+    redacted = mapped[1].raw
+    assert b"13800001111" not in redacted and orjson.loads(redacted)["phone"].startswith("p1:")
+    assert (letter.topic, letter.key, letter.value) == ("t.dlq", None, redacted)
     assert dict(letter.headers) == {
         "pingan-error-kind": b"missing_field",
         "pingan-error-field": b"priority",
         "pingan-error-reason": b"no priority",
-        "pingan-origin": b"file:x@10",
+        "pingan-origin": b"file:/x@10",
+        "pingan-source": b"tailer",
+        "pingan-feed": b"call110",
+        "pingan-adapter": b"producers.adapters.call110:map_incident",
+        "pingan-received-at": str(int(NOW.timestamp() * 1000)).encode(),
+        "pingan-raw-size": str(len(redacted)).encode(),
+        "pingan-raw-sha256": hashlib.sha256(redacted).hexdigest().encode(),
         "pingan-redacted": b"1",
     }
 
@@ -495,12 +509,14 @@ def test_retry_policy_delays() -> None:
 
 def test_max_future_follows_the_settings() -> None:
     strict = adapter_for(SETTINGS.model_copy(update={"max_future_seconds": 0}), FEEDS["call110"])
-    assert strict.max_future == timedelta(0)
+    assert strict.rules is not None and strict.rules.max_future == timedelta(0)
 
 
 def test_a_huge_bad_record_is_cut_so_the_broker_takes_it() -> None:
-    from producers.adapters.base import MAX_DEAD_LETTER_BYTES
+    from pingan.dead_letter import MAX_RAW_BYTES
 
-    result = adapter("call110").map_line(b"x" * (MAX_DEAD_LETTER_BYTES * 2), "t", now=NOW)
-    assert result.error is not None and len(result.raw) == MAX_DEAD_LETTER_BYTES
-    assert result.error.kind == "bad_json" and "bytes kept" in result.error.reason
+    huge = b"x" * (MAX_RAW_BYTES * 2)
+    result = adapter("call110").map_line(huge, "t", now=NOW)
+    assert result.letter is not None and len(result.raw) == MAX_RAW_BYTES
+    assert (result.letter.raw_size, result.letter.raw_sha256) == (len(huge), hashlib.sha256(huge).hexdigest())
+    assert result.letter.kind == "bad_json" and f"its first {MAX_RAW_BYTES} are kept" in result.letter.reason

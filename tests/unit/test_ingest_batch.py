@@ -18,11 +18,11 @@ from api.ingest_batch import (
     build_response,
     check_item,
     check_items,
-    dead_letter_headers,
     split_body,
 )
 from api.ingest_models import IngestRejected, IngestResponse
 from pingan.errors import InvalidEvent
+from pingan.feeds import FeedRules, build_feeds
 from schemas.envelope import parse_event
 from schemas.payloads import SOURCE_PAYLOADS
 from tests.support.events import call110, camera
@@ -41,7 +41,7 @@ class Grids:
         return SimpleNamespace(grid_id="G2") if 116 < lon < 117 else None
 
 
-RULES = ItemRules(grids=Grids(), payload_models=SOURCE_PAYLOADS)
+RULES = ItemRules.of(Grids(), SOURCE_PAYLOADS)
 
 
 def _refused(body: bytes, max_batch: int = 10) -> ApiError:
@@ -121,7 +121,7 @@ def test_a_location_only_item_is_keyed_by_the_grid_that_contains_it() -> None:
 
 
 def _rejected(item: Any, **rules: Any) -> InvalidEvent:
-    outcome = check_item(0, item, source="call110", now=NOW, rules=ItemRules(**{"grids": Grids(),
+    outcome = check_item(0, item, source="call110", now=NOW, rules=ItemRules.of(Grids(), **{
                          "payload_models": SOURCE_PAYLOADS, **rules}))  # fmt: skip
     assert isinstance(outcome, Rejected), outcome
     return outcome.error
@@ -162,13 +162,17 @@ def test_check_items_keeps_batch_order_and_indexes() -> None:
     ]  # fmt: skip
 
 
-def test_dead_letter_headers_match_the_workers_and_name_the_producer() -> None:
-    headers = dict(dead_letter_headers(InvalidEvent("missing_field", "x" * 5000, "payload.category"), "cad"))
-    assert headers["pingan-error-kind"] == b"missing_field"
-    assert headers["pingan-error-field"] == b"payload.category"
-    assert headers["pingan-error-reason"] == b"x" * 2000
-    assert headers["pingan-origin"] == b"ingest/cad"
-    assert dict(dead_letter_headers(InvalidEvent("bad_json", "no"), "cad"))["pingan-error-field"] == b""
+def test_the_feeds_type_table_and_a_whole_severity_are_checked_as_everywhere() -> None:
+    feeds = build_feeds({"call110": {"types": {"刑事": {"type": "criminal", "severity": 4}}}}, [])
+    rules = ItemRules(Grids(), FeedRules.of(feeds))
+    ok = check_item(0, call110("a", "G1", AT), source="call110", now=NOW, rules=rules)
+    assert isinstance(ok, Accepted)
+    gas = check_item(0, {**call110("b", "G1", AT), "type": "gas_leak"}, source="call110", now=NOW, rules=rules)
+    assert isinstance(gas, Rejected) and (gas.error.kind, gas.error.field) == ("unknown_type", "type")
+    assert "criminal" in gas.error.reason
+    text = check_item(0, {**call110("c", "G1", AT), "severity": "4"}, source="call110", now=NOW, rules=rules)
+    assert isinstance(text, Rejected) and (text.error.kind, text.error.field) == ("invalid_field", "severity")
+    assert "'4'" in text.error.reason
 
 
 # --- the response -----------------------------------------------------------------------------------------
@@ -183,9 +187,9 @@ def _outcomes(pattern: str) -> list[Accepted | Rejected]:
 
 
 def test_all_accepted_is_200_with_every_result() -> None:
-    status, body = build_response(_outcomes("aa"))
+    status, body = build_response(_outcomes("aa"), "r-1")
     assert status == 200
-    assert body == {"accepted": 2, "rejected": 0, "results": [
+    assert body == {"request_id": "r-1", "accepted": 2, "rejected": 0, "results": [
         {"index": 0, "event_id": "e0", "status": "accepted"}, {"index": 1, "event_id": "e1", "status": "accepted"}
     ]}  # fmt: skip
     IngestResponse.model_validate(body)

@@ -4,21 +4,26 @@ publishers), and the OpenAPI document of the route."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 
+import orjson
 import pytest
 
 from api.app import create_app
 from api.errors import ApiError
 from api.ingest_auth import KeyRing
-from api.ingest_batch import Accepted, ItemRules, Rejected
+from api.ingest_batch import Accepted, ItemRules, Rejected, build_response, check_items
 from api.ingest_gateway import DeadLetterRecord, EventRecord, IngestGateway
 from api.ingest_limits import InFlightLimiter, check_content_headers, read_limited
 from pingan.clock import FixedClock
+from pingan.dead_letter import MAX_RAW_BYTES
 from pingan.errors import InvalidEvent, ServiceError
 from pingan.settings import Settings
 from schemas.payloads import SOURCE_PAYLOADS
+
+NOW = datetime(2026, 11, 23, tzinfo=UTC)
 
 # --- body size and type -----------------------------------------------------------------------------------
 
@@ -107,12 +112,16 @@ class StubPublisher:
     def __init__(self, *, delay: float = 0.0, fail: bool = False) -> None:
         self.delay, self.fail = delay, fail
         self.delivered: list[tuple[list[EventRecord], list[DeadLetterRecord]]] = []
+        self.topics: list[str | None] = []
 
-    async def deliver(self, events: Sequence[EventRecord], dead_letters: Sequence[DeadLetterRecord]) -> None:
+    async def deliver(
+        self, events: Sequence[EventRecord], dead_letters: Sequence[DeadLetterRecord], *, topic: str | None = None
+    ) -> None:
         await asyncio.sleep(self.delay)
         if self.fail:
             raise ServiceError("broker gone")
         self.delivered.append((list(events), list(dead_letters)))
+        self.topics.append(topic)
 
     async def close(self) -> None:
         pass
@@ -123,7 +132,7 @@ def _gateway(publisher: StubPublisher, timeout: float = 1.0) -> IngestGateway:
     return IngestGateway(
         settings=settings,
         keys=KeyRing(()),
-        rules=ItemRules(grids=None, payload_models=SOURCE_PAYLOADS),  # type: ignore[arg-type]
+        rules=ItemRules.of(None, SOURCE_PAYLOADS),  # type: ignore[arg-type]
         limiter=InFlightLimiter(1),
         publisher=publisher,
         clock=FixedClock(datetime(2026, 11, 23, tzinfo=UTC)),
@@ -137,11 +146,49 @@ async def test_publish_sends_events_keyed_and_rejected_items_as_dead_letters() -
     publisher = StubPublisher()
     gateway = _gateway(publisher)
     with gateway.limiter.acquire() as permit:
-        await gateway.publish(permit, OUTCOMES, "cad")
-    [(events, letters)] = publisher.delivered
+        await gateway.publish(permit, OUTCOMES, "cad", feed="call110", request_id="r-1")
+        await gateway.publish(permit, OUTCOMES[:1], "cad", feed="sensors", request_id="r-2", topic="t.sensors")
+    [(events, letters), _] = publisher.delivered
+    assert publisher.topics == [None, "t.sensors"]  # a webhook's feed may produce to its own topic
     assert events == [(b"G1", b"{1}")]
-    assert [(value, dict(headers)["pingan-origin"]) for value, headers in letters] == [(b"{2}", b"ingest/cad")]
+    [(value, headers)] = letters
+    named = dict(headers)
+    assert value == b"{2}"
+    assert (named["pingan-origin"], named["pingan-source"], named["pingan-feed"]) == (
+        b"http:cad/r-1#1", b"gateway", b"call110"
+    )  # fmt: skip
     assert gateway.limiter.in_use == 0
+
+
+async def test_a_refused_envelope_is_redacted_before_it_reaches_the_broker() -> None:
+    item = {"event_id": "x", "payload": {"plate_hash": "川A·88888", "text": "call 13800001111"}}
+    [outcome] = check_items([item], source="checkpoint", now=NOW, rules=ItemRules.of(None, SOURCE_PAYLOADS))
+    publisher = StubPublisher()
+    gateway = _gateway(publisher)
+    with gateway.limiter.acquire() as permit:
+        await gateway.publish(permit, [outcome], "kk", feed="checkpoint", request_id="r-3")
+    [([], [(value, headers)])] = publisher.delivered
+    assert b"88888" not in value and b"13800001111" not in value
+    assert dict(headers)["pingan-redacted"] == b"1"
+
+
+async def test_one_oversize_item_is_refused_alone_with_a_truncated_copy_the_broker_takes() -> None:
+    """issue 8: a body just under 1 MiB that is one oversize item answered 503 broker_unavailable."""
+    huge = b'{"event_id": "x", "payload": "' + b"x" * (1024 * 1024 - 64) + b'"}'
+    [outcome] = check_items([orjson.loads(huge)], source="call110", now=NOW, rules=ItemRules.of(None, SOURCE_PAYLOADS))
+    assert isinstance(outcome, Rejected) and outcome.error.kind == "oversize"
+    publisher = StubPublisher()
+    gateway = _gateway(publisher)
+    with gateway.limiter.acquire() as permit:
+        await gateway.publish(permit, [outcome], "cad", feed="call110", request_id="r-2")
+    [([], [(value, headers)])] = publisher.delivered
+    named = dict(headers)
+    assert len(value) == MAX_RAW_BYTES and value == outcome.raw[:MAX_RAW_BYTES]
+    assert int(named["pingan-raw-size"]) == len(outcome.raw) > MAX_RAW_BYTES
+    assert named["pingan-raw-sha256"] == hashlib.sha256(outcome.raw).hexdigest().encode()
+    assert b"first 262144 are kept" in named["pingan-error-reason"]
+    status, body = build_response([outcome], "r-2")
+    assert status == 422 and body["results"][0]["error"]["kind"] == "oversize"
 
 
 async def test_a_failed_delivery_is_503_with_retry_after() -> None:

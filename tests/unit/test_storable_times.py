@@ -14,7 +14,7 @@ from tests.support.events import call110
 from tests.unit.test_pipeline import GRIDS
 
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
-RULES = ItemRules(grids=GRIDS, payload_models=SOURCE_PAYLOADS)
+RULES = ItemRules.of(GRIDS, SOURCE_PAYLOADS)
 
 
 @pytest.mark.parametrize(

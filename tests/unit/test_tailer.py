@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -287,3 +289,21 @@ async def test_a_corrupt_state_file_stops_with_advice(tmp_path: Path) -> None:
     path.with_suffix(".state").write_text("{")
     with pytest.raises(ConfigError, match="fix or delete"):
         await tailer(path, Broker()).run(stop_at_eof=True)
+
+
+async def test_a_follower_logs_its_counts_periodically(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """issue 12: `producers tail` in follow mode logged nothing."""
+    path = tmp_path / "cad.jsonl"
+    path.write_bytes(line(0) + b"{broken\n")
+    tail = tailer(path, Broker())
+    tail.poll_interval = 0.01
+
+    async def stop_after_a_log_line() -> None:
+        while "dead-lettered" not in caplog.text:
+            await asyncio.sleep(0.01)
+        tail.stop()
+
+    with caplog.at_level(logging.INFO, logger="producers.adapters.tailer"):
+        await asyncio.wait_for(asyncio.gather(tail.run(log_every=0.05), stop_after_a_log_line()), timeout=10)
+    logged = [r.getMessage() for r in caplog.records if "dead-lettered" in r.getMessage()]
+    assert logged[0].startswith(f"{path} (call110): 2 lines: 1 accepted, 1 dead-lettered (bad_json 1), 1 batches")
