@@ -43,6 +43,7 @@ from pingan.partitioning import partition_for_key
 from pingan.settings import Settings
 from pingan.store import alerts, dead_letters, events, risk, windows
 from pingan.store.client import DriverExecutor, connect
+from pingan.topics import ensure_topics
 from schemas.payloads import SOURCE_PAYLOADS
 from streams.baseline import BaselineModel
 from streams.pipeline import BatchResult, PipelineConfig, Record, dead_letter_of, heartbeat_record, process_batch
@@ -250,6 +251,7 @@ class Worker:
         self.storage = StorageWriter(settings, stopping=lambda: app.should_stop)
         self.refused_messages = 0
         self.last_record: dict[int, float] = {}  # partition -> time.monotonic() of its last record
+        self.log_losses = 0  # partitions whose input log was found shorter than their checkpoint
         self.states: dict[int, PartitionState] = {}
         self.table: Any = None
         self.processed = 0
@@ -257,6 +259,16 @@ class Worker:
         # Where batch time goes, reported with the progress log: the first place to look when tuning.
         self.stage_seconds: dict[str, float] = defaultdict(float)
         self.started = time.monotonic()
+
+    async def on_log_lost(self, lost: dict[int, tuple[int, int]]) -> None:
+        """The input log of these partitions began again (see rewinding_consumer): recreate the topics that went
+        with it, and restart the partitions' offsets. What was counted stays counted (duplicates are then told by
+        event id), and the whole state goes to the changelog at the next checkpoint (it may be gone too)."""
+        self.log_losses += len(lost)
+        await ensure_topics(self.settings)
+        await self.table.changelog_topic.maybe_declare()
+        for partition in lost:
+            self.state_for(partition).restart_log()
 
     def forget(self, partitions: set[int]) -> None:
         """Drop in-memory state of partitions this worker no longer owns (reloaded if they come back)."""
@@ -431,28 +443,65 @@ class Worker:
         self.table.send_changelog(partition, full_key, value)
 
 
-def rewinding_consumer(topic: str) -> type[faust_kafka.Consumer]:
-    """Faust's Kafka consumer, made to re-read from the beginning the partitions of ``topic`` that were never
-    committed, each time partitions are (re)assigned.
+class LogWatch:
+    """What the consumer asks the worker at each assignment: how far each partition's checkpoint got, and what
+    to do when the log is shorter than that (set by create_app once the worker exists)."""
 
-    After a rebalance Faust seeks every partition to its committed offset, but aiokafka seeks only to
-    offsets > 0, so a never-committed partition keeps its fetch position. Records fetched in the previous
-    generation and dropped undelivered by the rebalance (Faust advances its read offset past them) were then
-    never fetched again: the SIGKILL test lost 311 records of a partition the killed worker had not reached.
-    Re-reading from the beginning is always safe here: the checkpoint's offsets skip what is already done.
+    def __init__(self) -> None:
+        self.done_offset: Callable[[int], int] = lambda partition: -1
+        self.on_log_lost: Callable[[dict[int, tuple[int, int]]], Awaitable[None]] = lambda lost: asyncio.sleep(0)
+
+
+def rewinding_consumer(topic: str, watch: LogWatch) -> type[faust_kafka.Consumer]:
+    """Faust's Kafka consumer, made to position the partitions of ``topic`` from the checkpoint's point of view
+    each time partitions are (re)assigned.
+
+    - A partition whose log is shorter than what the worker already did (its checkpoint or its committed offset
+      is beyond the end) lost its log: the local broker keeps topics in memory and came back empty, or a topic
+      was deleted and recreated. Faust would keep its old offsets and drop every new record below them (the
+      map froze until someone noticed). It is logged as an error with the numbers, the worker is told (it
+      recreates the topics and restarts the partition's offsets), and the partition is read from the start.
+    - After a rebalance Faust seeks every partition to its committed offset, but aiokafka seeks only to
+      offsets > 0, so a never-committed partition keeps its fetch position. Records fetched in the previous
+      generation and dropped undelivered by the rebalance were then never fetched again (the SIGKILL test lost
+      311 records of a partition the killed worker had not reached). Such partitions are re-read from the
+      beginning: the checkpoint's offsets skip what is already done.
     """
 
     class Consumer(faust_kafka.Consumer):
         async def perform_seek(self) -> None:
             await super().perform_seek()
-            never_committed = sorted(
-                tp for tp in self.assignment() if tp.topic == topic and not self._committed_offset.get(tp)
-            )
+            mine = sorted(tp for tp in self.assignment() if tp.topic == topic)
+            if not mine:
+                return
+            ends = await self.highwaters(*mine)
+            lost: dict[int, tuple[int, int]] = {}
+            for tp in mine:
+                done = max(watch.done_offset(tp.partition) + 1, self._committed_offset.get(tp) or 0)
+                end = ends.get(tp)
+                if end is not None and done > end:
+                    lost[tp.partition] = (done, end)
+            if lost:
+                for partition, (done, end) in sorted(lost.items()):
+                    log.error("partition %d of %s: the log was lost: %d records were done, it now ends at %d; "
+                              "reading it again from the beginning", partition, topic, done, end)  # fmt: skip
+                await watch.on_log_lost(lost)
+                for tp in mine:
+                    if tp.partition in lost:
+                        self._forget_offsets(tp)
+            never_committed = sorted(tp for tp in mine if not self._committed_offset.get(tp))
             if never_committed:
                 log.info("partitions %s of %s have no committed offset: reading them from the beginning",
                          [tp.partition for tp in never_committed], topic)  # fmt: skip
                 for tp in never_committed:
                     await self.seek(faust_kafka.ensure_aiokafka_TP(tp), 0)
+
+        def _forget_offsets(self, tp: Any) -> None:
+            """Faust's own bookkeeping of a partition whose log began again: nothing committed or acked in it."""
+            self._committed_offset[tp] = None
+            self._acked[tp].clear()
+            self._acked_index[tp].clear()
+            self._gap.pop(tp, None)
 
     return Consumer
 
@@ -486,7 +535,8 @@ def create_app(
         stream_recovery_delay=0.0,
         producer_acks=-1,
     )
-    app.transport.Consumer = rewinding_consumer(settings.topic_events)
+    watch = LogWatch()
+    app.transport.Consumer = rewinding_consumer(settings.topic_events, watch)
     events_topic = app.topic(
         settings.topic_events,
         key_type=bytes,
@@ -508,6 +558,8 @@ def create_app(
         rules=rules,
     )  # fmt: skip
     worker.table = table
+    watch.done_offset = lambda partition: worker.state_for(partition).done_offset
+    watch.on_log_lost = worker.on_log_lost
 
     @app.agent(events_topic, name="risk-index")
     async def risk_index_agent(stream: faust.StreamT) -> None:

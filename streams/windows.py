@@ -364,6 +364,17 @@ class PartitionState:
                 del self.buckets[grid_id]
         return expired
 
+    def restart_log(self) -> None:
+        """The input log began again at offset 0 (a broker that lost it): offsets of the old log mean nothing
+        now. Counts stay (duplicates are told by event id from here on), and every bucket and risk is written
+        to the changelog at the next checkpoint, which may have lost its log too."""
+        self.done_offset = -1
+        for grid_id, grid_buckets in self.buckets.items():
+            for start, bucket in grid_buckets.items():
+                bucket.applied_offset = -1
+                self.touched.add((grid_id, start))
+        self.dirty_risks |= set(self.risks)
+
     def forget_assessments(self) -> None:
         """Drop memoised window assessments (they are only valid for the counts they were read from)."""
         self._assessed.clear()

@@ -167,3 +167,19 @@ def test_bucket_serialisation_keeps_severity_as_int() -> None:
     again = Bucket.from_bytes(bucket.to_bytes())
     assert again == bucket
     assert again.events == 3
+
+
+def test_a_log_that_began_again_keeps_the_counts_and_rewrites_the_checkpoint() -> None:
+    state = PartitionState(SPEC)
+    state.apply("G1", ms(T0 + 1), KEY, 7000, "a")
+    state.set_risk("G1", GridRisk(50.0, Level.YELLOW, ms(T0 + 1), "call110", 1))
+    state.done_offset = 7000
+    list(state.checkpoint())
+    state.restart_log()
+    assert state.done_offset == -1 and state.buckets["G1"][T0].counts == {KEY: 1}
+    # offset 0 of the new log is a new record, counted; the old event again (a producer resending) is not
+    assert state.apply("G1", ms(T0 + 2), KEY, 0, "b")[0] == "applied"
+    assert state.apply("G1", ms(T0 + 3), KEY, 1, "a")[0] == "duplicate"
+    state.done_offset = 1
+    keys = [key for key, _ in state.checkpoint()]
+    assert keys[:3] == [f"b|G1|{T0}|1", "r|G1|1", "wm"]  # everything, again, for the new changelog
