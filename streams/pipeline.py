@@ -27,7 +27,7 @@ from schemas.envelope import EARLIEST_TIME, Event, decode_object, parse_event
 from schemas.payloads import SOURCE_PAYLOADS
 from streams.baseline import BaselineModel
 from streams.risk_index import IndexConfig, Level
-from streams.windows import GridRisk, Judgement, Outcome, PartitionState
+from streams.windows import GridRisk, Judgement, Outcome, PartitionState, record_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +89,8 @@ class BatchResult:
     # that had one. Written to risk_latest and the risk topic only, never to the risk_updates log.
     live_updates: list[RiskUpdate] = field(default_factory=list)
     checkpoint: list[tuple[str, bytes | None]] = field(default_factory=list)
-    # Offset ranges (first, last) of the partition that never arrived between records that did. The events
-    # topic has no transactions or compaction, so a gap means the consumer skipped records: reported loudly.
+    # The first range of offsets (first, last) that never arrived before a record that did: the batch stops
+    # there, and the worker reads the partition again from ``first``.
     gaps: list[tuple[int, int]] = field(default_factory=list)
     applied: int = 0
     replayed: int = 0
@@ -160,13 +160,19 @@ def process_batch(
     result = BatchResult()
     state.forget_assessments()  # memoised for this batch's config and baseline only
     previous = state.done_offset  # -1: nothing done yet on this partition, so no gap can be told
+    last_done: Record | None = None
     for record in records:
         if record.offset <= state.done_offset:
             result.skipped += 1  # written before a restart; its effects are in the restored state
             continue
         if previous >= 0 and record.offset > previous + 1:
+            # Offsets that never arrived: the events topic has no transactions or compaction, so the consumer
+            # skipped them (Faust does, around rebalances). Nothing after the hole is processed; the worker reads
+            # the partition again from it, and done_offset never passes a record that was not processed.
             result.gaps.append((previous + 1, record.offset - 1))
+            break
         previous = record.offset
+        last_done = record
         arrived = received_at(record, now, config.max_future)
         if arrived is None:
             arrived = now
@@ -212,8 +218,9 @@ def process_batch(
             result.duplicates += 1
         result.stored.append((event, record, late))
 
-    if records:
-        state.done_offset = max(state.done_offset, records[-1].offset)
+    if last_done is not None:
+        state.done_offset = last_done.offset
+        state.done_fingerprint = record_fingerprint(last_done.value)
     _window_rows(state, config, state.watermark_ms, result)
     _provisional(state, config, result)
     state.forget_assessments()

@@ -156,7 +156,12 @@ MAX_TRACKED_IDS = 5000
 
 def id_hash(event_id: str) -> int:
     """A stable 63-bit hash (Python's hash() changes between processes)."""
-    return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=8).digest(), "big") >> 1
+    return record_fingerprint(event_id.encode())
+
+
+def record_fingerprint(value: bytes) -> int:
+    """A stable 63-bit hash of bytes (an event id, a record's value)."""
+    return int.from_bytes(hashlib.blake2b(value, digest_size=8).digest(), "big") >> 1
 
 
 class Outcome(StrEnum):
@@ -200,6 +205,9 @@ class PartitionState:
     # The last input offset whose batch is fully written (ClickHouse, topics, checkpoint): on a replay after
     # a restart, records at or below it are already done and are skipped outright.
     done_offset: int = -1
+    # A hash of the record at done_offset: at an assignment, a log whose record there differs (or is missing)
+    # is not the log the checkpoint was made from (see streams.app.rewinding_consumer). 0: not known.
+    done_fingerprint: int = 0
     # Grids with events applied since the last scoring step, and those of them whose provisional (end of
     # batch) risk was published: the next step scores them and re-asserts what it decides.
     pending: set[str] = field(default_factory=set)
@@ -369,6 +377,7 @@ class PartitionState:
         now. Counts stay (duplicates are told by event id from here on), and every bucket and risk is written
         to the changelog at the next checkpoint, which may have lost its log too."""
         self.done_offset = -1
+        self.done_fingerprint = 0
         for grid_id, grid_buckets in self.buckets.items():
             for start, bucket in grid_buckets.items():
                 bucket.applied_offset = -1
@@ -396,6 +405,7 @@ class PartitionState:
                 document = orjson.loads(value)
                 self.watermark_ms, self.scored_ms, self.done_offset = document[:3]
                 self.pending, self.provisional = set(document[3]), set(document[4])
+                self.done_fingerprint = document[5] if len(document) > 5 else 0
             elif kind in ("b", "r"):
                 name, _, version = rest.rpartition("|")
                 versions.setdefault((kind, name), []).append((int(version), key, value))
@@ -456,7 +466,8 @@ class PartitionState:
                     after.append(f"r|{grid_id}|{old}")
                 after.append(f"r|{grid_id}|{version}")
         yield "wm", orjson.dumps(
-            [self.watermark_ms, self.scored_ms, self.done_offset, sorted(self.pending), sorted(self.provisional)]
+            [self.watermark_ms, self.scored_ms, self.done_offset, sorted(self.pending), sorted(self.provisional),
+             self.done_fingerprint]
         )
         for grid_id, start, record_version in self.expired:
             if record_version >= 0:

@@ -24,9 +24,9 @@ pytestmark = pytest.mark.integration
 PER_PHASE = 1500
 
 
-def _stream(grid_ids: list[str], start: datetime, first: int) -> list[tuple[bytes, bytes]]:
+def _stream(grid_ids: list[str], start: datetime, first: int, count: int = PER_PHASE) -> list[tuple[bytes, bytes]]:
     messages = []
-    for i in range(first, first + PER_PHASE):
+    for i in range(first, first + count):
         grid_id = grid_ids[i % len(grid_ids)]
         at = start + timedelta(seconds=i)
         messages.append((grid_id.encode(), orjson.dumps(call110(f"br-{i}", grid_id, at, "dispute", 2))))
@@ -37,6 +37,18 @@ def _distinct(settings: Settings) -> int:
     executor = connect(settings)
     try:
         return events.count_distinct(executor)
+    finally:
+        executor.close()
+
+
+def _by_partition(settings: Settings) -> list[tuple]:
+    executor = connect(settings)
+    try:
+        return executor.query(
+            "SELECT kafka_partition, startsWith(event_id, 'br-') AND toUInt32(substring(event_id, 4)) >= "
+            f"{PER_PHASE} AS after, uniqExact(event_id), min(kafka_offset), max(kafka_offset) FROM events "
+            "GROUP BY kafka_partition, after ORDER BY kafka_partition, after"
+        )
     finally:
         executor.close()
 
@@ -68,10 +80,16 @@ async def test_a_broker_that_comes_back_empty_loses_no_later_event(settings: Set
         services.down(mine)  # the broker only: this test's ClickHouse is the session's
         services.up(mine)  # back, empty
         await ensure_topics(mine)  # what `pingan services up` and the producers' own start-up do
-        await produce(mine, mine.topic_events, _stream(grid_ids, start, PER_PHASE))
-        wait_for(lambda: _distinct(mine) == 2 * PER_PHASE, timeout=60, what="every event after the restart stored")
+        # More records than before the restart: the new log is longer than the old one was, so only the record
+        # the checkpoint ended on (missing or different now) can tell that it is another log
+        await produce(mine, mine.topic_events, _stream(grid_ids, start, PER_PHASE, 2 * PER_PHASE))
+        try:
+            wait_for(lambda: _distinct(mine) == 3 * PER_PHASE, timeout=60, what="every event after the restart stored")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; stored per partition (count, first, last offset): {_by_partition(mine)}\n"
+                                 f"{worker.log_tail(30)}") from None  # fmt: skip
         assert worker.alive
-        assert "log was lost" in worker.log_tail(400)
+        assert "the log was lost" in worker.log_tail(400)
     finally:
         if worker is not None:
             worker.stop()

@@ -311,19 +311,22 @@ def test_a_crash_and_replay_counts_nothing_twice(crash_after: int, persisted: in
     assert stored_rows == expected_rows
 
 
-def test_offsets_that_never_arrived_are_reported_as_gaps() -> None:
+def test_a_hole_in_what_was_delivered_stops_the_batch_until_it_is_read_again() -> None:
     at = T0 + timedelta(minutes=1)
     # nothing done yet on the partition: where it starts is not a gap (retention, a committed start)
     result, state = run(records(call("a", "G1", at), start_offset=40))
     assert result.gaps == []
-    # 41 and 42 never came, and 45 neither
-    batch = [*records(call("b", "G1", at), start_offset=43), *records(call("c", "G1", at), start_offset=44),
-             *records(call("d", "G1", at), start_offset=46)]  # fmt: skip
+    # 41 and 42 never came: nothing from 43 on is processed, and done_offset stays at 40
+    batch = [*records(call("b", "G1", at), start_offset=43), *records(call("c", "G1", at), start_offset=44)]
     result, state = run(batch, state)
-    assert result.gaps == [(41, 42), (45, 45)]
-    assert [e.event_id for e, _, _ in result.stored] == ["b", "c", "d"]  # what did arrive is still processed
+    assert result.gaps == [(41, 42)] and result.stored == [] and state.done_offset == 40
+    # read again from 41: everything arrives, in order, and is processed once
+    again = [*records(call("x", "G1", at), start_offset=41), *records(call("y", "G1", at), start_offset=42), *batch]
+    result, state = run(again, state)
+    assert (result.gaps, [e.event_id for e, _, _ in result.stored]) == ([], ["x", "y", "b", "c"])
+    assert state.done_offset == 44
     # a replay of what is done is no gap
-    replay = records(call("c", "G1", at), start_offset=44) + records(call("e", "G1", at), start_offset=47)
+    replay = records(call("c", "G1", at), start_offset=44) + records(call("e", "G1", at), start_offset=45)
     result, _ = run(replay, state)
     assert (result.gaps, result.skipped) == ([], 1)
 
