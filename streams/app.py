@@ -255,6 +255,7 @@ class Worker:
         self.log_losses = 0  # partitions whose input log was found shorter than their checkpoint
         self.rereads = 0  # times a partition was read again from a hole in what was delivered
         self.states: dict[int, PartitionState] = {}
+        self.set_aside: dict[int, PartitionState] = {}  # revoked partitions' states (see forget)
         self.table: Any = None
         self.processed = 0
         self.batches = 0
@@ -278,9 +279,12 @@ class Worker:
             self.state_for(partition).restart_log()
 
     def forget(self, partitions: set[int]) -> None:
-        """Drop in-memory state of partitions this worker no longer owns (reloaded if they come back)."""
+        """Set aside the state of partitions this worker no longer owns: if one comes back, the changelog says
+        where it is now (another worker may have moved it on), unless the changelog lost its log too."""
         for partition in partitions:
-            self.states.pop(partition, None)
+            state = self.states.pop(partition, None)
+            if state is not None:
+                self.set_aside[partition] = state
 
     def state_for(self, partition: int) -> PartitionState:
         state = self.states.get(partition)
@@ -292,6 +296,14 @@ class Worker:
                 for key, value in list(self.table.data.items())
                 if key.startswith(prefix) and value is not None
             )
+            kept = self.set_aside.pop(partition, None)
+            if kept is not None and state.done_offset < 0 <= kept.done_offset:
+                # Nothing in the changelog, though this worker had done records here: the changelog's log was
+                # lost (a broker that came back empty). The state this worker had is the best there is.
+                log.error("partition %d: the changelog holds nothing, but %d records were done here; keeping "
+                          "the state this worker had (%d grids)", partition, kept.done_offset + 1,
+                          len(kept.buckets))  # fmt: skip
+                state = kept
             log.info(
                 "partition %d: restored %d grids, watermark %d",
                 partition,
