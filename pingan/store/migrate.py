@@ -34,7 +34,7 @@ _CREATE_TABLE = re.compile(
     r"ENGINE\s*=\s*(?P<engine>\w*MergeTree)\s*\((?P<args>[^)]*)\)(?P<rest>.*)$",
     re.IGNORECASE | re.DOTALL,
 )
-_ORDER_BY = re.compile(r"\bORDER\s+BY\s+(?P<key>\([^)]*\)|\w+)", re.IGNORECASE)
+_ORDER_BY = re.compile(r"\bORDER\s+BY\s+(?P<key>\([^)]*\)|\w+(?:\(\))?)", re.IGNORECASE)
 # Where each replicated table keeps its replication log in ZooKeeper / ClickHouse Keeper. {shard} and
 # {replica} are the servers' macros (deploy/clickhouse/cluster/); the database is written in, because
 # 18.16 expands no {database}/{table} macros, and two databases must never share a log.
@@ -94,8 +94,10 @@ def sharding_key(order_by: str) -> str:
     replayed row with its original: the key is therefore a hash of sorting-key columns only. With a grid in
     the key, the grid alone (a grid's events, windows and risk live together); otherwise the whole key.
     """
+    if order_by.strip() == "tuple()":
+        raise ConfigError("no sorting key to shard by in ORDER BY tuple()")
     columns = [c.strip() for c in order_by.strip().removeprefix("(").removesuffix(")").split(",") if c.strip()]
-    if not columns or columns == ["tuple()"]:
+    if not columns:
         raise ConfigError(f"no sorting key to shard by in ORDER BY {order_by!r}")
     if _GRID_COLUMN in columns:
         return f"cityHash64({_GRID_COLUMN})"
