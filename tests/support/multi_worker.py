@@ -66,11 +66,20 @@ def differences(mine: dict[str, list[tuple]], theirs: dict[str, list[tuple]]) ->
 
 
 def missing(group_db: DriverExecutor, single_db: DriverExecutor) -> str:
-    """Where the group's events differ from the single worker's, as (partition, offset) lists."""
-    sql = "SELECT DISTINCT kafka_partition, kafka_offset FROM events"
-    mine, theirs = set(group_db.query(sql)), set(single_db.query(sql))
-    lost, extra = sorted(theirs - mine), sorted(mine - theirs)
-    return f"group misses (partition, offset): {len(lost)}, first {lost[:10]}, last {lost[-3:]}; extra: {extra[:5]}"
+    """The events the single worker stored and the group did not, with their (partition, offset)."""
+    sql = "SELECT event_id, min(kafka_partition), min(kafka_offset) FROM events GROUP BY event_id"
+    mine = {row[0] for row in group_db.query(sql)}
+    theirs = {row[0]: (row[1], row[2]) for row in single_db.query(sql)}
+    lost = sorted(position for event_id, position in theirs.items() if event_id not in mine)
+    return f"events the group never stored: {len(lost)}, at (partition, offset) {lost[:20]}"
+
+
+class ScenarioFailed(AssertionError):
+    """The group did not store every event; ``result`` still holds the stalls measured before that."""
+
+    def __init__(self, message: str, result: ScenarioResult) -> None:
+        super().__init__(message)
+        self.result = result
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -283,12 +292,12 @@ def run_scenario(base: Settings, tmp_path: Path, *, events_count: int = 15_000, 
         for child in children:
             assert child.alive or child in killed, child.log_tail()
 
-    def rebalanced(log: Path, offset: int, what: str) -> tuple[set[int], float]:
+    def rebalanced(log_path: Path, offset: int, what: str) -> tuple[set[int], float]:
         """Wait until the worker that gains partitions logs them, then until every partition stores again."""
 
         def owned() -> set[int] | None:
             alive()
-            return restored_partitions(log, offset) or None
+            return restored_partitions(log_path, offset) or None
 
         partitions_seen = wait_for(owned, timeout=90, what=f"{what}: partitions assigned")
         seen = time.monotonic()
@@ -323,6 +332,7 @@ def run_scenario(base: Settings, tmp_path: Path, *, events_count: int = 15_000, 
         # Steady flow for a second after the last rebalance, so its stall has an end on the timeline.
         wait_for(lambda: sampler.flowing_since(settled + 1.0, partitions), timeout=60, what="steady flow")
         result.taken_over = restored_partitions(logs["a"], offset_a)
+        result.stalls = stalls(list(sampler.timeline), changes)
         log.info("steady after the last change at +%.1fs; producing the rest", time.monotonic() - started)
         producer.finish()
         producer.join(timeout=60)
@@ -337,10 +347,10 @@ def run_scenario(base: Settings, tmp_path: Path, *, events_count: int = 15_000, 
                 wait_for(all_stored, timeout=120, what=f"every valid event stored by the {name} ({distinct_valid})")
             except AssertionError as exc:
                 errors = "\n".join(result.log_lines("ERROR")[:20])
-                raise AssertionError(f"{exc}\n{missing(group_db, single_db)}\nworker errors:\n{errors}") from None
+                message = f"{exc}\n{missing(group_db, single_db)}\nworker errors:\n{errors}"
+                raise ScenarioFailed(message, result) from None
         log.info("every event stored by both at +%.1fs", time.monotonic() - started)
         sampler.stop()
-        result.stalls = stalls(sampler.timeline, changes)
         # Windows and risk of the last batch land just after its events: poll until both agree.
         with contextlib.suppress(AssertionError):  # the caller compares and reports the differences
             wait_for(lambda: results(group_db) == results(single_db), timeout=30, what="identical results")
