@@ -73,7 +73,7 @@ def main() -> None:
         try:
             prepare_database(settings)
             executor = connect(settings)
-            ingested_at = int(end.timestamp())
+            ingested_at = end
             for i in range(0, len(records), 5000):
                 result = process_batch(records[i : i + 5000], state, registry, config, now=end + timedelta(hours=1))
                 rows = [events.row(e, partition=0, offset=r.offset, late=late, ingested_at=ingested_at)
