@@ -4,11 +4,12 @@
 
 Starts its own broker and ClickHouse on free loopback ports in a temporary directory and runs the scenario
 of tests/integration/test_multi_worker.py (tests/support/multi_worker.py) ``--runs`` times: worker A alone,
-B joins, B is SIGKILLed, B rejoins, while a paced producer keeps every partition busy and a sampler reads
-each partition's stored row count every 0.1 s. Per change it reports the longest time no partition stored
-anything, the longest time one partition stored nothing, and the time until the last stalled partition
-stored again (for the SIGKILL: SIGKILL -> ready). Each run also checks the group's results against the
-single worker's, and counts worker log lines worth a look (IllegalStateError, never-delivered offsets).
+B joins, B is SIGKILLed, B rejoins, B stops with SIGTERM (a graceful leave), while a paced producer keeps
+every partition busy and a sampler reads each partition's stored row count every 0.1 s. Per change it
+reports the longest time no partition stored anything, the longest time one partition stored nothing, and
+the time until the last stalled partition stored again (for the SIGKILL: SIGKILL -> ready). Each run also
+checks the group's results against the single worker's, and counts worker log lines worth a look
+(IllegalStateError, never-delivered offsets).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from pingan.settings import Settings
 from tests.support.multi_worker import ScenarioFailed, ScenarioResult, differences, run_scenario
 from tests.support.processes import free_port
 
-CHANGES = ("join", "SIGKILL", "rejoin")
+CHANGES = ("join", "SIGKILL", "rejoin", "leave (SIGTERM)")
 WATCHED = {"IllegalStateError": "IllegalStateError", "never delivered": "were never delivered"}
 
 
@@ -91,7 +92,7 @@ def main() -> None:
                     update={"topic_prefix": f"r{index}.", "clickhouse_database": f"bench_rebalance_{index}"}
                 )
                 try:
-                    result = run_scenario(run_settings, run_dir, rate=args.rate)
+                    result = run_scenario(run_settings, run_dir, rate=args.rate, events_count=25_000, leave=True)
                 except ScenarioFailed as failed:  # the stalls were measured; the loss is reported below
                     print(f"run {index}: {failed}", flush=True)
                     result = failed.result
@@ -99,8 +100,8 @@ def main() -> None:
                 print(f"run {index}: " + "; ".join(str(s) for s in result.stalls), flush=True)
         finally:
             services.down(settings)
+        lines = report(runs, args.rate)  # reads the runs' worker logs, inside the temporary directory
 
-    lines = report(runs, args.rate)
     print("\n".join(lines))
     if args.write:
         with args.write.open("a") as handle:

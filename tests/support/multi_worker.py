@@ -253,8 +253,11 @@ class ScenarioResult:
                 for line in path.read_text(errors="replace").splitlines() if needle in line]  # fmt: skip
 
 
-def run_scenario(base: Settings, tmp_path: Path, *, events_count: int = 15_000, rate: float = 150.0) -> ScenarioResult:
-    """Worker A alone, B joins, B is SIGKILLed, B rejoins; a single worker reads the same topic meanwhile.
+def run_scenario(
+    base: Settings, tmp_path: Path, *, events_count: int = 15_000, rate: float = 150.0, leave: bool = False
+) -> ScenarioResult:
+    """Worker A alone, B joins, B is SIGKILLed, B rejoins (and with ``leave``, stops with SIGTERM); a single
+    worker reads the same topic meanwhile.
 
     Each step waits until the rebalance it caused is done (the worker that gained partitions logged them and
     every partition stored again), so each stall is measured on its own.
@@ -329,6 +332,15 @@ def run_scenario(base: Settings, tmp_path: Path, *, events_count: int = 15_000, 
         changes.append(("rejoin", time.monotonic()))
         children.append(ChildProcess("worker", worker_b, logs["b-rejoined"]).start())
         result.rejoined, settled = rebalanced(logs["b-rejoined"], 0, "worker B rejoining")
+        if leave:
+            # A graceful leave: SIGTERM, B sends LeaveGroup, no session timeout to wait out.
+            offset_a = log_size(logs["a"])
+            changes.append(("leave (SIGTERM)", time.monotonic()))
+            leaver = children[-1]
+            assert leaver.process is not None
+            leaver.process.send_signal(signal.SIGTERM)
+            killed.append(leaver)
+            _, settled = rebalanced(logs["a"], offset_a, "worker A after B left")
         # Steady flow for a second after the last rebalance, so its stall has an end on the timeline.
         wait_for(lambda: sampler.flowing_since(settled + 1.0, partitions), timeout=60, what="steady flow")
         result.taken_over = restored_partitions(logs["a"], offset_a)
