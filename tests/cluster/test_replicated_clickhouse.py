@@ -25,6 +25,7 @@ from pingan.topics import ensure_topics
 from schemas.envelope import parse_event
 from tests.support.events import call110, mixed_stream
 from tests.support.kafka import produce
+from tests.support.multi_worker import results
 from tests.support.processes import ChildProcess, wait_for
 
 pytestmark = pytest.mark.cluster
@@ -102,21 +103,6 @@ def test_insert_on_one_replica_is_read_on_the_other(replicas: list[Settings]) ->
         other.close()
 
 
-def _results(executor: DriverExecutor) -> dict[str, object]:
-    return {
-        "events": executor.query("SELECT uniqExact(event_id), countIf(late = 1) FROM events FINAL"),
-        "windows": executor.query(
-            "SELECT grid_id, toUInt32(window_start), events, weighted, score, level "
-            "FROM grid_windows FINAL ORDER BY grid_id, window_start"
-        ),
-        "risk": executor.query(
-            "SELECT grid_id, score, level, window_events, dominant_source FROM risk_latest FINAL "
-            "WHERE score > 0 ORDER BY grid_id"
-        ),
-        "dead_letters": executor.query("SELECT count() FROM dead_letters FINAL"),
-    }
-
-
 async def test_worker_writes_through_the_distributed_tables(replicas: list[Settings], tmp_path) -> None:
     first, second = replicas
     registry = GridRegistry.load(first.grid_registry_path)
@@ -140,9 +126,9 @@ async def test_worker_writes_through_the_distributed_tables(replicas: list[Setti
 
         wait_for(replicated, timeout=120, what=f"{distinct_valid} events on the other replica")
         # The last batch's windows and risk land just after its events; the replicas agree row for row.
-        wait_for(lambda: _results(other) == _results(one) and _results(other)["risk"], timeout=30,
+        wait_for(lambda: results(other) == results(one) and results(other)["risk"], timeout=30,
                  what="identical results on both replicas")  # fmt: skip
-        result = _results(other)
+        result = results(other)
         assert result["events"][0][0] == distinct_valid
         assert result["dead_letters"][0][0] > 0  # the stream's broken records
         on_time = distinct_valid - result["events"][0][1]
