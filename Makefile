@@ -73,7 +73,7 @@ test: install
 	$(BIN)/ruff check .
 	$(BIN)/pytest
 
-# The cluster schema on two ClickHouse replicas + ZooKeeper on loopback (docs/scaling.md; about a minute).
+# The cluster schema on ClickHouse replicas and shards + ZooKeeper on loopback (docs/scaling.md; ~1.5 minutes).
 test-cluster: install cluster-tools
 	$(BIN)/pytest tests/cluster -m cluster
 
