@@ -9,6 +9,7 @@ STAMP = $(VENV)/.installed
 APT_PACKAGES = clickhouse-server clickhouse-client
 
 .PHONY: install clickhouse bench-tools services-up services-down services-status test lint demo evaluate clean
+.PHONY: cluster-tools test-cluster
 
 install: $(STAMP) clickhouse
 
@@ -44,6 +45,18 @@ bench-tools:
 		exit 1; \
 	fi
 
+# ZooKeeper for the replicated-ClickHouse tests (ClickHouse 18.16 has no Keeper; Debian's package brings Java).
+cluster-tools:
+	@if [ -f /usr/share/java/zookeeper.jar ] && command -v java >/dev/null 2>&1; then \
+		:; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		echo "installing zookeeper"; \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y zookeeper; \
+	else \
+		echo "ZooKeeper is not installed. Run: sudo apt-get update && sudo apt-get install -y zookeeper" >&2; \
+		exit 1; \
+	fi
+
 services-up: install
 	$(BIN)/pingan services up
 
@@ -59,6 +72,10 @@ lint: install
 test: install
 	$(BIN)/ruff check .
 	$(BIN)/pytest
+
+# The cluster schema on ClickHouse replicas and shards + ZooKeeper on loopback (docs/scaling.md; ~1.5 minutes).
+test-cluster: install cluster-tools
+	$(BIN)/pytest tests/cluster -m cluster
 
 demo: install
 	$(BIN)/pingan demo

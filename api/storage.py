@@ -135,10 +135,10 @@ class Storage:
     def _migrate(self) -> None:
         admin = self._server_factory()
         try:
-            create_database(admin, self._settings.clickhouse_database)
+            create_database(admin, self._settings.clickhouse_database, cluster=self._settings.clickhouse_cluster)
         finally:
             admin.close()
-        applied = migrate(self.pool)
+        applied = migrate(self.pool, cluster=self._settings.clickhouse_cluster)
         if applied:
             log.info("applied ClickHouse migrations %s", applied)
 

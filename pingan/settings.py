@@ -52,6 +52,10 @@ class Settings(BaseSettings):
     clickhouse_managed: bool | None = None
     clickhouse_analyst_user: str = "analyst"
     clickhouse_analyst_password: SecretStr = SecretStr("analyst")
+    # A cluster of the servers' remote_servers: when set, migrations create the replicated schema (each table
+    # a ReplicatedMergeTree `<table>_local` on every replica plus a Distributed table under its own name,
+    # docs/scaling.md). "" = one server, plain MergeTree tables.
+    clickhouse_cluster: str = Field(default="", pattern=r"^([A-Za-z_][A-Za-z0-9_]{0,63})?$")
 
     # --- API ---
     api_host: str = "127.0.0.1"
