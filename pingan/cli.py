@@ -86,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     from pingan.cli_producers import add_producers_parser
 
     add_producers_parser(commands)
+    from pingan.cli_grids import add_grids_parser
+
+    add_grids_parser(commands)
     return parser
 
 
