@@ -35,9 +35,7 @@ Method (docs/evaluation.md says the same for readers):
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import subprocess
 import time
 from collections import Counter
 from dataclasses import dataclass, field, replace
@@ -48,6 +46,7 @@ import numpy as np
 import orjson
 
 from bench import real_baselines as rb
+from bench.docs_sections import record_run, replace_section
 from bench.evaluate_index import ALERTING, Timeline
 from bench.real_feeds import HEARTBEAT, envelope
 from bench.real_sources import LOADERS, Dataset
@@ -70,7 +69,6 @@ EXCUSED_S = INCIDENT_S + 75 * 60  # the incident, its hour-long window and the h
 WARM_UP_S = 2 * 3600
 RAW_COUNT = "raw count in the window"
 WEIGHTED_COUNT = "weighted count in the window (index volume alone)"
-RUNS = REPO_ROOT / "docs" / "evaluation-runs.jsonl"
 
 
 @dataclass
@@ -89,6 +87,7 @@ class Prepared:
     how_mean: np.ndarray  # per grid x hour of week: training events per hour (unshrunk)
     train: tuple[datetime, datetime]
     cell_metres: float
+    registry_document: dict  # the pingan-grids/1 document of ``registry``, as `pingan grids generate` writes it
 
 
 @dataclass
@@ -159,7 +158,7 @@ def prepare(
     table = np.zeros((len(grid_ids), 168))
     np.add.at(table, (history.grid, rb.hour_of_week(history.time_s)), 1.0)
     return Prepared(dataset, registry, index, baseline, grid_ids, grid_of, types, severities, weights, base_rate,
-                    quintile, table / (hours / 168), train, cell_metres)  # fmt: skip
+                    quintile, table / (hours / 168), train, cell_metres, document)  # fmt: skip
 
 
 def choose_incidents(
@@ -196,10 +195,12 @@ class ReplayResult:
     events: int
     dead_letters: Counter[str]
     seconds: float
+    # Each window's last (score, level), by (grid, window start): what the worker leaves in grid_windows.
+    windows: dict[tuple[str, int], tuple[float, str]] = field(default_factory=dict)
 
 
-def replay(prep: Prepared, incidents: list[Incident], period: tuple[float, float], every_minute: bool = False) -> ReplayResult:
-    """The period's real events plus the incidents through streams.pipeline.process_batch (see the docstring)."""
+def documents(prep: Prepared, incidents: list[Incident], period: tuple[float, float]) -> list[tuple[float, bytes]]:
+    """(event time, envelope JSON) of the period's real events and the incidents' events, in time order."""
     dataset, feed = prep.dataset, prep.dataset.feed
     chosen = dataset.between(datetime.fromtimestamp(period[0], UTC), datetime.fromtimestamp(period[1], UTC))
     items: list[tuple[float, bytes]] = []
@@ -215,6 +216,15 @@ def replay(prep: Prepared, incidents: list[Incident], period: tuple[float, float
             items.append((t, orjson.dumps(envelope(feed, f"incident-{n}-{j}", incident_type, event_type, severity,
                                                    t, lon, lat))))  # fmt: skip
     items.sort(key=lambda item: item[0])
+    return items
+
+
+def replay(
+    prep: Prepared, incidents: list[Incident], period: tuple[float, float], every_minute: bool = False
+) -> ReplayResult:
+    """The period's real events plus the incidents through streams.pipeline.process_batch (see the docstring)."""
+    feed = prep.dataset.feed
+    items = documents(prep, incidents, period)
     heartbeat_grid = prep.registry.grids[0]
     settings = Settings()
     window = WindowSpec(settings.window_seconds, settings.hop_window_seconds, settings.allowed_lateness_seconds,
@@ -224,11 +234,12 @@ def replay(prep: Prepared, incidents: list[Incident], period: tuple[float, float
                             payload_models={feed: load_feeds(Settings(feeds_config_path=REAL_FEEDS),
                                                              entry_points=[])[feed].payload_model})  # fmt: skip
     timeline = Timeline()
+    windows: dict[tuple[str, int], tuple[float, str]] = {}
     dead: Counter[str] = Counter()
     offset = batches = 0
     began = time.perf_counter()
     first_minute = int(period[0] // 60)
-    last_minute = int(math.ceil(period[1] / 60))
+    last_minute = math.ceil(period[1] / 60)
     minutes_per_bucket = window.bucket_seconds // 60
     position = 0
     minute = first_minute
@@ -257,8 +268,10 @@ def replay(prep: Prepared, incidents: list[Incident], period: tuple[float, float
             dead[letter.kind] += 1
         for update in result.risk_updates:
             timeline.add(update.grid_id, update.as_of, update.level)
+        for row in result.window_rows:
+            windows[(row.grid_id, int(row.window_start.timestamp()))] = (row.score, row.level)
         minute += 1
-    return ReplayResult(timeline, batches, len(items), dead, time.perf_counter() - began)
+    return ReplayResult(timeline, batches, len(items), dead, time.perf_counter() - began, windows)
 
 
 def _incident_mapping(prep: Prepared) -> tuple[str, int]:
@@ -383,7 +396,7 @@ def evaluate(
     projection = _projection(prep)
     centroids = np.array([projection(*g.centroid) for g in prep.registry.grids])
     train_xy = np.array([projection(x, y) for x, y in zip(dataset.lon[located], dataset.lat[located], strict=True)])
-    density = rb.kde_density(history, centroids, train_xy)
+    density = rb.kde_density(centroids, train_xy)
     top = math.floor(rate * len(prep.grid_ids))
     hot = set(np.argsort(-density)[:top].tolist())
     hours_n = int(period[1] // 3600) - first_hour
@@ -487,7 +500,8 @@ def report(prep: Prepared, result: dict, period: tuple[float, float], per_cell: 
         f"**{ds.name}**: {len(prep.grid_ids)} grids of {prep.cell_metres:g} m (cells with a training event); "
         f"baseline learned on {prep.train[0]:%Y-%m-%d}..{prep.train[1]:%Y-%m-%d} "
         f"({len(ds.between(*prep.train)):,} events), evaluated on {start:%Y-%m-%d}..{end:%Y-%m-%d} UTC "
-        f"({run.events - sum(len(i.times) for i in incidents):,} real events, {len(incidents)} incidents, seed {seed}); "
+        f"({run.events - sum(len(i.times) for i in incidents):,} real events, {len(incidents)} incidents, "
+        f"seed {seed}); "
         f"index config {prep.index.version}; event times {ds.time_note}. Replay: {run.batches:,} batches through "
         f"process_batch in {run.seconds:.0f} s; dead letters: "
         + (", ".join(f"{n} {k}" for k, n in sorted(run.dead_letters.items())) or "none") + ".",
@@ -509,7 +523,8 @@ def report(prep: Prepared, result: dict, period: tuple[float, float], per_cell: 
         lines.append(f"| Q{q + 1} | {int(np.sum(prep.quintile == q))} | {median_rate:.4f} | {f / t:.3%} | {len(group)} "
                      f"| {median_added:.0f} | {cells[0]} | {cells[1]} | {cells[2]} |")  # fmt: skip
     lines += [
-        f"| all | {len(prep.grid_ids)} | {float(np.median(prep.base_rate)):.4f} | **{index_method.flagged / index_method.total:.3%}** "
+        f"| all | {len(prep.grid_ids)} | {float(np.median(prep.base_rate)):.4f} "
+        f"| **{index_method.flagged / index_method.total:.3%}** "
         f"| {len(incidents)} | {float(np.median([len(i.times) for i in incidents])):.0f} | "
         + " | ".join(" / ".join(f"{_recall([i for i in incidents if i.multiplier == m], index_name, limit):.2f}"
                                 for m in MULTIPLIERS) for limit in LIMITS_MIN) + " |",
@@ -517,7 +532,8 @@ def report(prep: Prepared, result: dict, period: tuple[float, float], per_cell: 
         f"Simple baselines at the index's flag rate ({result['rate']:.3%} of grid-hours; a baseline's ties are not "
         "split, so it may flag a little less): recall within 30 minutes at 3x, by quintile, and over every size.",
         "",
-        "| method | threshold | flag rate | Q1 | Q2 | Q3 | Q4 | Q5 | all at 3x | all sizes, 30 min | all sizes, 60 min |",
+        "| method | threshold | flag rate | Q1 | Q2 | Q3 | Q4 | Q5 | all at 3x | all sizes, 30 min "
+        "| all sizes, 60 min |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]  # fmt: skip
     for method in methods:
@@ -525,20 +541,23 @@ def report(prep: Prepared, result: dict, period: tuple[float, float], per_cell: 
         per_q = [f"{_recall([i for i in three if i.quintile == q], method.name, 30):.2f}" for q in range(QUINTILES)]
         lines.append(f"| {method.name} | {method.threshold} | {method.flagged / method.total:.3%} | "
                      + " | ".join(per_q) + f" | {_recall(three, method.name, 30):.2f} | "
-                     f"{_recall(incidents, method.name, 30):.2f} | {_recall(incidents, method.name, 60):.2f} |")  # fmt: skip
+                     f"{_recall(incidents, method.name, 30):.2f} | "
+                     f"{_recall(incidents, method.name, 60):.2f} |")  # fmt: skip
     lines += [
         "",
         "Calibration over the evaluation period: the worker's expected weighted count per grid-hour (learned "
         "baseline) against what happened, in bins of equal grid-hours by expected value; dispersion is the "
         "variance over the mean of events per grid-hour (1 for Poisson).",
         "",
-        "| grid-hours | expected range (weighted/h) | mean expected | mean observed | observed / expected | dispersion |",
+        "| grid-hours | expected range (weighted/h) | mean expected | mean observed | observed / expected "
+        "| dispersion |",
         "|---|---|---|---|---|---|",
     ]
     for row in result["calibration"]:
         ratio = row["observed"] / row["expected"] if row["expected"] else float("nan")
         lines.append(f"| {row['grid_hours']:,} | {row['expected_min']:.3f}-{row['expected_max']:.3f} | "
-                     f"{row['expected']:.4f} | {row['observed']:.4f} | {ratio:.2f} | {row['dispersion']:.2f} |")  # fmt: skip
+                     f"{row['expected']:.4f} | {row['observed']:.4f} | {ratio:.2f} | "
+                     f"{row['dispersion']:.2f} |")  # fmt: skip
     record = {
         "dataset": ds.name, "config_version": prep.index.version, "baseline_version": prep.baseline.version,
         "cell_metres": prep.cell_metres, "grids": len(prep.grid_ids), "train": [str(p) for p in prep.train],
@@ -585,30 +604,6 @@ def plot(prep: Prepared, result: dict, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
-
-
-def replace_section(path: Path, name: str, text: str) -> None:
-    """Replace what lies between ``<!-- NAME -->`` and ``<!-- end NAME -->`` (appended if missing)."""
-    document = path.read_text(encoding="utf-8")
-    begin, end = f"<!-- {name} -->", f"<!-- end {name} -->"
-    if begin in document and end in document:
-        head, rest = document.split(begin, 1)
-        tail = rest.split(end, 1)[1]
-        document = f"{head}{begin}\n\n{text}\n\n{end}{tail}"
-    else:
-        document = f"{document.rstrip()}\n\n{begin}\n\n{text}\n\n{end}\n"
-    path.write_text(document, encoding="utf-8")
-
-
-def record_run(record: dict) -> None:
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                cwd=REPO_ROOT, check=False).stdout.strip()  # fmt: skip
-    except OSError:
-        commit = ""
-    record = {"run_at": datetime.now(UTC).isoformat(timespec="seconds"), "commit": commit, **record}
-    with RUNS.open("a", encoding="utf-8") as handle:
-        handle.write(json.dumps(record, sort_keys=True) + "\n")
 
 
 def main() -> None:

@@ -126,7 +126,7 @@ def poisson_unshrunk(history: History) -> Score:
     return score
 
 
-def kde_density(history: History, centroids_m: np.ndarray, train_m: np.ndarray, bandwidth_m: float = 500.0) -> np.ndarray:
+def kde_density(centroids_m: np.ndarray, train_m: np.ndarray, bandwidth_m: float = 500.0) -> np.ndarray:
     """Gaussian kernel density of training events at each grid centre (projected metres), up to a constant."""
     density = np.zeros(len(centroids_m))
     for chunk in np.array_split(np.arange(len(centroids_m)), max(1, len(centroids_m) // 256)):

@@ -105,7 +105,8 @@ def load_toronto(seed: int = 15, cache: Path = CACHE) -> Dataset:
     # Ambiguous fall-back hours are read as standard time; the skipped spring hour moves forward.
     at = local.dt.tz_localize("America/Toronto", ambiguous=np.zeros(len(local), dtype=bool),
                               nonexistent="shift_forward").dt.tz_convert("UTC")  # fmt: skip
-    keep = (at >= pd.Timestamp("2014-01-01", tz="America/Toronto")) & (at < pd.Timestamp("2022-01-01", tz="America/Toronto"))
+    first, last = pd.Timestamp("2014-01-01", tz="America/Toronto"), pd.Timestamp("2022-01-01", tz="America/Toronto")
+    keep = (at >= first) & (at < last)
     frame, at = frame[keep], at[keep]
     rng = np.random.default_rng(seed)
     time_s = _epoch_seconds(at) + rng.uniform(0, 3600, len(frame))
