@@ -67,6 +67,7 @@ MIN_EVENTS = 3
 QUINTILES = 5
 EXCUSED_S = INCIDENT_S + 75 * 60  # the incident, its hour-long window and the hysteresis
 WARM_UP_S = 2 * 3600
+INDEX = "risk index (the worker's pipeline)"
 RAW_COUNT = "raw count in the window"
 WEIGHTED_COUNT = "weighted count in the window (index volume alone)"
 
@@ -341,9 +342,9 @@ def evaluate(
     alerting = run.timeline.alerting_hours(datetime.fromtimestamp(period[1], UTC))
     index_hours = {(_pos(prep, g), h) for g, h in alerting}
     flagged, total, per_q = flag_counts(prep, index_hours, excused, period)
-    methods = [Method("risk index (shipped config)", prep.index.version, flagged, total, per_q)]
+    methods = [Method(INDEX, prep.index.version, flagged, total, per_q)]
     for incident in incidents:
-        incident.detected_after["risk index (shipped config)"] = index_detection(prep, run.timeline, incident)
+        incident.detected_after[INDEX] = index_detection(prep, run.timeline, incident)
     rate = flagged / total if total else 0.0
 
     # --- simple baselines, on the same events (background located in a grid, plus the incidents)
