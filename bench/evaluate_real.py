@@ -38,6 +38,7 @@ import argparse
 import math
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -342,7 +343,8 @@ def evaluate(
     excused = excused_hours(incidents)
     # --- the index
     alerting = run.timeline.alerting_hours(datetime.fromtimestamp(period[1], UTC))
-    index_hours = {(_pos(prep, g), h) for g, h in alerting}
+    position = {grid_id: i for i, grid_id in enumerate(prep.grid_ids)}
+    index_hours = {(position[g], h) for g, h in alerting}
     flagged, total, per_q = flag_counts(prep, index_hours, excused, period)
     methods = [Method(INDEX, prep.index.version, flagged, total, per_q)]
     for incident in incidents:
@@ -419,12 +421,7 @@ def evaluate(
     }  # fmt: skip
 
 
-def _pos(prep: Prepared, grid_id: str) -> int:
-    cache = prep.__dict__.setdefault("_positions", {g: i for i, g in enumerate(prep.grid_ids)})
-    return cache[grid_id]
-
-
-def _projection(prep: Prepared):
+def _projection(prep: Prepared) -> Callable[[float, float], tuple[float, float]]:
     lat0 = (prep.dataset.bbox[1] + prep.dataset.bbox[3]) / 2
     k = math.radians(1.0) * 6_371_008.8
     return lambda lon, lat: (lon * k * math.cos(math.radians(lat0)), lat * k)

@@ -129,7 +129,8 @@ def poisson_unshrunk(history: History) -> Score:
 def kde_density(centroids_m: np.ndarray, train_m: np.ndarray, bandwidth_m: float = 500.0) -> np.ndarray:
     """Gaussian kernel density of training events at each grid centre (projected metres), up to a constant."""
     density = np.zeros(len(centroids_m))
-    for chunk in np.array_split(np.arange(len(centroids_m)), max(1, len(centroids_m) // 256)):
+    # 32 centres at a time: with 180,000 training events that is under 100 MB of differences, not gigabytes.
+    for chunk in np.array_split(np.arange(len(centroids_m)), max(1, len(centroids_m) // 32)):
         d2 = ((centroids_m[chunk, None, :] - train_m[None, :, :]) ** 2).sum(axis=2)
         density[chunk] = np.exp(-d2 / (2 * bandwidth_m**2)).sum(axis=1)
     return density
