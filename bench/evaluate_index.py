@@ -36,6 +36,7 @@ from pathlib import Path
 
 import orjson
 
+from bench.docs_sections import record_run, replace_section
 from pingan.grids import GridRegistry
 from pingan.settings import REPO_ROOT, Settings
 from producers.simulator import CitySimulator
@@ -270,8 +271,13 @@ def main() -> None:
     if args.write:
         docs = REPO_ROOT / "docs"
         plot(incidents, docs / "evaluation.png")
-        template = (docs / "evaluation.md").read_text(encoding="utf-8").split("<!-- results -->")[0]
-        (docs / "evaluation.md").write_text(f"{template}<!-- results -->\n\n{report}\n\n![](evaluation.png)\n")
+        replace_section(docs / "evaluation.md", "results", f"{report}\n\n![](evaluation.png)")
+        record_run({
+            "dataset": "simulated district", "config_version": index.version, "hours": args.hours, "seed": args.seed,
+            "history_weeks": args.history_weeks, "incident_severity": args.incident_severity,
+            "false_alarm_rate": result["false_alarm_rate"],
+            "recall_15min": {str(row["multiplier"]): row["recall_15min"] for row in result["rows"]},
+        })  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -89,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     from pingan.cli_dead_letters import add_dead_letters_parser
 
     add_dead_letters_parser(commands)
+    from pingan.cli_grids import add_grids_parser
+
+    add_grids_parser(commands)
     return parser
 
 
