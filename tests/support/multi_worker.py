@@ -39,10 +39,13 @@ RESULT_QUERIES = {
     "events": "SELECT uniqExact(event_id), countIf(late = 1) FROM events FINAL",
     "windows": "SELECT grid_id, toUInt32(window_start), events, weighted, score, level "
     "FROM grid_windows FINAL ORDER BY grid_id, window_start",
-    # as_of depends on batch boundaries; the values must not.
-    "risk": "SELECT grid_id, score, level, window_events, dominant_source FROM risk_latest FINAL "
+    # Risk is decided at steps of event time: as_of too is the same whatever the batches and the rebalances.
+    "risk": "SELECT grid_id, toUInt32(as_of), score, level, window_events, dominant_source FROM risk_latest FINAL "
     "WHERE score > 0 ORDER BY grid_id",
     "dead_letters": "SELECT count() FROM dead_letters FINAL",
+    "risk_updates": "SELECT grid_id, version, score, level, previous_level, live_level FROM risk_updates FINAL "
+    "ORDER BY grid_id, version",
+    "alerts": "SELECT alert_id, kind, level, previous_level, score FROM alerts FINAL ORDER BY alert_id",
 }
 log = logging.getLogger(__name__)
 _RESTORED = re.compile(rb"partition (\d+): restored")
@@ -264,7 +267,8 @@ def run_scenario(
     """
     registry = GridRegistry.load(base.grid_registry_path)
     grid_ids = [g.grid_id for g in registry.grids[:60]]
-    base = base.model_copy(update={"batch_max_events": 500, "batch_within_seconds": 0.1})
+    # No heartbeats: the idle end of the stream would add each worker's own clock to its results.
+    base = base.model_copy(update={"batch_max_events": 500, "batch_within_seconds": 0.1, "heartbeat_seconds": 0})
     group = base.model_copy(update={"worker_id": f"w-{base.topic_prefix}group"})
     single = base.model_copy(update={
         "worker_id": f"w-{base.topic_prefix}single", "clickhouse_database": f"{base.clickhouse_database}_single",
