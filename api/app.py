@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import hashlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -11,24 +14,28 @@ import anyio
 import anyio.to_thread
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from starlette.middleware.cors import CORSMiddleware
+from starlette.middleware.gzip import GZipMiddleware
 
 import pingan
 from api import errors, ingest
-from api.cache import TTLCache
+from api.conditional import GZIP_LEVEL, Rendered
 from api.deps import Resources
 from api.ingest_gateway import IngestGateway
 from api.ingest_models import OPENAPI_MODELS as INGEST_MODELS
 from api.readiness import KafkaProbe
-from api.responses import OrjsonResponse
-from api.routes import alerts, grids, ops, published, risk, units, webhooks
+from api.responses import OrjsonResponse, dumps
+from api.routes import alerts, grids, ops, published, risk, units, web, webhooks
+from api.snapshot import SnapshotStore
 from api.storage import Storage
-from api.views import RiskSnapshot
+from api.views import RiskSnapshot, build_snapshot, shapes_body
 from api.webhooks import Webhook
 from pingan.clock import Clock, SystemClock
 from pingan.errors import StorageError
 from pingan.feeds import index_document, load_feeds, payload_models
 from pingan.grids import GridRegistry
 from pingan.settings import Settings
+from pingan.store import risk as risk_store
 from streams.risk_index import parse_config
 from streams.spatial import parse_spatial
 
@@ -41,7 +48,9 @@ Four-colour public-safety risk per grid (网格), computed by the Pingan worker 
 analytics, checkpoints and app reports.
 
 Dashboards poll `/v1/grids/risk` (add `format=geojson` for the polygons) and `/v1/hotspots`; both are
-served from one cached read of the risk table. Errors share one body: `{"error": {"code", "message", "field"}}`.
+served from memory (one snapshot, refreshed when the risk table changes) with an `ETag` (send
+`If-None-Match` to get `304`), gzip for clients that accept it, and `?since=<version>` for only the grids
+that changed. The live map page is at `/`.
 """
 
 
@@ -72,17 +81,33 @@ def create_app(settings: Settings, *, registry: GridRegistry | None = None, cloc
             # Serve anyway: readyz reports it, and the first query after ClickHouse returns migrates.
             log.warning("ClickHouse not ready at start-up, migrations deferred: %s", str(exc) or "timed out")
         kafka = KafkaProbe(settings)
+        executor = storage.executor
+
+        def load_snapshot(version: int) -> RiskSnapshot:
+            return build_snapshot(grid_registry, risk_store.latest(executor), clock.now(),
+                                  spatial=spatial, levels=risk_index, version=version)  # fmt: skip
+
+        snapshots = SnapshotStore(load_snapshot, lambda: risk_store.change_marker(executor))
+        shapes_bytes = dumps(shapes_body(grid_registry))
+        shapes = Rendered(shapes_bytes, f'"shapes-{hashlib.blake2b(shapes_bytes, digest_size=8).hexdigest()}"')
         app.state.resources = Resources(
             settings=settings,
             registry=grid_registry,
             clock=clock,
             storage=storage,
-            risk_cache=TTLCache[RiskSnapshot](settings.api_cache_seconds),
+            snapshots=snapshots,
             kafka=kafka,
             ingest=gateway,
             camera_webhook=camera_webhook,
             risk_index=risk_index,
             spatial=spatial,
+            shapes=shapes,
+            shapes_gzip=shapes.gzip(),
+        )
+        refresher = (
+            asyncio.create_task(refresh_snapshots(snapshots, settings.api_cache_seconds))
+            if settings.api_cache_seconds > 0
+            else None
         )
         log.info(
             "API ready: %d grids, ClickHouse database %s, spatial term %s",
@@ -93,6 +118,10 @@ def create_app(settings: Settings, *, registry: GridRegistry | None = None, cloc
         try:
             yield
         finally:
+            if refresher is not None:
+                refresher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await refresher
             del app.state.resources
             await gateway.close()
             await camera_webhook.close()
@@ -107,6 +136,18 @@ def create_app(settings: Settings, *, registry: GridRegistry | None = None, cloc
         default_response_class=OrjsonResponse,
     )
     errors.install(app)
+    # Outermost first: CORS answers preflights before anything else; gzip compresses what routes did not
+    # (the map bodies are compressed once per snapshot by the routes themselves and pass through).
+    app.add_middleware(GZipMiddleware, minimum_size=1024, compresslevel=GZIP_LEVEL)
+    if settings.cors_origin_list:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origin_list,
+            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_headers=["Authorization", "X-API-Key", "If-None-Match", "Last-Event-ID", "Content-Type"],
+            expose_headers=["ETag", "Retry-After"],
+            max_age=600,
+        )
     # Order matters: /v1/grids/risk must be matched before /v1/grids/{grid_id}.
     app.include_router(risk.router)
     app.include_router(grids.router)
@@ -116,6 +157,8 @@ def create_app(settings: Settings, *, registry: GridRegistry | None = None, cloc
     app.include_router(alerts.router)
     app.include_router(ingest.router)
     app.include_router(webhooks.router)
+    app.include_router(web.router)
+    web.mount_static(app)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -132,6 +175,21 @@ def create_app(settings: Settings, *, registry: GridRegistry | None = None, cloc
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+async def refresh_snapshots(snapshots: SnapshotStore, interval: float) -> None:
+    """Keep the map's snapshot fresh: probe every ``interval`` seconds, read when the risk table changed.
+
+    A failure keeps the previous snapshot (its ``fetched_at`` and the snapshot-age metric show how stale it
+    is) and tries again at the next interval."""
+    while True:
+        try:
+            await anyio.to_thread.run_sync(snapshots.refresh, abandon_on_cancel=True)
+        except StorageError as exc:
+            log.warning("map snapshot not refreshed: %s", exc)
+        except Exception:
+            log.exception("map snapshot refresh failed")
+        await asyncio.sleep(interval)
 
 
 def serve(settings: Settings) -> None:

@@ -7,11 +7,11 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from api.cache import TTLCache
+from api.conditional import Rendered
 from api.ingest_gateway import IngestGateway
 from api.readiness import KafkaProbe
+from api.snapshot import SnapshotStore
 from api.storage import Storage
-from api.views import RiskSnapshot
 from api.webhooks import Webhook
 from pingan.clock import Clock
 from pingan.grids import GridRegistry
@@ -27,13 +27,17 @@ class Resources:
     registry: GridRegistry
     clock: Clock
     storage: Storage
-    risk_cache: TTLCache[RiskSnapshot]
+    # The map's snapshot in memory, refreshed by the lifespan's background task (api/snapshot.py).
+    snapshots: SnapshotStore
     kafka: KafkaProbe
     ingest: IngestGateway
     camera_webhook: Webhook
     # The worker's index definition (its colour bands) and the spatial term the map snapshot applies.
     risk_index: IndexConfig
     spatial: SpatialConfig
+    # The registry's polygons (GET /v1/grids/shapes), rendered and gzipped once at start-up.
+    shapes: Rendered
+    shapes_gzip: bytes
 
 
 async def get_resources(request: Request) -> Resources:

@@ -88,13 +88,34 @@ class RiskSummary(BaseModel):
     grids: int = Field(description="grids in this response (after filters)")
     levels: dict[Level, int] = Field(description="grids per level (after filters); every level is present")
     as_of: datetime | None = Field(description="newest assessment among these grids")
-    fetched_at: datetime = Field(description="when the API read the risk table (responses are cached briefly)")
+    fetched_at: datetime = Field(description="when the API read this version of the risk table")
     unregistered_grids: int = Field(description="risk rows for grid ids missing from the registry")
+    version: int = Field(
+        description="snapshot version: changes exactly when a grid's risk does; pass it as `since` to get "
+        "only what changed (also the `ETag`)"
+    )
 
 
 class RiskResponse(BaseModel):
     summary: RiskSummary
+    full: bool = Field(description="true: every grid (after filters); false: only the grids changed since `since`")
+    since: int | None = Field(description="the `since` asked for; null without it")
     grids: list[GridRisk]
+
+
+class GridShape(BaseModel):
+    grid_id: str
+    name: str
+    community_id: str
+    subdistrict_id: str
+    district_id: str
+    police_station_id: str
+    ring: list[tuple[float, float]] = Field(description="closed ring of [lon, lat] (WGS-84, 6 decimals)")
+
+
+class ShapesResponse(BaseModel):
+    count: int
+    grids: list[GridShape]
 
 
 class PolygonGeometry(BaseModel):

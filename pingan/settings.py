@@ -57,6 +57,12 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     api_cache_seconds: float = Field(default=1.0, ge=0)
+    # Origins allowed to call the API from a browser (CORS), comma-separated, e.g.
+    # "https://screen.example.org,http://10.0.0.5:8080"; "*" allows any; empty allows none.
+    cors_origins: str = ""
+    # Reads without an API key (the local demo). None = on only when the API listens on loopback; the API
+    # refuses to start with it on for any other address (docs/api.md, "Who may read what").
+    api_open_read: bool | None = None
 
     # --- ingest gateway (POST /v1/ingest/{source}, docs/ingest.md) ---
     # SHA-256 hashes of producers' API keys and the sources each may send; the shipped file holds the local
@@ -113,6 +119,16 @@ class Settings(BaseSettings):
         if self.clickhouse_managed is not None:
             return self.clickhouse_managed
         return _is_loopback(self.clickhouse_host)
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()]
+
+    @property
+    def open_read(self) -> bool:
+        if self.api_open_read is not None:
+            return self.api_open_read
+        return _is_loopback(self.api_host)
 
     @property
     def idempotent_producer(self) -> bool:

@@ -1,0 +1,128 @@
+"""The map's risk snapshot, kept in memory: polls read it, a background task keeps it fresh.
+
+Every dashboard polls ``/v1/grids/risk``; none of those polls reaches ClickHouse. The refresher asks
+ClickHouse a one-row question per interval (has ``risk_latest`` changed?) and reads the table only when it
+has. A snapshot whose grids are the same as the current one's is dropped, so the version (and the ETag built
+from it) changes only when what a map shows changes.
+
+Versions are milliseconds of the wall clock at which a snapshot was built (strictly increasing within a
+process), so a version a client saw before an API restart is unknown afterwards rather than silently
+meaning another snapshot.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from api.responses import dumps
+from api.views import RiskSnapshot
+
+log = logging.getLogger(__name__)
+
+# Versions remembered for ``?since=``: a client that polls at least once per this many changes gets deltas.
+SINCE_HISTORY = 64
+
+
+def signatures(grids: Sequence[dict[str, Any]]) -> tuple[int, ...]:
+    """One hash per grid (registry order) of everything a poll returns about it."""
+    return tuple(hash(dumps(item)) for item in grids)
+
+
+@dataclass(frozen=True)
+class Versioned:
+    snapshot: RiskSnapshot
+    signatures: tuple[int, ...]
+    marker: Hashable  # what the change probe answered when this snapshot was read
+
+    @property
+    def version(self) -> int:
+        return self.snapshot.version
+
+
+class SnapshotStore:
+    """The current snapshot plus the per-grid signatures of recent versions (for ``since``).
+
+    ``probe`` is cheap and answers something that changes whenever the risk table does; ``load`` reads the
+    table and builds a snapshot of the given version. Both block (ClickHouse): call from a thread.
+    """
+
+    def __init__(
+        self,
+        load: Callable[[int], RiskSnapshot],
+        probe: Callable[[], Hashable],
+        *,
+        history: int = SINCE_HISTORY,
+        wall_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+        timer: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._load = load
+        self._probe = probe
+        self._history_size = history
+        self._wall_ms = wall_ms
+        self._timer = timer
+        self._lock = threading.Lock()
+        self._current: Versioned | None = None
+        self._history: OrderedDict[int, tuple[int, ...]] = OrderedDict()
+        self._checked_at: float | None = None  # monotonic time of the last successful probe
+
+    @property
+    def current(self) -> Versioned | None:
+        return self._current
+
+    def age_seconds(self) -> float | None:
+        """Seconds since the snapshot was last confirmed current (None before the first read)."""
+        checked = self._checked_at
+        return None if checked is None else self._timer() - checked
+
+    def refresh(self) -> Versioned:
+        """Probe, and read the table if it changed. Raises what the store raises (StorageError)."""
+        with self._lock:
+            marker = self._probe()
+            current = self._current
+            if current is not None and marker == current.marker:
+                self._checked_at = self._timer()
+                return current
+            version = self._wall_ms()
+            if current is not None:
+                version = max(version, current.version + 1)
+            snapshot = self._load(version)
+            sigs = signatures(snapshot.grids)
+            if current is not None and sigs == current.signatures:
+                # The table changed (a merge, a rewrite of equal values) but no grid did: same version.
+                current = Versioned(current.snapshot, current.signatures, marker)
+            else:
+                current = Versioned(snapshot, sigs, marker)
+                self._history[version] = sigs
+                while len(self._history) > self._history_size:
+                    self._history.popitem(last=False)
+            self._current = current
+            self._checked_at = self._timer()
+            return current
+
+    def get(self, max_age: float) -> Versioned:
+        """The current snapshot; refreshed here only if none exists or it is older than ``max_age``.
+
+        With the background refresher running, ``max_age`` is never reached by polls; 0 reads on every call
+        (tests that write and read at once).
+        """
+        current, age = self._current, self.age_seconds()
+        if current is not None and age is not None and age < max_age:
+            return current
+        return self.refresh()
+
+    def changed_since(self, version: int, current: Versioned) -> list[dict[str, Any]] | None:
+        """The grids of ``current`` that differ from version ``version``; None if that version is unknown."""
+        if version == current.version:
+            return []
+        with self._lock:
+            old = self._history.get(version)
+        if old is None or len(old) != len(current.signatures):
+            return None
+        grids = current.snapshot.grids
+        return [grids[i] for i, (a, b) in enumerate(zip(old, current.signatures, strict=True)) if a != b]
