@@ -170,6 +170,7 @@ def create_app(settings: Settings, *, registry: GridRegistry | None = None, cloc
                 model_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
                 components.update(model_schema.pop("$defs", {}))
                 components[model.__name__] = model_schema
+            errors.document_problems(schema, protected={path for path in schema["paths"] if path.startswith("/v1/")})
             app.openapi_schema = schema
         return app.openapi_schema
 

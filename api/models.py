@@ -20,14 +20,26 @@ class ErrorDetail(BaseModel):
 
 
 class ErrorBody(BaseModel):
+    """An RFC 9457 problem document (`application/problem+json`): every 4xx and 5xx of the API."""
+
     model_config = ConfigDict(
+        title="Problem",
         json_schema_extra={
-            "examples": [{"error": {"code": "invalid_parameter", "message": "step: must be a multiple of 300 "
+            "examples": [{"type": "urn:pingan:problem:invalid_parameter", "title": "Invalid parameter",
+                          "status": 422, "detail": "step: must be a multiple of 300 seconds (the window size) "
+                          "and at most 86400", "code": "invalid_parameter", "field": "step",
+                          "error": {"code": "invalid_parameter", "message": "step: must be a multiple of 300 "
                                     "seconds (the window size) and at most 86400", "field": "step"}}]
-        }
+        },
     )  # fmt: skip
 
-    error: ErrorDetail
+    type: str = Field(description="URI naming the kind of problem: `urn:pingan:problem:<code>`")
+    title: str = Field(description="short summary of the kind of problem")
+    status: int = Field(description="the HTTP status code")
+    detail: str = Field(description="what went wrong with this request, for a person")
+    code: str = Field(description="stable machine-readable code (the end of `type`)")
+    field: str | None = Field(default=None, description="the offending parameter, when there is one")
+    error: ErrorDetail = Field(description="deprecated: the same in the API's first error format")
 
 
 class SpatialTerm(BaseModel):
@@ -284,6 +296,7 @@ class Ready(BaseModel):
     checks: ReadyChecks
 
 
-class NotReady(BaseModel):
-    error: ErrorDetail
+class NotReady(ErrorBody):
+    """A problem document (503 not_ready) with the checks that failed."""
+
     checks: ReadyChecks

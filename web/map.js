@@ -260,10 +260,10 @@ async function openGrid(gridId) {
       animation: false,
       grid: { left: 36, right: 8, top: 16, bottom: 24 },
       tooltip: { trigger: "axis" },
-      xAxis: { type: "time" },
+      xAxis: { type: "time", min: history.start, max: history.end },
       yAxis: { type: "value", name: "score", min: 0 },
       series: [{
-        type: "line", name: "score", showSymbol: false, step: "end",
+        type: "line", name: "score", showSymbol: history.windows.length < 30, step: "end",
         data: history.windows.map((w) => [w.start, w.max_score]),
         lineStyle: { color: "#74c0fc" }, areaStyle: { color: "rgba(116,192,252,0.2)" },
       }],

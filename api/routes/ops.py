@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query
 from starlette.responses import Response
 
 from api.deps import ExecutorDep, ResourcesDep
-from api.errors import error_body
+from api.errors import error_response
 from api.models import DeadLettersResponse, ErrorBody, Health, NotReady, Ready
 from api.readiness import check_clickhouse
 from api.responses import OrjsonResponse
@@ -58,6 +58,5 @@ async def readyz(resources: ResourcesDep) -> Response:
     checks = {"broker": broker, "clickhouse": clickhouse, "worker": worker}
     failed = [name for name in ("broker", "clickhouse") if not checks[name]["ok"]]
     if failed:
-        body = error_body("not_ready", f"not ready: {', '.join(failed)} unavailable")
-        return OrjsonResponse({**body, "checks": checks}, status_code=503)
+        return error_response(503, "not_ready", f"not ready: {', '.join(failed)} unavailable", checks=checks)
     return OrjsonResponse({"status": "ready", "checks": checks})

@@ -228,15 +228,17 @@ async def test_app_builds_without_services_and_answers_liveness_and_errors() -> 
     async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
         assert (await client.get("/healthz")).json() == {"status": "alive"}
         missing = await client.get("/nowhere")
-        assert (missing.status_code, missing.json()) == (404, {"error": {"code": "not_found", "message": "Not Found"}})
+        assert missing.headers["content-type"] == "application/problem+json"
+        assert (missing.status_code, missing.json()) == (404, {
+            "type": "urn:pingan:problem:not_found", "title": "Not found", "status": 404, "detail": "Not Found",
+            "code": "not_found", "error": {"code": "not_found", "message": "Not Found"}})  # fmt: skip
         wrong = await client.post("/healthz")
         assert (wrong.status_code, wrong.json()["error"]["code"]) == (405, "method_not_allowed")
         # A handler needing the lifespan's resources fails with the generic body, no traceback.
         broken = await client.get("/v1/grids")
-        assert (broken.status_code, broken.json()) == (
-            500,
-            {"error": {"code": "internal", "message": "internal error"}},
-        )
+        assert (broken.status_code, broken.json()["detail"], broken.json()["error"]) == (
+            500, "internal error", {"code": "internal", "message": "internal error"},
+        )  # fmt: skip
 
 
 def test_openapi_documents_every_route_and_the_geojson_schema() -> None:
@@ -255,6 +257,9 @@ def test_openapi_documents_every_route_and_the_geojson_schema() -> None:
     assert "examples" in components["GridRisk"]
     history = paths["/v1/grids/{grid_id}/history"]["get"]["responses"]
     assert {"200", "404", "422", "503"} <= set(history)
-    assert paths["/readyz"]["get"]["responses"]["503"]["content"]["application/json"]["schema"]["$ref"].endswith(
-        "NotReady"
-    )
+    not_ready = paths["/readyz"]["get"]["responses"]["503"]["content"]["application/problem+json"]["schema"]
+    assert not_ready["$ref"].endswith("NotReady")
+    # every error of the query API is documented as a problem document
+    problem_ref = {"$ref": "#/components/schemas/ErrorBody"}
+    assert history["422"]["content"] == {"application/problem+json": {"schema": problem_ref}}
+    assert {"401", "403", "500"} <= set(history)
