@@ -12,6 +12,7 @@ meaning another snapshot.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
@@ -29,15 +30,30 @@ log = logging.getLogger(__name__)
 SINCE_HISTORY = 64
 
 
+# What "the grid's risk changed" means for ``since``: what the map shows and why. Not the spatial z-scores,
+# which describe the whole district and move a little whenever any grid changes: with them every grid
+# would be "changed" at every version.
+RISK_FIELDS = ("level", "score", "own_level", "own_score", "as_of", "dominant_source", "window_events",
+               "config_version")  # fmt: skip
+
+
 def signatures(grids: Sequence[dict[str, Any]]) -> tuple[int, ...]:
-    """One hash per grid (registry order) of everything a poll returns about it."""
-    return tuple(hash(dumps(item)) for item in grids)
+    """One hash per grid (registry order) of its risk (RISK_FIELDS and the spatial lift)."""
+    return tuple(
+        hash((*(item[name] for name in RISK_FIELDS), (item["spatial"] or {}).get("lift"))) for item in grids
+    )
+
+
+def content_digest(grids: Sequence[dict[str, Any]]) -> bytes:
+    """Everything a poll returns about every grid: equal digests, byte-identical bodies (one version)."""
+    return hashlib.blake2b(dumps(list(grids)), digest_size=16).digest()
 
 
 @dataclass(frozen=True)
 class Versioned:
     snapshot: RiskSnapshot
     signatures: tuple[int, ...]
+    digest: bytes
     marker: Hashable  # what the change probe answered when this snapshot was read
 
     @property
@@ -92,12 +108,13 @@ class SnapshotStore:
             if current is not None:
                 version = max(version, current.version + 1)
             snapshot = self._load(version)
-            sigs = signatures(snapshot.grids)
-            if current is not None and sigs == current.signatures:
+            digest = content_digest(snapshot.grids)
+            if current is not None and digest == current.digest:
                 # The table changed (a merge, a rewrite of equal values) but no grid did: same version.
-                current = Versioned(current.snapshot, current.signatures, marker)
+                current = Versioned(current.snapshot, current.signatures, current.digest, marker)
             else:
-                current = Versioned(snapshot, sigs, marker)
+                sigs = signatures(snapshot.grids)
+                current = Versioned(snapshot, sigs, digest, marker)
                 self._history[version] = sigs
                 while len(self._history) > self._history_size:
                     self._history.popitem(last=False)
@@ -117,7 +134,8 @@ class SnapshotStore:
         return self.refresh()
 
     def changed_since(self, version: int, current: Versioned) -> list[dict[str, Any]] | None:
-        """The grids of ``current`` that differ from version ``version``; None if that version is unknown."""
+        """The grids of ``current`` whose risk differs from version ``version``; None if that version is
+        unknown (too old, or from before a restart)."""
         if version == current.version:
             return []
         with self._lock:
