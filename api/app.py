@@ -12,15 +12,17 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.openapi.utils import get_openapi
 from starlette.middleware.cors import CORSMiddleware
 from starlette.middleware.gzip import GZipMiddleware
 
 import pingan
 from api import errors, ingest
+from api.access import check_open_read, reader
 from api.conditional import GZIP_LEVEL, Rendered
 from api.deps import Resources
+from api.ingest_auth import KeyRing
 from api.ingest_gateway import IngestGateway
 from api.ingest_models import OPENAPI_MODELS as INGEST_MODELS
 from api.readiness import KafkaProbe
@@ -60,6 +62,7 @@ def create_app(settings: Settings, *, registry: GridRegistry | None = None, cloc
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        check_open_read(settings)  # before anything starts: open read is for the loopback demo only
         grid_registry = registry or await anyio.to_thread.run_sync(GridRegistry.load, settings.grid_registry_path)
         # The same feeds as the worker (built-in, plugins, feeds.toml), so both accept the same sources.
         feeds = load_feeds(settings)
@@ -103,6 +106,7 @@ def create_app(settings: Settings, *, registry: GridRegistry | None = None, cloc
             spatial=spatial,
             shapes=shapes,
             shapes_gzip=shapes.gzip(),
+            keys=KeyRing.load(settings.ingest_keys_path),
         )
         refresher = (
             asyncio.create_task(refresh_snapshots(snapshots, settings.api_cache_seconds))
@@ -149,12 +153,14 @@ def create_app(settings: Settings, *, registry: GridRegistry | None = None, cloc
             max_age=600,
         )
     # Order matters: /v1/grids/risk must be matched before /v1/grids/{grid_id}.
-    app.include_router(risk.router)
-    app.include_router(grids.router)
+    # Reads need a key of a reading role (api/access.py); ops routes check per route (healthz stays open).
+    read_only = [Depends(reader)]
+    app.include_router(risk.router, dependencies=read_only)
+    app.include_router(grids.router, dependencies=read_only)
     app.include_router(ops.router)
-    app.include_router(units.router)
-    app.include_router(published.router)
-    app.include_router(alerts.router)
+    app.include_router(units.router, dependencies=read_only)
+    app.include_router(published.router, dependencies=read_only)
+    app.include_router(alerts.router, dependencies=read_only)
     app.include_router(ingest.router)
     app.include_router(webhooks.router)
     app.include_router(web.router)
@@ -170,7 +176,8 @@ def create_app(settings: Settings, *, registry: GridRegistry | None = None, cloc
                 model_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
                 components.update(model_schema.pop("$defs", {}))
                 components[model.__name__] = model_schema
-            errors.document_problems(schema, protected={path for path in schema["paths"] if path.startswith("/v1/")})
+            open_paths = {"/healthz", "/metrics"}
+            errors.document_problems(schema, protected=set(schema["paths"]) - open_paths)
             app.openapi_schema = schema
         return app.openapi_schema
 

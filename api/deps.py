@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from api.conditional import Rendered
+from api.ingest_auth import KeyRing
 from api.ingest_gateway import IngestGateway
 from api.readiness import KafkaProbe
 from api.snapshot import SnapshotStore
@@ -38,6 +39,8 @@ class Resources:
     # The registry's polygons (GET /v1/grids/shapes), rendered and gzipped once at start-up.
     shapes: Rendered
     shapes_gzip: bytes
+    # API keys and their roles (the keys file the ingest gateway reads too); api/access.py.
+    keys: KeyRing
 
 
 async def get_resources(request: Request) -> Resources:

@@ -241,6 +241,8 @@ class DeadLetter(BaseModel):
     reason: str
     raw: str = Field(description="the original record (UTF-8, replacement characters for invalid bytes)")
     raw_truncated: bool = Field(description="raw was cut to keep the response small")
+    redacted: bool = Field(description="plates, phones and person ids in raw and reason were pseudonymised "
+                           "or masked (every role but admin)")
 
 
 class DeadLettersResponse(BaseModel):
@@ -293,10 +295,10 @@ class ReadyChecks(BaseModel):
 
 class Ready(BaseModel):
     status: Literal["ready"]
-    checks: ReadyChecks
+    checks: ReadyChecks | None = Field(default=None, description="only for a request with an API key")
 
 
 class NotReady(ErrorBody):
-    """A problem document (503 not_ready) with the checks that failed."""
+    """A problem document (503 not_ready) with the checks that failed (those only with an API key)."""
 
-    checks: ReadyChecks
+    checks: ReadyChecks | None = None

@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from pingan.grids import Grid, GridRegistry
+from producers.adapters.base import redact, scrub_text
 from streams.baseline import HOURS_PER_WEEK, BaselineModel
 from streams.risk_index import IndexConfig
 from streams.spatial import SpatialConfig, shown_level, spatial_lift
@@ -216,6 +217,14 @@ def grid_info(grid: Grid) -> dict[str, Any]:
         "centroid": list(grid.centroid),
         "bbox": list(grid.bbox),
     }
+
+
+def redacted_letter(letter: Mapping[str, Any], key: bytes) -> dict[str, Any]:
+    """A dead letter with personal identifiers in its raw record and reason pseudonymised or masked, the
+    same way producers treat what they dead-letter (producers/adapters/base.py)."""
+    raw = letter["raw"]
+    cleaned = redact(raw.encode("utf-8", errors="replace"), key).decode("utf-8", errors="replace")
+    return {**letter, "raw": cleaned, "reason": scrub_text(letter["reason"])}
 
 
 def baseline_body(model: BaselineModel, grid_id: str, index: IndexConfig) -> dict[str, Any]:

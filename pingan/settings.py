@@ -125,10 +125,14 @@ class Settings(BaseSettings):
         return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()]
 
     @property
+    def api_on_loopback(self) -> bool:
+        return _is_loopback(self.api_host)
+
+    @property
     def open_read(self) -> bool:
         if self.api_open_read is not None:
             return self.api_open_read
-        return _is_loopback(self.api_host)
+        return self.api_on_loopback
 
     @property
     def idempotent_producer(self) -> bool:
