@@ -25,6 +25,7 @@ from api.deps import Resources
 from api.ingest_auth import KeyRing
 from api.ingest_gateway import IngestGateway
 from api.ingest_models import OPENAPI_MODELS as INGEST_MODELS
+from api.metrics import ApiMetrics, LatencyMiddleware
 from api.readiness import KafkaProbe
 from api.responses import OrjsonResponse, dumps
 from api.routes import alerts, grids, ops, published, risk, units, web, webhooks
@@ -152,6 +153,10 @@ def create_app(settings: Settings, *, registry: GridRegistry | None = None, cloc
             expose_headers=["ETag", "Retry-After"],
             max_age=600,
         )
+    # Outermost: times every request, compression and CORS included.
+    metrics = ApiMetrics()
+    app.state.metrics = metrics
+    app.add_middleware(LatencyMiddleware, metrics=metrics)
     # Order matters: /v1/grids/risk must be matched before /v1/grids/{grid_id}.
     # Reads need a key of a reading role (api/access.py); ops routes check per route (healthz stays open).
     read_only = [Depends(reader)]

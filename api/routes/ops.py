@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
 from api.access import CallerDep, DeadLetterReaderDep
 from api.deps import ExecutorDep, ResourcesDep
 from api.errors import error_response
+from api.metrics import MEDIA_TYPE as METRICS_MEDIA_TYPE
 from api.models import DeadLettersResponse, ErrorBody, Health, NotReady, Ready
 from api.readiness import check_clickhouse
 from api.responses import OrjsonResponse
@@ -72,3 +73,16 @@ async def readyz(resources: ResourcesDep, caller: CallerDep) -> Response:
     if failed:
         return error_response(503, "not_ready", f"not ready: {', '.join(failed)} unavailable", **details)
     return OrjsonResponse({"status": "ready", **details})
+
+
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics: request latency per route, map snapshot age, worker lag, events, dead letters, "
+    "alerts",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text exposition format"}},
+)
+async def metrics(request: Request, resources: ResourcesDep) -> Response:
+    """Open like /healthz (scrapers rarely carry keys; nothing here names a person or a place)."""
+    body = await request.app.state.metrics.render(resources)
+    return Response(body, media_type=METRICS_MEDIA_TYPE)

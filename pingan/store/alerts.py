@@ -103,3 +103,11 @@ def after(executor: Executor, cursor: str | None, *, limit: int = 100) -> list[d
         {"version": version, "grid_id": grid_id, "limit": int(limit)},
     )
     return [alert_document(row) for row in rows]
+
+
+def count_by_level(executor: Executor) -> dict[tuple[str, str], int]:
+    """Stored alerts per (level, kind), each alert once."""
+    rows = executor.query(
+        "SELECT level, kind, uniqExact(alert_id) FROM alerts GROUP BY level, kind ORDER BY level, kind"
+    )
+    return {(level, kind): int(n) for level, kind, n in rows}
