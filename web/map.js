@@ -66,45 +66,33 @@ async function getJSON(path) {
 
 // --- the map -------------------------------------------------------------------------------------------
 
-const chart = echarts.init($("map"), null, { renderer: "canvas" });
+const tooltip = document.createElement("div");
+tooltip.className = "tooltip";
+tooltip.hidden = true;
+$("map").appendChild(tooltip);
+
+const gridMap = new GridMap($("map"), {
+  colours: COLOURS,
+  onClick: (grid) => openGrid(state.shapes[grid].grid_id),
+  onHover: (grid, x, y) => {
+    if (grid < 0) { tooltip.hidden = true; return; }
+    const shape = state.shapes[grid];
+    const risk = state.grids.get(shape.grid_id);
+    const level = levelOf(shape);
+    tooltip.innerHTML = `${shape.name}<br>${LEVEL_NAMES[level]} · ${fmt(risk ? risk.score : 0)}`;
+    tooltip.style.left = `${x + 12}px`;
+    tooltip.style.top = `${y + 12}px`;
+    tooltip.hidden = false;
+  },
+});
 const historyChart = echarts.init($("history-chart"), null, { renderer: "canvas" });
-window.addEventListener("resize", () => { chart.resize(); historyChart.resize(); });
+window.addEventListener("resize", () => historyChart.resize());
 
 async function loadShapes() {
   const body = await getJSON("/v1/grids/shapes");
   state.shapes = body.grids;
-  const geojson = {
-    type: "FeatureCollection",
-    features: body.grids.map((grid) => ({
-      type: "Feature",
-      properties: { name: grid.grid_id },
-      geometry: { type: "Polygon", coordinates: [grid.ring] },
-    })),
-  };
-  echarts.registerMap("pingan", geojson);
-  chart.setOption({
-    animation: false,
-    tooltip: {
-      trigger: "item",
-      formatter: (p) => {
-        const grid = state.grids.get(p.name);
-        const shape = state.shapes[p.dataIndex];
-        const level = p.data ? p.data.level : "green";
-        return `${shape ? shape.name : p.name}<br>${LEVEL_NAMES[level]} · ${fmt(grid ? grid.score : 0)}`;
-      },
-    },
-    series: [{
-      type: "map",
-      map: "pingan",
-      roam: true,
-      selectedMode: false,
-      emphasis: { disabled: true },
-      label: { show: false },
-      itemStyle: { borderColor: "#0b1524", borderWidth: 0.4 },
-      data: [],
-    }],
-  });
-  chart.on("click", (p) => { if (p.componentType === "series") openGrid(p.name); });
+  state.position = new Map(body.grids.map((shape, i) => [shape.grid_id, i]));
+  gridMap.setShapes(body.grids);
 }
 
 function levelOf(shape) {
@@ -117,11 +105,7 @@ function levelOf(shape) {
 }
 
 function paint() {
-  const data = state.shapes.map((shape) => {
-    const level = levelOf(shape);
-    return { name: shape.grid_id, level, itemStyle: { areaColor: COLOURS[level] } };
-  });
-  chart.setOption({ series: [{ data }] });
+  gridMap.setLevels(state.shapes.map(levelOf));
   paintLegend();
   window.pinganMap.paintedVersion = state.version;
 }
@@ -239,6 +223,7 @@ function explain(detail) {
 
 async function openGrid(gridId) {
   state.selected = gridId;
+  gridMap.select(state.position.has(gridId) ? state.position.get(gridId) : -1);
   const panel = $("detail");
   try {
     const detail = await getJSON(`/v1/grids/${encodeURIComponent(gridId)}`);
@@ -275,7 +260,11 @@ async function openGrid(gridId) {
     panel.hidden = false;
   }
 }
-$("detail-close").addEventListener("click", () => { $("detail").hidden = true; state.selected = null; });
+$("detail-close").addEventListener("click", () => {
+  $("detail").hidden = true;
+  state.selected = null;
+  gridMap.select(-1);
+});
 
 function addAlert(alert) {
   const list = $("alerts");
@@ -363,17 +352,14 @@ function askForKey() {
 }
 $("key-button").addEventListener("click", askForKey);
 
-// For the browser test and for operators' consoles: what the map shows, read back from ECharts.
+// For the browser test and for operators' consoles: where a place is drawn, and what the map shows.
 window.pinganMap = {
-  chart,
+  gridMap,
   state,
   paintedVersion: null,
-  fillOf(gridId) {
-    const data = chart.getModel().getSeriesByIndex(0).getData();
-    const index = data.indexOfName(gridId);
-    return index < 0 ? null : data.getItemVisual(index, "style").fill;
-  },
   colours: COLOURS,
+  toScreen: (lon, lat) => gridMap.toScreen(lon, lat),
+  levelOf: (gridId) => (state.position.has(gridId) ? gridMap.levels[state.position.get(gridId)] : null),
 };
 
 async function start() {

@@ -40,20 +40,25 @@ COLOURS = {"red": (0xE0, 0x31, 0x31), "orange": (0xF7, 0x67, 0x07), "yellow": (0
 SCREENSHOT_ENV = "PINGAN_MAP_SCREENSHOT"
 
 # Reads back, for each [grid_id, lon, lat], the pixel the map drew at that point of the grid.
-_PIXELS_JS = """
+_READ_PIXELS_JS = """
 (points) => {
-  const chart = window.pinganMap.chart;
-  const canvas = chart.getDom().querySelector("canvas");
+  const canvas = document.querySelector("#map canvas");
   const ratio = canvas.width / canvas.clientWidth;
-  const context = canvas.getContext("2d");
-  const image = context.getImageData(0, 0, canvas.width, canvas.height);
+  const image = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height);
   return points.map(([id, lon, lat]) => {
-    const [x, y] = chart.convertToPixel({seriesIndex: 0}, [lon, lat]);
+    const [x, y] = window.pinganMap.toScreen(lon, lat);
     const px = Math.round(x * ratio), py = Math.round(y * ratio);
     const at = (py * image.width + px) * 4;
     return [id, Math.round(x), Math.round(y), Array.from(image.data.slice(at, at + 3))];
   });
 }
+"""
+# The same after the pending draw (two animation frames).
+_PIXELS_JS = f"""
+async (points) => {{
+  await new Promise(done => requestAnimationFrame(() => requestAnimationFrame(done)));
+  return ({_READ_PIXELS_JS})(points);
+}}
 """
 
 
@@ -145,11 +150,15 @@ def test_map_page_colours_every_grid_opens_a_panel_and_shows_an_escalation_withi
     served = time.monotonic()
     page.wait_for_selector(f"#alerts li[data-grid='{later_red}'][data-kind='escalation']", timeout=5_000)
     red_point = next([gid, lon, lat] for gid, lon, lat in points if gid == later_red)
-    shows_red = f"([point, red]) => {{ const c = ({_PIXELS_JS})([point])[0][3]; " \
-        "return c.every((value, i) => Math.abs(value - red[i]) <= 3); }"
+    # Synchronous on purpose: wait_for_function would take a returned Promise as a truthy answer.
+    shows_red = f"([point, red]) => {{ const c = ({_READ_PIXELS_JS})([point])[0][3]; " \
+        "return c.length === 3 && c.every((value, i) => Math.abs(value - red[i]) <= 3); }"
     remaining_ms = max(100, int((5 - (time.monotonic() - served)) * 1000))
     page.wait_for_function(shows_red, arg=[red_point, list(COLOURS["red"])], timeout=remaining_ms)
     assert time.monotonic() - served <= 5.0
+    assert page.evaluate("(id) => window.pinganMap.levelOf(id)", later_red) == "red"
+    ((_, _, _, rgb),) = page.evaluate(_PIXELS_JS, [red_point])
+    assert _close(rgb, "red")
     assert errors == []
 
     screenshot = tmp_path / "map.png"
