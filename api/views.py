@@ -95,6 +95,10 @@ class RiskSnapshot:
     _rendered: dict[Any, bytes] = field(default_factory=dict, repr=False, compare=False)
     _render_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
+    def cached(self, key: Any) -> bytes | None:
+        """The body already rendered for ``key`` (a dict read: safe without the lock), or None."""
+        return self._rendered.get(key)
+
     def rendered(self, key: Any, render: Callable[[], bytes], max_entries: int = 64) -> bytes:
         """A body rendered once per snapshot: every dashboard polling the same view gets the same bytes."""
         with self._render_lock:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
+import anyio.to_thread
 from fastapi import APIRouter, Path, Query, Request
 from starlette.responses import Response
 
@@ -14,6 +15,7 @@ from api.errors import invalid, not_found
 from api.models import ErrorBody, GridDetail, HotspotsResponse, RiskFeatureCollection, RiskResponse, ShapesResponse
 from api.params import parse_levels
 from api.responses import GeoJsonResponse, OrjsonResponse, dumps
+from api.snapshot import Versioned
 from api.views import (
     RiskSnapshot,
     close_ring,
@@ -39,18 +41,31 @@ def current_risk(resources: Resources) -> RiskSnapshot:
     return resources.snapshots.get(resources.settings.api_cache_seconds).snapshot
 
 
-def conditional(request: Request, snapshot: RiskSnapshot, variant: Any, render: Callable[[], bytes],
-                media: type[OrjsonResponse]) -> Response:  # fmt: skip
-    """A body rendered (and gzipped) once per snapshot, with its ETag; 304 when the client has it."""
+async def versioned_snapshot(resources: Resources) -> Versioned:
+    """The snapshot from memory without leaving the event loop; a thread only when it must be read."""
+    max_age = resources.settings.api_cache_seconds
+    current = resources.snapshots.fresh(max_age)
+    return current if current is not None else await anyio.to_thread.run_sync(resources.snapshots.get, max_age)
+
+
+async def conditional(request: Request, snapshot: RiskSnapshot, variant: Any, render: Callable[[], bytes],
+                      media: type[OrjsonResponse]) -> Response:  # fmt: skip
+    """A body rendered (and gzipped) once per snapshot, with its ETag; 304 when the client has it.
+
+    Polls of an unchanged snapshot never leave the event loop; rendering and compressing (once per version
+    and variant) run on a thread, so a 50,000-grid body does not stall other requests."""
     tag = entity_tag(snapshot.version, variant)
     gzipped = accepts_gzip(request.headers.get("accept-encoding"))
     shown = gzipped_tag(tag) if gzipped else tag
     if not_modified(request.headers.get("if-none-match"), tag):
         return Response(status_code=304, headers=response_headers(shown))
-    identity = snapshot.rendered(variant, render)
+    identity = snapshot.cached(variant) or await anyio.to_thread.run_sync(snapshot.rendered, variant, render)
     if not gzipped:
         return media(identity, headers=response_headers(shown))
-    body = snapshot.rendered((variant, "gzip"), lambda: Rendered(identity, tag).gzip())
+    key = (variant, "gzip")
+    body = snapshot.cached(key) or await anyio.to_thread.run_sync(
+        snapshot.rendered, key, lambda: Rendered(identity, tag).gzip()
+    )
     return media(body, headers=response_headers(shown, {"Content-Encoding": "gzip"}))
 
 
@@ -69,7 +84,7 @@ def conditional(request: Request, snapshot: RiskSnapshot, variant: Any, render: 
         **_ERRORS,
     },
 )
-def grids_risk(
+async def grids_risk(
     request: Request,
     resources: ResourcesDep,
     output: Annotated[
@@ -99,7 +114,7 @@ def grids_risk(
     if since is not None and (output == "geojson" or levels is not None):
         raise invalid("since: only with format=json and without level (a delta must list grids leaving a filter)",
                       "since")  # fmt: skip
-    current = resources.snapshots.get(resources.settings.api_cache_seconds)
+    current = await versioned_snapshot(resources)
     snapshot = current.snapshot
     variant = (output, levels, community_id, since)
 
@@ -114,7 +129,8 @@ def grids_risk(
         grids = items if changed is None else select(changed, None, community_id)
         return dumps({"summary": summary, "full": changed is None, "since": since, "grids": grids})
 
-    return conditional(request, snapshot, variant, render, GeoJsonResponse if output == "geojson" else OrjsonResponse)
+    media = GeoJsonResponse if output == "geojson" else OrjsonResponse
+    return await conditional(request, snapshot, variant, render, media)
 
 
 @router.get(
@@ -123,7 +139,7 @@ def grids_risk(
     response_model=ShapesResponse,
     responses={304: {"description": "`If-None-Match` names this registry: unchanged (no body)"}},
 )
-def grid_shapes(request: Request, resources: ResourcesDep) -> Response:
+async def grid_shapes(request: Request, resources: ResourcesDep) -> Response:
     """The registry's polygons as `[lon, lat]` rings (6 decimals, about 0.1 m), with the unit ids of each
     grid for roll-up views. Constant for the life of the process: poll `/v1/grids/risk` for colours."""
     shapes = resources.shapes
