@@ -7,6 +7,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from chdb.session import Session
 
 from pingan.settings import Settings
 from tests.support.processes import ChildProcess, free_port, wait_for
@@ -41,3 +42,12 @@ def api(pipeline_settings: Settings, tmp_path: Path) -> Iterator[str]:
     wait_for(healthy, timeout=30, what="the API to answer")
     yield base
     child.stop()
+
+
+@pytest.fixture(scope="session")
+def chdb_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
+    # chdb allows one data path per process, so the whole test session shares this one (every module that
+    # checks SQL on the current engine uses it: a second path in the same process fails to open).
+    session = Session(str(tmp_path_factory.mktemp("chdb") / "data"))
+    yield session
+    session.close()

@@ -44,14 +44,6 @@ TABLES = [
 ]  # fmt: skip
 
 
-@pytest.fixture(scope="session")
-def chdb_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
-    # chdb allows one data path per process, so the whole test session shares this one.
-    session = Session(str(tmp_path_factory.mktemp("chdb") / "data"))
-    yield session
-    session.close()
-
-
 @pytest.fixture
 def server_executor(settings: Settings) -> Iterator[DriverExecutor]:
     admin = connect(settings, database="")
@@ -303,8 +295,9 @@ async def test_every_api_query_runs_on_both_engines(settings: Settings, chdb_exe
             }
     assert {path: r.status_code for path, r in visited.items() if r.status_code != 200} == {}
     # Every data route of the app was called (a new route must be added above). Not ClickHouse readers: the
-    # ingest gateway and webhooks (write to Kafka) and the alert stream (the same query as /v1/alerts, in a loop).
-    not_readers = {"/v1/alerts/stream"}
+    # ingest gateway and webhooks (write to Kafka), the alert stream (the same query as /v1/alerts, in a loop)
+    # and the grid shapes (the registry only).
+    not_readers = {"/v1/alerts/stream", "/v1/grids/shapes"}
     routes = {
         p for p in app.openapi()["paths"] if p.startswith("/v1/") and not p.startswith(("/v1/ingest/", "/v1/webhooks/"))
     }
