@@ -159,6 +159,22 @@ def test_map_page_colours_every_grid_opens_a_panel_and_shows_an_escalation_withi
     assert page.evaluate("(id) => window.pinganMap.levelOf(id)", later_red) == "red"
     ((_, _, _, rgb),) = page.evaluate(_PIXELS_JS, [red_point])
     assert _close(rgb, "red")
+
+    # Roll-up by community: every grid of the orange grid's community takes the community's (worst) level.
+    community = next(s["community_id"] for s in shapes if s["grid_id"] == orange)
+    page.select_option("#rollup", "community")
+    members = [p for p, s in zip(points, shapes, strict=True) if s["community_id"] == community]
+    page.wait_for_function("(id) => window.pinganMap.levelOf(id) === 'orange'", arg=members[0][0], timeout=5_000)
+    assert all(_close(rgb, "orange") for *_, rgb in page.evaluate(_PIXELS_JS, members))
+    page.select_option("#rollup", "grid")
+
+    # The API unreachable: a stale banner over the last map, not a blank page; back to normal afterwards.
+    page.route("**/v1/grids/risk**", lambda route: route.abort())
+    page.wait_for_selector("#stale:not([hidden])", timeout=8_000)
+    assert "过期" in page.locator("#stale").inner_text()
+    assert _close(page.evaluate(_PIXELS_JS, [red_point])[0][3], "red")
+    page.unroute("**/v1/grids/risk**")
+    page.wait_for_selector("#stale", state="hidden", timeout=8_000)
     assert errors == []
 
     screenshot = tmp_path / "map.png"
