@@ -2,8 +2,9 @@
 //
 // ECharts' map series, measured in headless chromium here (bench/map_page_scale.py), took ~0.8 s per colour
 // update and ~0.6 s per pan/zoom step at only 5,000 grids: one scene-graph element per region. Here the
-// polygons are projected once and batched into Path2D objects per colour (rebuilt only when colours change)
-// and for the borders (built once), so a redraw is a few hundred fill/stroke calls under one transform.
+// polygons are projected once and batched into Path2D objects per patch of the map and colour (a patch is
+// rebuilt only when one of its grids changes colour) and for the borders (built once), so a redraw is a few
+// hundred fill/stroke calls under one transform.
 // Batches hold CHUNK polygons: Chromium's path building slows down quadratically with the number of
 // subpaths in one path (50,000 in one Path2D took 17 s to build, in 256-polygon batches 0.1 s).
 // While the user pans or zooms, the last full drawing is moved as a bitmap (one drawImage per frame) and
@@ -28,7 +29,7 @@ class GridMap {
     this.rings = []; // per grid: Float64Array [x0, y0, x1, y1, ...] in projected units
     this.boxes = []; // per grid: [minX, minY, maxX, maxY]
     this.levels = [];
-    this.paths = {};
+    this.chunks = [];
     this.selected = -1;
     this.view = { scale: 1, x: 0, y: 0 }; // screen = world * scale + (x, y)
     this.frame = 0;
@@ -66,6 +67,7 @@ class GridMap {
     });
     this.world = this.project(maxLon, minLat); // bottom-right corner
     this.borders = this.batch(this.rings.map((_, grid) => grid));
+    this.chunks = [];
     this.buildIndex();
     this.fit();
   }
@@ -109,14 +111,26 @@ class GridMap {
     for (let c = Math.floor(a / size); c <= Math.floor(b / size); c++) yield c;
   }
 
-  // levels: one level name per grid, in shapes order.
+  // levels: one level name per grid, in shapes order. Grids are kept in chunks of CHUNK consecutive grids
+  // (the registry lists a community's grids together, so a chunk is a patch of the map), each with one
+  // Path2D per level; only the chunks where a level changed are rebuilt.
   setLevels(levels) {
+    const previous = this.levels;
     this.levels = levels;
-    const members = {};
-    for (const level of Object.keys(this.colours)) members[level] = [];
-    levels.forEach((level, grid) => (members[level] || members.green).push(grid));
-    this.paths = {};
-    for (const [level, grids] of Object.entries(members)) this.paths[level] = this.batch(grids);
+    this.chunks = this.chunks || [];
+    for (let start = 0, c = 0; start < levels.length; start += CHUNK, c++) {
+      const end = Math.min(start + CHUNK, levels.length);
+      let changed = !this.chunks[c] || previous.length !== levels.length;
+      for (let grid = start; !changed && grid < end; grid++) changed = previous[grid] !== levels[grid];
+      if (!changed) continue;
+      const paths = {};
+      for (let grid = start; grid < end; grid++) {
+        const level = this.colours[levels[grid]] ? levels[grid] : "green";
+        if (!paths[level]) paths[level] = new Path2D();
+        this.trace(paths[level], this.rings[grid]);
+      }
+      this.chunks[c] = paths;
+    }
     this.requestDraw();
   }
 
@@ -170,9 +184,9 @@ class GridMap {
     c.setTransform(1, 0, 0, 1, 0, 0);
     c.clearRect(0, 0, this.canvas.width, this.canvas.height);
     c.setTransform(v.scale * r, 0, 0, v.scale * r, v.x * r, v.y * r);
-    for (const [level, paths] of Object.entries(this.paths)) {
+    for (const level of Object.keys(this.colours)) { // one fillStyle change per level
       c.fillStyle = this.colours[level];
-      for (const path of paths) c.fill(path);
+      for (const chunk of this.chunks || []) if (chunk[level]) c.fill(chunk[level]);
     }
     const pixelsPerGrid = v.scale * Math.sqrt((this.world[0] * this.world[1]) / Math.max(1, this.rings.length));
     if (pixelsPerGrid > 4 && this.borders) { // borders only where grids are big enough to see them
