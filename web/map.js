@@ -327,8 +327,8 @@ async function loadIndex() {
     const index = await getJSON(`/v1/index/${period}?unit=${unit}`);
     $("index-period-label").textContent = `${index.period_start} – ${index.period_end}`;
     body.innerHTML = index.units.map((u) =>
-      `<tr><td>${u.rank}</td><td>${u.name || u.unit_id}</td><td>${fmt(u.score)}</td><td>${fmt(u.change)}</td>` +
-      `<td>${u.flagged ? "🎩 戴帽 flagged" : ""} ${u.flag_change === "left" ? "摘帽 unflagged" : ""}</td></tr>`).join("");
+      `<tr><td>${u.rank}</td><td>${u.unit_name || u.unit_id}</td><td>${fmt(u.score)}</td><td>${fmt(u.change)}</td>` +
+      `<td>${u.flagged ? "戴帽 flagged" : ""} ${u.flag_change === "left" ? "摘帽 unflagged" : ""}</td></tr>`).join("");
   } catch (error) {
     $("index-period-label").textContent = "";
     body.innerHTML = `<tr><td colspan="5">${error.status === 404 ? "尚未发布 not published yet" : error.message}</td></tr>`;
