@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,8 +17,8 @@ from clickhouse_driver.errors import ServerException
 
 from pingan.published_index import publish
 from pingan.settings import Settings
-from pingan.store.client import DriverExecutor, Executor, connect
-from pingan.store.migrate import create_database, migrate
+from pingan.store.client import DriverExecutor, Executor
+from pingan.store.migrate import migrate
 from tests.conftest import clickhouse_client_for
 from tests.integration.test_clickhouse_compat import T0, load_sample
 from tests.support import small_city
@@ -56,18 +55,6 @@ def _load(executor: Executor) -> None:
         publish(executor, small_city.REGISTRY, small_city.CONFIG, "day", day, now=datetime(2026, 11, 24, tzinfo=UTC))
 
 
-@pytest.fixture
-def server(settings: Settings) -> Iterator[DriverExecutor]:
-    admin = connect(settings, database="")
-    try:
-        create_database(admin, settings.clickhouse_database)
-    finally:
-        admin.close()
-    executor = connect(settings)
-    yield executor
-    executor.close()
-
-
 def _normalised(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
     # Floats to 6 decimals: the engines may differ in the last bit of a mean.
     return [tuple(round(v, 6) if isinstance(v, float) else v for v in row) for row in rows]
@@ -80,8 +67,9 @@ def test_docs_list_eight_to_ten_queries() -> None:
 
 
 def test_every_documented_query_returns_the_same_rows_on_both_engines(
-    server: DriverExecutor, chdb_session: Session
+    server_executor: DriverExecutor, chdb_session: Session
 ) -> None:
+    server = server_executor
     chdb = ChdbExecutor(chdb_session, database=f"analysts_{uuid.uuid4().hex[:12]}")
     for executor in (server, chdb):
         _load(executor)
@@ -93,7 +81,8 @@ def test_every_documented_query_returns_the_same_rows_on_both_engines(
         assert on_server == on_chdb, (name, on_server, on_chdb)
 
 
-def test_docs_name_every_column_of_every_table(server: DriverExecutor) -> None:
+def test_docs_name_every_column_of_every_table(server_executor: DriverExecutor) -> None:
+    server = server_executor
     migrate(server)
     text = DOC.read_text(encoding="utf-8")
     rows = server.query(

@@ -8,7 +8,7 @@ engine in-process, so each statement is checked in both dialects without a secon
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -27,7 +27,7 @@ from pingan.published_index import period_containing, publish
 from pingan.settings import Settings
 from pingan.store import alerts, baselines, dead_letters, events, grid_units, published, risk, server, units, windows
 from pingan.store.client import DriverExecutor, Executor, connect
-from pingan.store.migrate import create_database, load_migrations, migrate
+from pingan.store.migrate import load_migrations, migrate
 from schemas.envelope import Event
 from streams.baseline import BaselineModel, GridProfile
 from streams.risk_index import load_config
@@ -42,18 +42,6 @@ TABLES = [
     "alerts", "baseline_cells", "baseline_grids", "baselines", "dead_letters", "events", "grid_units", "grid_windows",
     "published_index", "risk_latest", "risk_updates", "schema_migrations", "unit_risk",
 ]  # fmt: skip
-
-
-@pytest.fixture
-def server_executor(settings: Settings) -> Iterator[DriverExecutor]:
-    admin = connect(settings, database="")
-    try:
-        create_database(admin, settings.clickhouse_database)
-    finally:
-        admin.close()
-    executor = connect(settings)
-    yield executor
-    executor.close()
 
 
 @pytest.fixture
