@@ -122,18 +122,14 @@ class SnapshotStore:
             self._checked_at = self._timer()
             return current
 
-    def fresh(self, max_age: float) -> Versioned | None:
-        """The current snapshot if it was confirmed less than ``max_age`` seconds ago (no I/O), else None."""
-        current, age = self._current, self.age_seconds()
-        return current if current is not None and age is not None and age < max_age else None
-
-    def get(self, max_age: float) -> Versioned:
-        """The current snapshot; refreshed here only if none exists or it is older than ``max_age``.
-
-        With the background refresher running, ``max_age`` is never reached by polls; 0 reads on every call
-        (tests that write and read at once).
-        """
-        return self.fresh(max_age) or self.refresh()
+    def for_request(self, *, refreshed_in_background: bool) -> Versioned:
+        """What a request serves: with the background refresher running, the snapshot in memory, whatever
+        its age (a failing refresher shows in ``age_seconds`` and the metrics, not as a ClickHouse query per
+        poll); the first request before any read, or every request without the refresher (tests), reads."""
+        current = self._current
+        if refreshed_in_background and current is not None:
+            return current
+        return self.refresh()
 
     def changed_since(self, version: int, current: Versioned) -> list[dict[str, Any]] | None:
         """The grids of ``current`` whose risk differs from version ``version``; None if that version is

@@ -38,14 +38,20 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 def current_risk(resources: Resources) -> RiskSnapshot:
     """The map's snapshot from memory (api/snapshot.py): polls never query ClickHouse while the background
     refresher keeps it fresh; with ``api_cache_seconds = 0`` every call re-checks the table (tests)."""
-    return resources.snapshots.get(resources.settings.api_cache_seconds).snapshot
+    return resources.snapshots.for_request(refreshed_in_background=_in_background(resources)).snapshot
+
+
+def _in_background(resources: Resources) -> bool:
+    return resources.settings.api_cache_seconds > 0  # the lifespan runs the refresher then
 
 
 async def versioned_snapshot(resources: Resources) -> Versioned:
     """The snapshot from memory without leaving the event loop; a thread only when it must be read."""
-    max_age = resources.settings.api_cache_seconds
-    current = resources.snapshots.fresh(max_age)
-    return current if current is not None else await anyio.to_thread.run_sync(resources.snapshots.get, max_age)
+    store, background = resources.snapshots, _in_background(resources)
+    current = store.current
+    if background and current is not None:
+        return current
+    return await anyio.to_thread.run_sync(lambda: store.for_request(refreshed_in_background=background))
 
 
 async def conditional(request: Request, snapshot: RiskSnapshot, variant: Any, render: Callable[[], bytes],

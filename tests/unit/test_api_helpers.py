@@ -14,7 +14,6 @@ import httpx
 import pytest
 
 from api.app import create_app
-from api.cache import TTLCache
 from api.errors import ApiError
 from api.params import history_range, parse_levels
 from api.readiness import partition_lag, worker_status
@@ -72,65 +71,6 @@ def test_history_rejects(start: datetime | None, end: datetime | None, step: int
 def test_history_accepts_the_limits() -> None:
     assert _range(step=86_400).step == 86_400
     assert _range(NOW - timedelta(days=31), NOW).start == NOW - timedelta(days=31)
-
-
-# --- cache -----------------------------------------------------------------------------------------------
-
-
-class FakeTimer:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def test_cache_reuses_within_ttl_and_reloads_after() -> None:
-    timer = FakeTimer()
-    cache: TTLCache[int] = TTLCache(2.0, timer=timer)
-    loads = iter(range(10))
-    assert cache.get(lambda: next(loads)) == 0
-    timer.now += 1.9
-    assert cache.get(lambda: next(loads)) == 0
-    timer.now += 0.2
-    assert cache.get(lambda: next(loads)) == 1
-    cache.clear()
-    assert cache.get(lambda: next(loads)) == 2
-
-
-def test_cache_with_zero_ttl_always_loads() -> None:
-    cache: TTLCache[int] = TTLCache(0.0)
-    loads = iter(range(10))
-    assert [cache.get(lambda: next(loads)) for _ in range(3)] == [0, 1, 2]
-
-
-def test_cache_does_not_keep_failures() -> None:
-    cache: TTLCache[str] = TTLCache(60.0)
-
-    def fail() -> str:
-        raise StorageError("down")
-
-    with pytest.raises(StorageError):
-        cache.get(fail)
-    assert cache.get(lambda: "up") == "up"
-
-
-def test_concurrent_callers_share_one_load() -> None:
-    cache: TTLCache[int] = TTLCache(60.0)
-    calls = []
-    gate = threading.Event()
-
-    def slow() -> int:
-        calls.append(1)
-        gate.wait(5)
-        return 42
-
-    with ThreadPoolExecutor(8) as pool:
-        futures = [pool.submit(cache.get, slow) for _ in range(8)]
-        time.sleep(0.05)
-        gate.set()
-        assert [f.result() for f in futures] == [42] * 8
-    assert len(calls) == 1
 
 
 # --- per-thread executors and the schema gate -------------------------------------------------------------

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import gzip
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+
+import pytest
 
 from api.conditional import Rendered, accepts_gzip, entity_tag, gzipped_tag, not_modified
 from api.snapshot import SnapshotStore
 from api.views import RiskSnapshot
+from pingan.errors import StorageError
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
@@ -121,14 +127,41 @@ def test_store_forgets_old_versions_beyond_its_history() -> None:
     assert store.changed_since(versions[1], current) == [_grid("G1", "red")]
 
 
-def test_get_serves_from_memory_until_max_age() -> None:
+def test_requests_are_served_from_memory_while_the_background_refreshes() -> None:
     table = FakeTable()
     now = [0.0]
     store = SnapshotStore(table.load, lambda: table.marker, timer=lambda: now[0])
-    store.get(1.0)
+    assert store.age_seconds() is None
+    store.for_request(refreshed_in_background=True)  # nothing in memory yet: the first request reads
     table.marker, table.levels["G1"] = 1, "red"
-    now[0] = 0.5
-    assert store.get(1.0).snapshot.grids[0]["level"] == "green"  # fresh enough: memory
-    now[0] = 1.5
-    assert store.get(1.0).snapshot.grids[0]["level"] == "red"
+    now[0] = 3600.0
+    served = store.for_request(refreshed_in_background=True)
+    assert served.snapshot.grids[0]["level"] == "green" and table.loads == 1  # memory, however old
+    assert store.age_seconds() == 3600.0
+    assert store.for_request(refreshed_in_background=False).snapshot.grids[0]["level"] == "red"  # no refresher
     assert store.age_seconds() == 0.0
+
+
+def test_concurrent_requests_share_one_read_and_a_failed_read_keeps_nothing() -> None:
+    table = FakeTable()
+    gate = threading.Event()
+
+    def slow_load(version: int) -> RiskSnapshot:
+        gate.wait(5)
+        return table.load(version)
+
+    store = SnapshotStore(slow_load, lambda: table.marker)
+    with ThreadPoolExecutor(8) as pool:
+        futures = [pool.submit(store.for_request, refreshed_in_background=False) for _ in range(8)]
+        time.sleep(0.05)
+        gate.set()
+        versions = {f.result().version for f in futures}
+    assert (len(versions), table.loads) == (1, 1)  # eight callers: one read, the others saw it unchanged
+
+    def down() -> int:
+        raise StorageError("connection refused")
+
+    failing = SnapshotStore(table.load, down)
+    with pytest.raises(StorageError):
+        failing.for_request(refreshed_in_background=True)
+    assert failing.current is None and failing.age_seconds() is None
