@@ -56,6 +56,8 @@ class Settings(BaseSettings):
     # --- API ---
     api_host: str = "127.0.0.1"
     api_port: int = 8000
+    # How often the API checks ClickHouse for a changed map (api/snapshot.py); polls are served from memory
+    # in between. 0 = check on every request (tests that write and read at once).
     api_cache_seconds: float = Field(default=1.0, ge=0)
     # Origins allowed to call the API from a browser (CORS), comma-separated, e.g.
     # "https://screen.example.org,http://10.0.0.5:8080"; "*" allows any; empty allows none.
