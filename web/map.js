@@ -290,7 +290,8 @@ async function streamAlerts() {
     try {
       const headers = withKey({ Accept: "text/event-stream" });
       if (lastId) headers["Last-Event-ID"] = lastId;
-      const response = await fetch("/v1/alerts/stream", { headers, cache: "no-store" });
+      // The newest alerts first (not the whole history), then new ones; a reconnect resumes after lastId.
+      const response = await fetch(`/v1/alerts/stream?tail=${MAX_ALERTS}`, { headers, cache: "no-store" });
       if (!response.ok) throw new HttpError(response.status, response.statusText);
       $("alerts-status").textContent = "● 实时 live";
       const reader = response.body.getReader();

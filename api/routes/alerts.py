@@ -61,16 +61,27 @@ async def stream_alerts(
     request: Request,
     resources: ResourcesDep,
     after: Annotated[str | None, Query(description="start after this cursor (as in /v1/alerts)")] = None,
+    tail: Annotated[
+        int | None,
+        Query(ge=1, le=500, description="without a cursor: start with the newest `tail` alerts instead of all"),
+    ] = None,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
 ) -> StreamingResponse:
-    """Sends every alert after the cursor, then new ones as they are stored (checked every second)."""
+    """Sends every alert after the cursor (or the newest `tail`, or all from the start), then new ones as
+    they are stored (checked every second). A reconnecting client's `Last-Event-ID` wins over both."""
     cursor = last_event_id or after
     executor = resources.storage.executor
+    first: list[dict[str, Any]] = []
     if cursor:
         await run_in_threadpool(_page, executor, cursor, 1)  # a bad cursor is a 422 now, not a broken stream
+    elif tail is not None:
+        first = await run_in_threadpool(alerts.newest, executor, tail)
+        cursor = first[-1]["cursor"] if first else None  # no alert yet: new ones follow from the start
 
     async def events() -> AsyncIterator[bytes]:
         nonlocal cursor
+        for alert in first:
+            yield _sse(alert)
         idle = 0.0
         while not await request.is_disconnected():
             page = await run_in_threadpool(_page, executor, cursor, 500)

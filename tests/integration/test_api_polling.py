@@ -1,14 +1,19 @@
 """Polling that costs almost nothing when nothing changed, on the real ClickHouse: ETag and 304, ``since``
-deltas, gzip once per snapshot, CORS."""
+deltas, gzip once per snapshot, CORS; and the alert stream starting from the newest alerts."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
+import httpx
+import orjson
 import pytest
 
 from api.models import ErrorBody, RiskResponse
 from pingan.settings import Settings
-from pingan.store import risk
-from tests.integration.test_api import _update, running_api
+from pingan.store import alerts, risk
+from pingan.store.client import connect
+from tests.integration.test_api import NOW, _update, running_api
 
 pytestmark = pytest.mark.integration
 
@@ -88,3 +93,25 @@ async def test_cors_preflight_and_exposed_etag_for_configured_origins_only(setti
             "Origin": "http://elsewhere.example", "Access-Control-Request-Method": "GET"})  # fmt: skip
         assert stranger.status_code == 400
         assert "access-control-allow-origin" not in stranger.headers
+
+
+def test_alert_stream_can_start_with_the_newest_alerts_then_follows(pipeline_settings: Settings, api: str) -> None:
+    writer = connect(pipeline_settings)
+    try:
+        at = NOW - timedelta(minutes=30)
+        made = [alerts.alert_for(f"G{i}", "green", "red", 150.0 + i, at, 10 + i, {}, "2026.1") for i in range(5)]
+        alerts.insert(writer, [a for a in made if a is not None])
+        with httpx.stream("GET", f"{api}/v1/alerts/stream", params={"tail": 2}, timeout=10) as stream:
+            seen: list[dict] = []
+            for line in stream.iter_lines():
+                if line.startswith("data: "):
+                    seen.append(orjson.loads(line[len("data: "):]))
+                    if len(seen) == 2:
+                        later = alerts.alert_for("G9", "yellow", "orange", 120.0, at, 99, {}, "2026.1")
+                        assert later is not None
+                        alerts.insert(writer, [later])
+                if len(seen) == 3:
+                    break
+    finally:
+        writer.close()
+    assert [a["grid_id"] for a in seen] == ["G3", "G4", "G9"]  # the newest two, then the new one

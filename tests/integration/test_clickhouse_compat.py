@@ -146,6 +146,7 @@ def run_store_reads(executor: Executor) -> dict[str, Any]:
         "risk.explanation.none": risk.explanation(executor, "G0404"),
         "alerts.after": alerts.after(executor, None),
         "alerts.after.cursor": alerts.after(executor, alerts.encode_cursor(5, "G0001")),
+        "alerts.newest": alerts.newest(executor, 2),
         "windows.history.300": windows.history(executor, "G0001", T0, T0 + timedelta(hours=3), 300),
         "windows.history.900": windows.history(executor, "G0001", T0, T0 + timedelta(hours=3), 900),
         "windows.history.3600.partial": windows.history(executor, "G0001", T0 + timedelta(minutes=5), NOW, 3600),
