@@ -241,8 +241,10 @@ class DeadLetter(BaseModel):
     reason: str
     raw: str = Field(description="the original record (UTF-8, replacement characters for invalid bytes)")
     raw_truncated: bool = Field(description="raw was cut to keep the response small")
-    redacted: bool = Field(description="plates, phones and person ids in raw and reason were pseudonymised "
-                           "or masked (every role but admin)")
+    redacted: bool = Field(
+        description="plates, phones and person ids in raw and reason were pseudonymised "
+        "or masked (every role but admin)"
+    )
 
 
 class DeadLettersResponse(BaseModel):

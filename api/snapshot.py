@@ -39,9 +39,7 @@ RISK_FIELDS = ("level", "score", "own_level", "own_score", "as_of", "dominant_so
 
 def signatures(grids: Sequence[dict[str, Any]]) -> tuple[int, ...]:
     """One hash per grid (registry order) of its risk (RISK_FIELDS and the spatial lift)."""
-    return tuple(
-        hash((*(item[name] for name in RISK_FIELDS), (item["spatial"] or {}).get("lift"))) for item in grids
-    )
+    return tuple(hash((*(item[name] for name in RISK_FIELDS), (item["spatial"] or {}).get("lift"))) for item in grids)
 
 
 def content_digest(grids: Sequence[dict[str, Any]]) -> bytes:

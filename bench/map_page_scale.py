@@ -94,7 +94,8 @@ def main() -> None:
         repaints = [page.evaluate(repaint_js) for _ in range(5)]
         # A typical changed snapshot: a few dozen grids of one neighbourhood change colour.
         local_js = repaint_js.replace("i++ % 100 === 0", "(i++ >= start && i <= start + 40)").replace(
-            "() => {", "(start) => {")
+            "() => {", "(start) => {"
+        )
         local = [page.evaluate(local_js, 1000 + 3000 * k) for k in range(5)]
         # A sharp redraw of every polygon (after a pan/zoom gesture pauses; getImageData waits for the raster).
         zoom_js = """(factor) => { const g = window.pinganMap.gridMap; const t = performance.now();
@@ -109,12 +110,16 @@ def main() -> None:
         heap = page.evaluate("() => performance.memory ? performance.memory.usedJSHeapSize / 1e6 : null")
         browser.close()
     print(f"load to first paint: {load:.2f} s")
-    print(f"repaint (1% changed, all over the map): median {statistics.median(repaints):.0f} ms, "
-          f"max {max(repaints):.0f} ms")
+    print(
+        f"repaint (1% changed, all over the map): median {statistics.median(repaints):.0f} ms, "
+        f"max {max(repaints):.0f} ms"
+    )
     print(f"repaint (40 neighbouring grids changed): median {statistics.median(local):.0f} ms, max {max(local):.0f} ms")
     print(f"sharp redraw (gesture paused): median {statistics.median(frames):.0f} ms, max {max(frames):.0f} ms")
-    print(f"frame during pan/zoom (two animation frames included): median {statistics.median(moves):.0f} ms, "
-          f"max {max(moves):.0f} ms")
+    print(
+        f"frame during pan/zoom (two animation frames included): median {statistics.median(moves):.0f} ms, "
+        f"max {max(moves):.0f} ms"
+    )
     if heap:
         print(f"JS heap: {heap:.0f} MB")
 

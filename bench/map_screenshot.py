@@ -1,6 +1,6 @@
 """Screenshot of the live map page (docs/map.png) from a running API, e.g. `make demo`'s.
 
-    .venv/bin/python bench/map_screenshot.py http://127.0.0.1:8000 docs/map.png
+.venv/bin/python bench/map_screenshot.py http://127.0.0.1:8000 docs/map.png
 """
 
 from __future__ import annotations

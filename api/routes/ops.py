@@ -77,8 +77,7 @@ async def readyz(resources: ResourcesDep, caller: CallerDep) -> Response:
 
 @router.get(
     "/metrics",
-    summary="Prometheus metrics: request latency per route, map snapshot age, worker lag, events, dead letters, "
-    "alerts",
+    summary="Prometheus metrics: request latency per route, map snapshot age, worker lag, events, dead letters, alerts",
     response_class=Response,
     responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text exposition format"}},
 )

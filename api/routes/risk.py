@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal
 
 import anyio.to_thread
@@ -54,25 +54,38 @@ async def versioned_snapshot(resources: Resources) -> Versioned:
     return await anyio.to_thread.run_sync(lambda: store.for_request(refreshed_in_background=background))
 
 
-async def conditional(request: Request, snapshot: RiskSnapshot, variant: Any, render: Callable[[], bytes],
-                      media: type[OrjsonResponse]) -> Response:  # fmt: skip
-    """A body rendered (and gzipped) once per snapshot, with its ETag; 304 when the client has it.
-
-    Polls of an unchanged snapshot never leave the event loop; rendering and compressing (once per version
-    and variant) run on a thread, so a 50,000-grid body does not stall other requests."""
-    tag = entity_tag(snapshot.version, variant)
-    gzipped = accepts_gzip(request.headers.get("accept-encoding"))
-    shown = gzipped_tag(tag) if gzipped else tag
+async def conditional(request: Request, tag: str, identity: Callable[[], Awaitable[bytes]],
+                      gzipped: Callable[[], Awaitable[bytes]], media: type[OrjsonResponse]) -> Response:  # fmt: skip
+    """304 when ``If-None-Match`` names ``tag``; else the body, gzipped for clients that accept it, with its
+    ETag (the gzip representation's ends in ``+gzip``) and Cache-Control."""
+    use_gzip = accepts_gzip(request.headers.get("accept-encoding"))
+    shown = gzipped_tag(tag) if use_gzip else tag
     if not_modified(request.headers.get("if-none-match"), tag):
         return Response(status_code=304, headers=response_headers(shown))
-    identity = snapshot.cached(variant) or await anyio.to_thread.run_sync(snapshot.rendered, variant, render)
-    if not gzipped:
-        return media(identity, headers=response_headers(shown))
-    key = (variant, "gzip")
-    body = snapshot.cached(key) or await anyio.to_thread.run_sync(
-        snapshot.rendered, key, lambda: Rendered(identity, tag).gzip()
-    )
-    return media(body, headers=response_headers(shown, {"Content-Encoding": "gzip"}))
+    if not use_gzip:
+        return media(await identity(), headers=response_headers(shown))
+    return media(await gzipped(), headers=response_headers(shown, {"Content-Encoding": "gzip"}))
+
+
+async def snapshot_response(request: Request, snapshot: RiskSnapshot, variant: Any, render: Callable[[], bytes],
+                            media: type[OrjsonResponse]) -> Response:  # fmt: skip
+    """A body of ``snapshot`` rendered and gzipped once per snapshot and variant.
+
+    Polls of an unchanged snapshot never leave the event loop; rendering and compressing run on a thread, so
+    a 50,000-grid body does not stall other requests."""
+    tag = entity_tag(snapshot.version, variant)
+
+    async def identity() -> bytes:
+        return snapshot.cached(variant) or await anyio.to_thread.run_sync(snapshot.rendered, variant, render)
+
+    async def gzipped() -> bytes:
+        key = (variant, "gzip")
+        if (body := snapshot.cached(key)) is not None:
+            return body
+        plain = await identity()
+        return await anyio.to_thread.run_sync(snapshot.rendered, key, lambda: Rendered(plain, tag).gzip())
+
+    return await conditional(request, tag, identity, gzipped, media)
 
 
 @router.get(
@@ -102,9 +115,12 @@ async def grids_risk(
     community_id: Annotated[str | None, Query(description="only the grids of this community")] = None,
     since: Annotated[
         int | None,
-        Query(ge=0, description="a `summary.version` seen before: only the grids changed since then "
-              "(`full: false`); an unknown or too old version gives every grid (`full: true`). JSON only, "
-              "not with `level`"),
+        Query(
+            ge=0,
+            description="a `summary.version` seen before: only the grids changed since then "
+            "(`full: false`); an unknown or too old version gives every grid (`full: true`). JSON only, "
+            "not with `level`",
+        ),
     ] = None,
 ) -> Response:
     """Every grid of the registry with its level and score; grids never assessed are green with score 0.
@@ -136,7 +152,7 @@ async def grids_risk(
         return dumps({"summary": summary, "full": changed is None, "since": since, "grids": grids})
 
     media = GeoJsonResponse if output == "geojson" else OrjsonResponse
-    return await conditional(request, snapshot, variant, render, media)
+    return await snapshot_response(request, snapshot, variant, render, media)
 
 
 @router.get(
@@ -148,14 +164,14 @@ async def grids_risk(
 async def grid_shapes(request: Request, resources: ResourcesDep) -> Response:
     """The registry's polygons as `[lon, lat]` rings (6 decimals, about 0.1 m), with the unit ids of each
     grid for roll-up views. Constant for the life of the process: poll `/v1/grids/risk` for colours."""
-    shapes = resources.shapes
-    gzipped = accepts_gzip(request.headers.get("accept-encoding"))
-    shown = gzipped_tag(shapes.tag) if gzipped else shapes.tag
-    if not_modified(request.headers.get("if-none-match"), shapes.tag):
-        return Response(status_code=304, headers=response_headers(shown))
-    if not gzipped:
-        return OrjsonResponse(shapes.identity, headers=response_headers(shown))
-    return OrjsonResponse(resources.shapes_gzip, headers=response_headers(shown, {"Content-Encoding": "gzip"}))
+
+    async def identity() -> bytes:
+        return resources.shapes.identity
+
+    async def gzipped() -> bytes:
+        return resources.shapes_gzip
+
+    return await conditional(request, resources.shapes.tag, identity, gzipped, OrjsonResponse)
 
 
 @router.get(

@@ -38,8 +38,14 @@ async def test_metrics_parse_and_report_latency_snapshot_lag_events_dead_letters
         risk.insert(api.writer, [_update(grid, 170.0, "red")])
         events.insert(api.writer, [_event_row(f"e{i}", grid, "call110") for i in range(30)]
                       + [_event_row("c1", grid, "camera")])  # fmt: skip
-        dead_letters.insert(api.writer, [dead_letters.row(
-            dead_letters.DeadLetter("t.events", 0, 1, NOW, "bad_json", "", "not JSON", b"{"), ingested_at=NOW)])
+        dead_letters.insert(
+            api.writer,
+            [
+                dead_letters.row(
+                    dead_letters.DeadLetter("t.events", 0, 1, NOW, "bad_json", "", "not JSON", b"{"), ingested_at=NOW
+                )
+            ],
+        )
         alert = alerts.alert_for(grid, "green", "red", 170.0, NOW, 1, {}, "2026.1")
         assert alert is not None
         alerts.insert(api.writer, [alert])

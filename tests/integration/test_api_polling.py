@@ -105,7 +105,7 @@ def test_alert_stream_can_start_with_the_newest_alerts_then_follows(pipeline_set
             seen: list[dict] = []
             for line in stream.iter_lines():
                 if line.startswith("data: "):
-                    seen.append(orjson.loads(line[len("data: "):]))
+                    seen.append(orjson.loads(line[len("data: ") :]))
                     if len(seen) == 2:
                         later = alerts.alert_for("G9", "yellow", "orange", 120.0, at, 99, {}, "2026.1")
                         assert later is not None

@@ -131,8 +131,10 @@ def test_map_page_colours_every_grid_opens_a_panel_and_shows_an_escalation_withi
     # A click on the orange grid opens its panel: score, explanation in words, observed vs expected, history.
     x, y = next((x, y) for gid, x, y, _ in drawn if gid == orange)
     page.mouse.click(x + page.locator("#map").bounding_box()["x"], y + page.locator("#map").bounding_box()["y"])
-    detail_shown = "(id) => document.getElementById('detail').dataset.grid === id && " \
+    detail_shown = (
+        "(id) => document.getElementById('detail').dataset.grid === id && "
         "Number(document.getElementById('detail').dataset.historyPoints) > 0"
+    )
     page.wait_for_function(detail_shown, arg=orange, timeout=10_000)
     assert "橙" in page.locator("#detail-summary").inner_text()
     assert "call110" in page.locator("#detail-explanation").inner_text()
@@ -151,8 +153,10 @@ def test_map_page_colours_every_grid_opens_a_panel_and_shows_an_escalation_withi
     page.wait_for_selector(f"#alerts li[data-grid='{later_red}'][data-kind='escalation']", timeout=5_000)
     red_point = next([gid, lon, lat] for gid, lon, lat in points if gid == later_red)
     # Synchronous on purpose: wait_for_function would take a returned Promise as a truthy answer.
-    shows_red = f"([point, red]) => {{ const c = ({_READ_PIXELS_JS})([point])[0][3]; " \
+    shows_red = (
+        f"([point, red]) => {{ const c = ({_READ_PIXELS_JS})([point])[0][3]; "
         "return c.length === 3 && c.every((value, i) => Math.abs(value - red[i]) <= 3); }"
+    )
     remaining_ms = max(100, int((5 - (time.monotonic() - served)) * 1000))
     page.wait_for_function(shows_red, arg=[red_point, list(COLOURS["red"])], timeout=remaining_ms)
     assert time.monotonic() - served <= 5.0
