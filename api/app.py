@@ -20,6 +20,7 @@ from starlette.middleware.gzip import GZipMiddleware
 import pingan
 from api import errors, ingest
 from api.access import check_open_read, reader
+from api.alert_feed import AlertFeed
 from api.conditional import GZIP_LEVEL, Rendered
 from api.deps import Resources
 from api.ingest_auth import KeyRing
@@ -91,6 +92,7 @@ def create_app(settings: Settings, *, registry: GridRegistry | None = None, cloc
             return build_snapshot(grid_registry, risk_store.latest(executor), clock.now(),
                                   spatial=spatial, levels=risk_index, version=version)  # fmt: skip
 
+        alert_feed = AlertFeed(executor)
         snapshots = SnapshotStore(load_snapshot, lambda: risk_store.change_marker(executor))
         shapes_bytes = dumps(shapes_body(grid_registry))
         shapes = Rendered(shapes_bytes, f'"shapes-{hashlib.blake2b(shapes_bytes, digest_size=8).hexdigest()}"')
@@ -108,12 +110,14 @@ def create_app(settings: Settings, *, registry: GridRegistry | None = None, cloc
             shapes=shapes,
             shapes_gzip=shapes.gzip(),
             keys=KeyRing.load(settings.ingest_keys_path),
+            alert_feed=alert_feed,
         )
-        refresher = (
-            asyncio.create_task(refresh_snapshots(snapshots, settings.api_cache_seconds))
-            if settings.api_cache_seconds > 0
-            else None
-        )
+        # Background reads (the map snapshot, the alert feed); none with api_cache_seconds = 0 (tests), where
+        # requests read for themselves.
+        background = []
+        if settings.api_cache_seconds > 0:
+            background.append(asyncio.create_task(refresh_snapshots(snapshots, settings.api_cache_seconds)))
+            background.append(asyncio.create_task(alert_feed.run(alerts.SSE_POLL_SECONDS)))
         log.info(
             "API ready: %d grids, ClickHouse database %s, spatial term %s",
             len(grid_registry),
@@ -123,10 +127,10 @@ def create_app(settings: Settings, *, registry: GridRegistry | None = None, cloc
         try:
             yield
         finally:
-            if refresher is not None:
-                refresher.cancel()
+            for task in background:
+                task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await refresher
+                    await task
             del app.state.resources
             await gateway.close()
             await camera_webhook.close()
@@ -197,7 +201,8 @@ async def refresh_snapshots(snapshots: SnapshotStore, interval: float) -> None:
     is) and tries again at the next interval."""
     while True:
         try:
-            await anyio.to_thread.run_sync(snapshots.refresh, abandon_on_cancel=True)
+            # Not abandoned on cancel: shutdown waits for the query, so no client outlives the storage.
+            await anyio.to_thread.run_sync(snapshots.refresh)
         except StorageError as exc:
             log.warning("map snapshot not refreshed: %s", exc)
         except Exception:

@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from api.alert_feed import AlertFeed
 from api.conditional import Rendered
 from api.ingest_auth import KeyRing
 from api.ingest_gateway import IngestGateway
@@ -39,6 +40,8 @@ class Resources:
     # The registry's polygons (GET /v1/grids/shapes), rendered and gzipped once at start-up.
     shapes: Rendered
     shapes_gzip: bytes
+    # The newest alerts, read once a second for every alert stream (api/alert_feed.py).
+    alert_feed: AlertFeed
     # API keys and their roles (the keys file the ingest gateway reads too); api/access.py.
     keys: KeyRing
 
