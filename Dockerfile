@@ -17,6 +17,8 @@ COPY streams ./streams
 COPY producers ./producers
 COPY api ./api
 COPY schemas ./schemas
+# The live map page (GET /) and its vendored ECharts.
+COPY web ./web
 COPY deploy ./deploy
 # Editable on purpose: the code finds deploy/ (migrations, risk index config, grid registry) next to the
 # package, which a plain `pip install .` would move into site-packages without it.

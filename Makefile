@@ -8,11 +8,11 @@ BIN = $(VENV)/bin
 STAMP = $(VENV)/.installed
 APT_PACKAGES = clickhouse-server clickhouse-client
 
-.PHONY: install clickhouse bench-tools services-up services-down services-status test lint demo evaluate clean
+.PHONY: install clickhouse browser web-vendor bench-tools services-up services-down services-status test lint demo evaluate clean
 .PHONY: cluster-tools test-cluster
 .PHONY: evaluate-real
 
-install: $(STAMP) clickhouse
+install: $(STAMP) clickhouse browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); \
@@ -34,6 +34,29 @@ clickhouse:
 		echo "ClickHouse is not installed. Run: sudo apt-get update && sudo apt-get install -y $(APT_PACKAGES)" >&2; \
 		exit 1; \
 	fi
+
+# Debian's chromium (the map page's browser test drives it with Playwright; no browser is downloaded) and a
+# CJK font so the page's Chinese labels render headless.
+BROWSER_PACKAGES = chromium fonts-wqy-microhei
+browser:
+	@if [ -x /usr/bin/chromium ] && fc-list 2>/dev/null | grep -qi "wqy"; then \
+		:; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		echo "installing $(BROWSER_PACKAGES)"; \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y $(BROWSER_PACKAGES); \
+	else \
+		echo "Run: sudo apt-get update && sudo apt-get install -y $(BROWSER_PACKAGES)" >&2; \
+		exit 1; \
+	fi
+
+# Re-fetch the vendored ECharts (web/vendor/echarts/) from npm at the pinned version and check its checksum.
+ECHARTS_VERSION = 6.1.0
+ECHARTS_SHA256 = b66b25aeb4df84e33199dc21694014d336d222cbd9deb0e5a7c14bd6aa0d0fd0
+web-vendor:
+	rm -rf build/echarts && mkdir -p build/echarts
+	cd build/echarts && npm pack --silent echarts@$(ECHARTS_VERSION) && tar xzf echarts-$(ECHARTS_VERSION).tgz
+	echo "$(ECHARTS_SHA256)  build/echarts/package/dist/echarts.min.js" | sha256sum -c -
+	cp build/echarts/package/dist/echarts.min.js build/echarts/package/LICENSE build/echarts/package/NOTICE web/vendor/echarts/
 
 # Load-testing tools for bench/ (wrk, for bench/ingest_load.py). Not needed by `make test`.
 bench-tools:

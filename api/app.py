@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import hashlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -9,26 +12,34 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.openapi.utils import get_openapi
+from starlette.middleware.cors import CORSMiddleware
+from starlette.middleware.gzip import GZipMiddleware
 
 import pingan
 from api import errors, ingest
-from api.cache import TTLCache
+from api.access import check_open_read, reader
+from api.alert_feed import AlertFeed
+from api.conditional import GZIP_LEVEL, Rendered
 from api.deps import Resources
+from api.ingest_auth import KeyRing
 from api.ingest_gateway import IngestGateway
 from api.ingest_models import OPENAPI_MODELS as INGEST_MODELS
+from api.metrics import ApiMetrics, LatencyMiddleware
 from api.readiness import KafkaProbe
-from api.responses import OrjsonResponse
-from api.routes import alerts, grids, ops, published, risk, units, webhooks
+from api.responses import OrjsonResponse, dumps
+from api.routes import alerts, grids, ops, published, risk, units, web, webhooks
 from api.routes import feeds as feed_routes
+from api.snapshot import SnapshotStore
 from api.storage import Storage
-from api.views import RiskSnapshot
+from api.views import RiskSnapshot, build_snapshot, shapes_body
 from pingan.clock import Clock, SystemClock
 from pingan.errors import StorageError
 from pingan.feeds import index_document, load_feeds
 from pingan.grids import GridRegistry
 from pingan.settings import Settings
+from pingan.store import risk as risk_store
 from streams.risk_index import parse_config
 from streams.spatial import parse_spatial
 
@@ -41,7 +52,9 @@ Four-colour public-safety risk per grid (网格), computed by the Pingan worker 
 analytics, checkpoints and app reports.
 
 Dashboards poll `/v1/grids/risk` (add `format=geojson` for the polygons) and `/v1/hotspots`; both are
-served from one cached read of the risk table. Errors share one body: `{"error": {"code", "message", "field"}}`.
+served from memory (one snapshot, refreshed when the risk table changes) with an `ETag` (send
+`If-None-Match` to get `304`), gzip for clients that accept it, and `?since=<version>` for only the grids
+that changed. The live map page is at `/`.
 """
 
 
@@ -51,6 +64,7 @@ def create_app(settings: Settings, *, registry: GridRegistry | None = None, cloc
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        check_open_read(settings)  # before anything starts: open read is for the loopback demo only
         grid_registry = registry or await anyio.to_thread.run_sync(GridRegistry.load, settings.grid_registry_path)
         # The same feeds as the worker (built-in, plugins, feeds.toml), so both accept the same sources.
         feeds = load_feeds(settings)
@@ -72,17 +86,37 @@ def create_app(settings: Settings, *, registry: GridRegistry | None = None, cloc
             # Serve anyway: readyz reports it, and the first query after ClickHouse returns migrates.
             log.warning("ClickHouse not ready at start-up, migrations deferred: %s", str(exc) or "timed out")
         kafka = KafkaProbe(settings)
+        executor = storage.executor
+
+        def load_snapshot(version: int) -> RiskSnapshot:
+            return build_snapshot(grid_registry, risk_store.latest(executor), clock.now(),
+                                  spatial=spatial, levels=risk_index, version=version)  # fmt: skip
+
+        alert_feed = AlertFeed(executor)
+        snapshots = SnapshotStore(load_snapshot, lambda: risk_store.change_marker(executor))
+        shapes_bytes = dumps(shapes_body(grid_registry))
+        shapes = Rendered(shapes_bytes, f'"shapes-{hashlib.blake2b(shapes_bytes, digest_size=8).hexdigest()}"')
         app.state.resources = Resources(
             settings=settings,
             registry=grid_registry,
             clock=clock,
             storage=storage,
-            risk_cache=TTLCache[RiskSnapshot](settings.api_cache_seconds),
+            snapshots=snapshots,
             kafka=kafka,
             ingest=gateway,
             risk_index=risk_index,
             spatial=spatial,
+            shapes=shapes,
+            shapes_gzip=shapes.gzip(),
+            keys=KeyRing.load(settings.ingest_keys_path),
+            alert_feed=alert_feed,
         )
+        # Background reads (the map snapshot, the alert feed); none with api_cache_seconds = 0 (tests), where
+        # requests read for themselves.
+        background = []
+        if settings.api_cache_seconds > 0:
+            background.append(asyncio.create_task(refresh_snapshots(snapshots, settings.api_cache_seconds)))
+            background.append(asyncio.create_task(alert_feed.run(alerts.SSE_POLL_SECONDS)))
         log.info(
             "API ready: %d grids, ClickHouse database %s, spatial term %s",
             len(grid_registry),
@@ -92,6 +126,10 @@ def create_app(settings: Settings, *, registry: GridRegistry | None = None, cloc
         try:
             yield
         finally:
+            for task in background:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             del app.state.resources
             await gateway.close()
             await kafka.close()
@@ -105,16 +143,36 @@ def create_app(settings: Settings, *, registry: GridRegistry | None = None, cloc
         default_response_class=OrjsonResponse,
     )
     errors.install(app)
+    # Outermost first: CORS answers preflights before anything else; gzip compresses what routes did not
+    # (the map bodies are compressed once per snapshot by the routes themselves and pass through).
+    app.add_middleware(GZipMiddleware, minimum_size=1024, compresslevel=GZIP_LEVEL)
+    if settings.cors_origin_list:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origin_list,
+            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_headers=["Authorization", "X-API-Key", "If-None-Match", "Last-Event-ID", "Content-Type"],
+            expose_headers=["ETag", "Retry-After"],
+            max_age=600,
+        )
+    # Outermost: times every request, compression and CORS included.
+    metrics = ApiMetrics()
+    app.state.metrics = metrics
+    app.add_middleware(LatencyMiddleware, metrics=metrics)
     # Order matters: /v1/grids/risk must be matched before /v1/grids/{grid_id}.
-    app.include_router(risk.router)
-    app.include_router(grids.router)
+    # Reads need a key of a reading role (api/access.py); ops routes check per route (healthz stays open).
+    read_only = [Depends(reader)]
+    app.include_router(risk.router, dependencies=read_only)
+    app.include_router(grids.router, dependencies=read_only)
     app.include_router(ops.router)
-    app.include_router(units.router)
-    app.include_router(published.router)
-    app.include_router(alerts.router)
+    app.include_router(units.router, dependencies=read_only)
+    app.include_router(published.router, dependencies=read_only)
+    app.include_router(alerts.router, dependencies=read_only)
     app.include_router(ingest.router)
     app.include_router(webhooks.router)
-    app.include_router(feed_routes.router)
+    app.include_router(feed_routes.router, dependencies=read_only)
+    app.include_router(web.router)
+    web.mount_static(app)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -126,11 +184,29 @@ def create_app(settings: Settings, *, registry: GridRegistry | None = None, cloc
                 model_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
                 components.update(model_schema.pop("$defs", {}))
                 components[model.__name__] = model_schema
+            open_paths = {"/healthz", "/metrics"}
+            errors.document_problems(schema, protected=set(schema["paths"]) - open_paths)
             app.openapi_schema = schema
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+async def refresh_snapshots(snapshots: SnapshotStore, interval: float) -> None:
+    """Keep the map's snapshot fresh: probe every ``interval`` seconds, read when the risk table changed.
+
+    A failure keeps the previous snapshot (its ``fetched_at`` and the snapshot-age metric show how stale it
+    is) and tries again at the next interval."""
+    while True:
+        try:
+            # Not abandoned on cancel: shutdown waits for the query, so no client outlives the storage.
+            await anyio.to_thread.run_sync(snapshots.refresh)
+        except StorageError as exc:
+            log.warning("map snapshot not refreshed: %s", exc)
+        except Exception:
+            log.exception("map snapshot refresh failed")
+        await asyncio.sleep(interval)
 
 
 def serve(settings: Settings) -> None:

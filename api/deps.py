@@ -7,11 +7,13 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from api.cache import TTLCache
+from api.alert_feed import AlertFeed
+from api.conditional import Rendered
+from api.ingest_auth import KeyRing
 from api.ingest_gateway import IngestGateway
 from api.readiness import KafkaProbe
+from api.snapshot import SnapshotStore
 from api.storage import Storage
-from api.views import RiskSnapshot
 from pingan.clock import Clock
 from pingan.grids import GridRegistry
 from pingan.settings import Settings
@@ -26,12 +28,20 @@ class Resources:
     registry: GridRegistry
     clock: Clock
     storage: Storage
-    risk_cache: TTLCache[RiskSnapshot]
+    # The map's snapshot in memory, refreshed by the lifespan's background task (api/snapshot.py).
+    snapshots: SnapshotStore
     kafka: KafkaProbe
     ingest: IngestGateway
     # The worker's index definition (its colour bands) and the spatial term the map snapshot applies.
     risk_index: IndexConfig
     spatial: SpatialConfig
+    # The registry's polygons (GET /v1/grids/shapes), rendered and gzipped once at start-up.
+    shapes: Rendered
+    shapes_gzip: bytes
+    # The newest alerts, read once a second for every alert stream (api/alert_feed.py).
+    alert_feed: AlertFeed
+    # API keys and their roles (the keys file the ingest gateway reads too); api/access.py.
+    keys: KeyRing
 
 
 async def get_resources(request: Request) -> Resources:

@@ -1,4 +1,13 @@
-"""One error body for every failure: ``{"error": {"code", "message", "field"?}}``, never a stack trace."""
+"""One error format for every failure: RFC 9457 ``application/problem+json``, never a stack trace.
+
+    {"type": "urn:pingan:problem:invalid_parameter", "title": "Invalid parameter", "status": 422,
+     "detail": "step: must be a multiple of 300 seconds ...", "code": "invalid_parameter", "field": "step",
+     "error": {"code": "invalid_parameter", "message": "...", "field": "step"}}
+
+``code`` (the stable machine-readable name, also the last part of ``type``) and ``field`` (the offending
+parameter) are extension members. ``error`` repeats them in the API's first format so clients written
+against it (the ingest gateway's producers) keep working; it is deprecated and will be removed.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +25,9 @@ from api.responses import OrjsonResponse
 from pingan.errors import StorageError
 
 log = logging.getLogger(__name__)
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+TYPE_PREFIX = "urn:pingan:problem:"
 
 
 class ApiError(Exception):
@@ -40,15 +52,33 @@ def invalid(message: str, field: str | None = None) -> ApiError:
     return ApiError(422, "invalid_parameter", message, field)
 
 
+class ProblemResponse(OrjsonResponse):
+    media_type = PROBLEM_MEDIA_TYPE
+
+
 def error_body(code: str, message: str, field: str | None = None) -> dict[str, Any]:
+    """The first format's ``{"error": {...}}`` member (kept inside every problem document)."""
     error: dict[str, Any] = {"code": code, "message": message}
     if field is not None:
         error["field"] = field
     return {"error": error}
 
 
+def _title(code: str, status: int) -> str:
+    return code.replace("_", " ").capitalize() if code else HTTPStatus(status).phrase
+
+
+def problem(status: int, code: str, detail: str, field: str | None = None) -> dict[str, Any]:
+    """An RFC 9457 problem document (with the deprecated ``error`` member)."""
+    body: dict[str, Any] = {"type": TYPE_PREFIX + code, "title": _title(code, status), "status": status,
+                            "detail": detail, "code": code}  # fmt: skip
+    if field is not None:
+        body["field"] = field
+    return {**body, **error_body(code, detail, field)}
+
+
 def error_response(status: int, code: str, message: str, field: str | None = None, **extra: Any) -> Response:
-    return OrjsonResponse({**error_body(code, message, field), **extra}, status_code=status)
+    return ProblemResponse({**problem(status, code, message, field), **extra}, status_code=status)
 
 
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
@@ -100,3 +130,41 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(StorageError, _storage_error)
     app.add_exception_handler(Exception, _unexpected)
+
+
+# --- OpenAPI: every error response documented as problem+json ---------------------------------------------
+
+_PROBLEM_REF = {"$ref": "#/components/schemas/ErrorBody"}
+# Statuses any route can answer whatever its own documentation says.
+COMMON_ERRORS = {
+    "401": "no API key, or an unknown one (`WWW-Authenticate` says how to send one)",
+    "403": "the key's role may not read this",
+    "422": "invalid parameter",
+    "500": "internal error (a bug: reported with no detail)",
+}
+
+
+def document_problems(schema: dict[str, Any], *, protected: set[str]) -> None:
+    """Rewrite, in place, every 4xx/5xx response of the query API (GET operations) as
+    ``application/problem+json`` with the problem schema, and add the statuses every operation can answer
+    (401/403 on ``protected`` paths). The ingest routes (POST) document their own bodies."""
+    for path, operations in schema.get("paths", {}).items():
+        for method, operation in operations.items():
+            if method != "get":
+                continue
+            responses = operation.setdefault("responses", {})
+            extra = dict(COMMON_ERRORS) if path in protected else {"422": COMMON_ERRORS["422"],
+                                                                    "500": COMMON_ERRORS["500"]}  # fmt: skip
+            if "parameters" not in operation and "requestBody" not in operation:
+                extra.pop("422", None)
+            for status, description in extra.items():
+                responses.setdefault(status, {"description": description})
+            for status, response in responses.items():
+                if status[:1] not in ("4", "5"):
+                    continue
+                content = response.get("content", {})
+                json_schema = content.pop("application/json", {}).get("schema")
+                if json_schema is None or json_schema.get("$ref", "").endswith("/HTTPValidationError"):
+                    json_schema = _PROBLEM_REF
+                content[PROBLEM_MEDIA_TYPE] = {"schema": json_schema}
+                response["content"] = content

@@ -1,14 +1,19 @@
-"""API keys of the ingest gateway: who is calling, and whether they may send this source.
+"""API keys: who is calling, with which role, and whether they may send this source.
 
 Keys are configured in a TOML file (``settings.ingest_keys_path``, e.g. ``deploy/config/ingest-keys.toml``)
 as SHA-256 hashes, so the file can be read by ops tooling and kept in a repository without handing out keys.
 A key is a long random string (``python -m api.ingest_auth new-key NAME SOURCE...`` makes one), so a plain
 hash is enough: there is no low-entropy password to protect with a slow hash.
 
-    [[producer]]
+    [[producer]]            # role "ingest": POST events of these sources, nothing else
     name = "cad-bridge"
     sources = ["call110"]
     key_sha256 = ["<64 hex digits>", "<another, while rotating>"]
+
+    [[client]]              # readers: role "dashboard", "analyst" or "admin" (api/access.py)
+    name = "district-screen"
+    role = "dashboard"
+    key_sha256 = ["<64 hex digits>"]
 
 Everything here is pure except :meth:`KeyRing.load`, which reads the file once at start-up.
 """
@@ -30,11 +35,14 @@ from api.errors import ApiError
 from pingan.config_files import read_toml
 from pingan.errors import ConfigError
 
-__all__ = ["KeyRing", "Producer", "authorize", "hash_key", "presented_key"]
+__all__ = ["ROLES", "KeyRing", "Producer", "authorize", "hash_key", "presented_key"]
 
 REALM = 'Bearer realm="pingan-ingest"'
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _NAME = re.compile(r"^[A-Za-z0-9._\-]{1,64}$")
+# What each role may do is decided in api/access.py (reads) and by ``may_send`` (ingest).
+ROLES = ("dashboard", "analyst", "ingest", "admin")
+READ_ROLES = ("dashboard", "analyst", "admin")
 
 
 def hash_key(key: str) -> str:
@@ -44,13 +52,14 @@ def hash_key(key: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Producer:
-    """An authenticated caller: its name (the dead letters' origin) and the sources it may send."""
+    """An authenticated caller: its name (the dead letters' origin), the sources it may send, its role."""
 
     name: str
     sources: frozenset[str]
+    role: str = "ingest"
 
     def may_send(self, source: str) -> bool:
-        return source in self.sources
+        return self.role in ("ingest", "admin") and source in self.sources
 
 
 def _strings(value: Any, where: str) -> list[str]:
@@ -69,31 +78,23 @@ class KeyRing:
 
     @classmethod
     def from_document(cls, document: Mapping[str, Any], origin: str = "ingest keys") -> KeyRing:
-        producers = document.get("producer", [])
-        if not isinstance(producers, list):
-            raise ConfigError(f"{origin}: [[producer]] must be an array of tables")
         entries: list[tuple[bytes, Producer]] = []
         seen: dict[str, str] = {}
-        for index, table in enumerate(producers):
-            where = f"{origin}: producer #{index + 1}"
-            if not isinstance(table, Mapping):
-                raise ConfigError(f"{where}: expected a table")
-            unknown = set(table) - {"name", "sources", "key_sha256"}
-            if unknown:
-                raise ConfigError(f"{where}: unknown keys {sorted(unknown)}")
-            name = table.get("name")
-            if not isinstance(name, str) or not _NAME.match(name):
-                raise ConfigError(f"{where}: name must be 1-64 letters, digits, '.', '_' or '-'")
-            producer = Producer(name, frozenset(_strings(table.get("sources"), f"{where} ({name}) sources")))
-            for digest in _strings(table.get("key_sha256"), f"{where} ({name}) key_sha256"):
-                digest = digest.lower()
-                if not _HEX64.match(digest):
-                    raise ConfigError(f"{where} ({name}): key_sha256 entries are 64 hex digits (SHA-256)")
-                if digest in seen:
-                    # One key must identify one producer, or its scope would depend on file order.
-                    raise ConfigError(f"{where} ({name}): the same key hash is also listed for {seen[digest]!r}")
-                seen[digest] = name
-                entries.append((bytes.fromhex(digest), producer))
+        for table_name, default_role in (("producer", "ingest"), ("client", None)):
+            tables = document.get(table_name, [])
+            if not isinstance(tables, list):
+                raise ConfigError(f"{origin}: [[{table_name}]] must be an array of tables")
+            for index, table in enumerate(tables):
+                where = f"{origin}: {table_name} #{index + 1}"
+                producer, digests = _entry(table, where, default_role)
+                for digest in digests:
+                    if digest in seen:
+                        # One key must identify one caller, or its scope would depend on file order.
+                        raise ConfigError(
+                            f"{where} ({producer.name}): the same key hash is also listed for {seen[digest]!r}"
+                        )
+                    seen[digest] = producer.name
+                    entries.append((bytes.fromhex(digest), producer))
         return cls(tuple(entries))
 
     @classmethod
@@ -115,6 +116,30 @@ class KeyRing:
 
     def __len__(self) -> int:
         return len(self.entries)
+
+
+def _entry(table: Any, where: str, default_role: str | None) -> tuple[Producer, list[str]]:
+    """One [[producer]] (role ingest unless said) or [[client]] (role required) table, and its key hashes."""
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"{where}: expected a table")
+    unknown = set(table) - {"name", "sources", "key_sha256", "role"}
+    if unknown:
+        raise ConfigError(f"{where}: unknown keys {sorted(unknown)}")
+    name = table.get("name")
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ConfigError(f"{where}: name must be 1-64 letters, digits, '.', '_' or '-'")
+    role = table.get("role", default_role)
+    if role not in ROLES:
+        raise ConfigError(f"{where} ({name}): role must be one of {', '.join(ROLES)}")
+    needs_sources = role == "ingest" or "sources" in table
+    sources = frozenset(_strings(table.get("sources"), f"{where} ({name}) sources")) if needs_sources else frozenset()
+    digests = []
+    for digest in _strings(table.get("key_sha256"), f"{where} ({name}) key_sha256"):
+        digest = digest.lower()
+        if not _HEX64.match(digest):
+            raise ConfigError(f"{where} ({name}): key_sha256 entries are 64 hex digits (SHA-256)")
+        digests.append(digest)
+    return Producer(name, sources, role), digests
 
 
 def presented_key(bearer: str | None, api_key: str | None) -> str | None:
@@ -145,6 +170,9 @@ def authorize(ring: KeyRing, key: str | None, source: str) -> Producer:
             "the API key is not valid",
             headers={"WWW-Authenticate": f'{REALM}, error="invalid_token"'},
         )
+    if producer.role not in ("ingest", "admin"):
+        message = f"key {producer.name!r} has role {producer.role!r}: it may not send events"
+        raise ApiError(403, "role_not_allowed", message)
     if not producer.may_send(source):
         allowed = ", ".join(sorted(producer.sources))
         raise ApiError(

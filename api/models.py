@@ -20,14 +20,26 @@ class ErrorDetail(BaseModel):
 
 
 class ErrorBody(BaseModel):
+    """An RFC 9457 problem document (`application/problem+json`): every 4xx and 5xx of the API."""
+
     model_config = ConfigDict(
+        title="Problem",
         json_schema_extra={
-            "examples": [{"error": {"code": "invalid_parameter", "message": "step: must be a multiple of 300 "
+            "examples": [{"type": "urn:pingan:problem:invalid_parameter", "title": "Invalid parameter",
+                          "status": 422, "detail": "step: must be a multiple of 300 seconds (the window size) "
+                          "and at most 86400", "code": "invalid_parameter", "field": "step",
+                          "error": {"code": "invalid_parameter", "message": "step: must be a multiple of 300 "
                                     "seconds (the window size) and at most 86400", "field": "step"}}]
-        }
+        },
     )  # fmt: skip
 
-    error: ErrorDetail
+    type: str = Field(description="URI naming the kind of problem: `urn:pingan:problem:<code>`")
+    title: str = Field(description="short summary of the kind of problem")
+    status: int = Field(description="the HTTP status code")
+    detail: str = Field(description="what went wrong with this request, for a person")
+    code: str = Field(description="stable machine-readable code (the end of `type`)")
+    field: str | None = Field(default=None, description="the offending parameter, when there is one")
+    error: ErrorDetail = Field(description="deprecated: the same in the API's first error format")
 
 
 class SpatialTerm(BaseModel):
@@ -88,13 +100,34 @@ class RiskSummary(BaseModel):
     grids: int = Field(description="grids in this response (after filters)")
     levels: dict[Level, int] = Field(description="grids per level (after filters); every level is present")
     as_of: datetime | None = Field(description="newest assessment among these grids")
-    fetched_at: datetime = Field(description="when the API read the risk table (responses are cached briefly)")
+    fetched_at: datetime = Field(description="when the API read this version of the risk table")
     unregistered_grids: int = Field(description="risk rows for grid ids missing from the registry")
+    version: int = Field(
+        description="snapshot version: changes exactly when a grid's risk does; pass it as `since` to get "
+        "only what changed (also the `ETag`)"
+    )
 
 
 class RiskResponse(BaseModel):
     summary: RiskSummary
+    full: bool = Field(description="true: every grid (after filters); false: only the grids changed since `since`")
+    since: int | None = Field(description="the `since` asked for; null without it")
     grids: list[GridRisk]
+
+
+class GridShape(BaseModel):
+    grid_id: str
+    name: str
+    community_id: str
+    subdistrict_id: str
+    district_id: str
+    police_station_id: str
+    ring: list[tuple[float, float]] = Field(description="closed ring of [lon, lat] (WGS-84, 6 decimals)")
+
+
+class ShapesResponse(BaseModel):
+    count: int
+    grids: list[GridShape]
 
 
 class PolygonGeometry(BaseModel):
@@ -208,6 +241,10 @@ class DeadLetter(BaseModel):
     reason: str
     raw: str = Field(description="the original record (UTF-8, replacement characters for invalid bytes)")
     raw_truncated: bool = Field(description="raw was cut to keep the response small")
+    redacted: bool = Field(
+        description="plates, phones and person ids in raw and reason were pseudonymised "
+        "or masked (every role but admin)"
+    )
 
 
 class DeadLettersResponse(BaseModel):
@@ -260,9 +297,10 @@ class ReadyChecks(BaseModel):
 
 class Ready(BaseModel):
     status: Literal["ready"]
-    checks: ReadyChecks
+    checks: ReadyChecks | None = Field(default=None, description="only for a request with an API key")
 
 
-class NotReady(BaseModel):
-    error: ErrorDetail
-    checks: ReadyChecks
+class NotReady(ErrorBody):
+    """A problem document (503 not_ready) with the checks that failed (those only with an API key)."""
+
+    checks: ReadyChecks | None = None

@@ -3,14 +3,32 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from api.errors import invalid
 from api.views import LEVELS
+from schemas.envelope import EARLIEST_TIME
 
 MAX_HISTORY = timedelta(days=31)
 DEFAULT_HISTORY = timedelta(hours=24)
 MAX_STEP_SECONDS = 86_400
+# Times a query may name. ClickHouse's DateTime counts UInt32 seconds from 1970 (it ends in 2106 and wraps
+# after), so a time outside this range would fail in ClickHouse (a 5xx) or silently mean another time.
+EARLIEST = EARLIEST_TIME  # what the worker stores (schemas.envelope): nothing before it can be asked for
+LATEST = datetime(2100, 1, 1, tzinfo=UTC)
+
+
+def within_storable(value: datetime, field: str) -> datetime:
+    """``value`` if the store can hold it; an ``invalid_parameter`` problem naming ``field`` otherwise."""
+    if not EARLIEST <= value < LATEST:
+        raise invalid(f"{field}: must be from {EARLIEST:%Y-%m-%d} to before {LATEST:%Y-%m-%d} (UTC)", field)
+    return value
+
+
+def storable_day(value: date | None, field: str) -> date | None:
+    if value is not None:
+        within_storable(datetime(value.year, value.month, value.day, tzinfo=UTC), field)
+    return value
 
 
 def parse_levels(raw: str | None) -> frozenset[str] | None:
@@ -44,6 +62,9 @@ def history_range(
             f"step: must be a multiple of {bucket_seconds} seconds (the window size) and at most {MAX_STEP_SECONDS}",
             "step",
         )
+    for value, name in ((start, "start"), (end, "end")):
+        if value is not None:
+            within_storable(value, name)
     if end is None:
         end = now.replace(microsecond=0)  # DateTime has second precision
     if start is None:

@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from pingan.grids import Grid, GridRegistry
+from producers.adapters.base import redact, scrub_text
 from streams.baseline import HOURS_PER_WEEK, BaselineModel
 from streams.risk_index import IndexConfig
 from streams.spatial import SpatialConfig, shown_level, spatial_lift
@@ -89,8 +90,14 @@ class RiskSnapshot:
     grids: tuple[dict[str, Any], ...]  # registry order
     by_id: Mapping[str, dict[str, Any]]
     unregistered: int  # risk rows for grid ids the registry does not know (a stale or foreign registry)
+    # Identifies what the map shows (api/snapshot.py); the ETag of every body rendered from the snapshot.
+    version: int = 0
     _rendered: dict[Any, bytes] = field(default_factory=dict, repr=False, compare=False)
     _render_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def cached(self, key: Any) -> bytes | None:
+        """The body already rendered for ``key`` (a dict read: safe without the lock), or None."""
+        return self._rendered.get(key)
 
     def rendered(self, key: Any, render: Callable[[], bytes], max_entries: int = 64) -> bytes:
         """A body rendered once per snapshot: every dashboard polling the same view gets the same bytes."""
@@ -110,6 +117,7 @@ def build_snapshot(
     *,
     spatial: SpatialConfig | None = None,
     levels: IndexConfig | None = None,
+    version: int = 0,
 ) -> RiskSnapshot:
     """Every registry grid with its risk; with an enabled ``spatial`` config (and the index ``levels`` it
     colours with), scores and levels are lifted by the spatial term, computed once here for the snapshot."""
@@ -121,7 +129,7 @@ def build_snapshot(
         apply_spatial(items, registry, spatial, levels)
     grids = tuple(items)
     unregistered = sum(1 for grid_id in by_grid if grid_id not in registry)
-    return RiskSnapshot(fetched_at, grids, {g["grid_id"]: g for g in grids}, unregistered)
+    return RiskSnapshot(fetched_at, grids, {g["grid_id"]: g for g in grids}, unregistered, version)
 
 
 def select(
@@ -148,6 +156,7 @@ def summarize(items: Sequence[Mapping[str, Any]], snapshot: RiskSnapshot) -> dic
         "as_of": as_of,
         "fetched_at": snapshot.fetched_at,
         "unregistered_grids": snapshot.unregistered,
+        "version": snapshot.version,
     }
 
 
@@ -174,6 +183,23 @@ def feature_collection(
     return {"type": "FeatureCollection", "features": features, "summary": dict(summary)}
 
 
+def shapes_body(registry: GridRegistry) -> dict[str, Any]:
+    """What a map draws once: every grid's ring (6 decimals) with its names and the units it belongs to."""
+    grids = [
+        {
+            "grid_id": grid.grid_id,
+            "name": grid.name,
+            "community_id": grid.community_id,
+            "subdistrict_id": grid.subdistrict_id,
+            "district_id": grid.district_id,
+            "police_station_id": grid.police_station_id,
+            "ring": [[round(lon, 6), round(lat, 6)] for lon, lat in close_ring(grid.polygon)],
+        }
+        for grid in registry.grids
+    ]
+    return {"count": len(grids), "grids": grids}
+
+
 def top_by_score(items: Iterable[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
     """Grids with a positive score, highest first, ties by grid id (the order risk.hotspots uses)."""
     ranked = sorted((item for item in items if item["score"] > 0), key=lambda item: (-item["score"], item["grid_id"]))
@@ -195,6 +221,14 @@ def grid_info(grid: Grid) -> dict[str, Any]:
         "centroid": list(grid.centroid),
         "bbox": list(grid.bbox),
     }
+
+
+def redacted_letter(letter: Mapping[str, Any], key: bytes) -> dict[str, Any]:
+    """A dead letter with personal identifiers in its raw record and reason pseudonymised or masked, the
+    same way producers treat what they dead-letter (producers/adapters/base.py)."""
+    raw = letter["raw"]
+    cleaned = redact(raw.encode("utf-8", errors="replace"), key).decode("utf-8", errors="replace")
+    return {**letter, "raw": cleaned, "reason": scrub_text(letter["reason"])}
 
 
 def baseline_body(model: BaselineModel, grid_id: str, index: IndexConfig) -> dict[str, Any]:

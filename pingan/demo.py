@@ -110,7 +110,8 @@ def _run_demo(settings: Settings, *, exit_when_ready: bool) -> int:
         body = wait_until_coloured(f"{base}/v1/grids/risk", children, READY_TIMEOUT_S)
         levels = body["summary"]["levels"]
         print(f"\nPingan is running ({time.monotonic() - started:.0f}s to a coloured map): {levels}")
-        print(f"  risk map     {base}/v1/grids/risk          (?format=geojson for the polygons)")
+        print(f"  live map     {base}/                       (open in a browser)")
+        print(f"  risk API     {base}/v1/grids/risk          (?format=geojson for the polygons)")
         print(f"  hot spots    {base}/v1/hotspots")
         print(f"  API docs     {base}/docs")
         print(f"  logs         {settings.data_dir / 'logs'}")

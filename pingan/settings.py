@@ -60,7 +60,15 @@ class Settings(BaseSettings):
     # --- API ---
     api_host: str = "127.0.0.1"
     api_port: int = 8000
+    # How often the API checks ClickHouse for a changed map (api/snapshot.py); polls are served from memory
+    # in between. 0 = check on every request (tests that write and read at once).
     api_cache_seconds: float = Field(default=1.0, ge=0)
+    # Origins allowed to call the API from a browser (CORS), comma-separated, e.g.
+    # "https://screen.example.org,http://10.0.0.5:8080"; "*" allows any; empty allows none.
+    cors_origins: str = ""
+    # Reads without an API key (the local demo). None = on only when the API listens on loopback; the API
+    # refuses to start with it on for any other address (docs/api.md, "Who may read what").
+    api_open_read: bool | None = None
 
     # --- ingest gateway (POST /v1/ingest/{source}, docs/ingest.md) ---
     # SHA-256 hashes of producers' API keys and the sources each may send; the shipped file holds the local
@@ -131,6 +139,20 @@ class Settings(BaseSettings):
         if self.clickhouse_managed is not None:
             return self.clickhouse_managed
         return _is_loopback(self.clickhouse_host)
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()]
+
+    @property
+    def api_on_loopback(self) -> bool:
+        return _is_loopback(self.api_host)
+
+    @property
+    def open_read(self) -> bool:
+        if self.api_open_read is not None:
+            return self.api_open_read
+        return self.api_on_loopback
 
     @property
     def idempotent_producer(self) -> bool:

@@ -61,28 +61,46 @@ async def stream_alerts(
     request: Request,
     resources: ResourcesDep,
     after: Annotated[str | None, Query(description="start after this cursor (as in /v1/alerts)")] = None,
+    tail: Annotated[
+        int | None,
+        Query(ge=1, le=500, description="without a cursor: start with the newest `tail` alerts instead of all"),
+    ] = None,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
 ) -> StreamingResponse:
-    """Sends every alert after the cursor, then new ones as they are stored (checked every second)."""
+    """Sends every alert after the cursor (or the newest `tail`, or all from the start), then new ones as
+    they are stored (read once a second for every stream, api/alert_feed.py). A reconnecting client's
+    `Last-Event-ID` wins over both; a comment line keeps the connection alive every 15 s."""
     cursor = last_event_id or after
     executor = resources.storage.executor
+    feed = resources.alert_feed
+    first: list[dict[str, Any]] = []
     if cursor:
         await run_in_threadpool(_page, executor, cursor, 1)  # a bad cursor is a 422 now, not a broken stream
+    elif tail is not None:
+        # From ClickHouse, once per connection: the shared feed may be a second behind, and its cursor must
+        # be exact (an empty answer means "from the start", so new alerts still follow).
+        first = await run_in_threadpool(alerts.newest, executor, tail)
+        cursor = first[-1]["cursor"] if first else None
 
     async def events() -> AsyncIterator[bytes]:
         nonlocal cursor
-        idle = 0.0
+        for alert in first:
+            yield _sse(alert)
         while not await request.is_disconnected():
-            page = await run_in_threadpool(_page, executor, cursor, 500)
+            changed = feed.changed()  # taken before reading: a change after the read still wakes us
+            page = feed.after(cursor)
+            if page is None:  # older than what the shared feed holds: catch up from ClickHouse
+                page = await run_in_threadpool(_page, executor, cursor, 500)
+                if not page and not feed.loaded:
+                    await asyncio.sleep(SSE_POLL_SECONDS)  # the feed's first read is still under way
             for alert in page:
                 yield _sse(alert)
             if page:
-                cursor, idle = page[-1]["cursor"], 0.0
+                cursor = page[-1]["cursor"]
                 continue
-            idle += SSE_POLL_SECONDS
-            if idle >= SSE_KEEPALIVE_SECONDS:
+            try:
+                await asyncio.wait_for(changed.wait(), timeout=SSE_KEEPALIVE_SECONDS)
+            except TimeoutError:
                 yield b": keep-alive\n\n"
-                idle = 0.0
-            await asyncio.sleep(SSE_POLL_SECONDS)
 
     return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})

@@ -14,6 +14,7 @@ from api.deps import ExecutorDep
 from api.errors import not_found
 from api.index_models import FlaggedResponse, IndexResponse
 from api.models import ErrorBody
+from api.params import storable_day
 from api.responses import OrjsonResponse
 from pingan.published_index import flagged_lists, period_containing
 from pingan.store import published
@@ -49,6 +50,7 @@ def _unit_item(row: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _published_rows(executor: Executor, period: str, unit: str, day: date | None) -> list[dict[str, Any]]:
+    storable_day(day, "date")
     if day is None:
         start = published.latest_period_start(executor, period, unit)
     else:

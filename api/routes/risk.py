@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Path, Query
+import anyio.to_thread
+from fastapi import APIRouter, Path, Query, Request
 from starlette.responses import Response
 
+from api.conditional import Rendered, accepts_gzip, entity_tag, gzipped_tag, not_modified, response_headers
 from api.deps import ExecutorDep, RegistryDep, Resources, ResourcesDep
-from api.errors import not_found
-from api.models import ErrorBody, GridDetail, HotspotsResponse, RiskFeatureCollection, RiskResponse
+from api.errors import invalid, not_found
+from api.models import ErrorBody, GridDetail, HotspotsResponse, RiskFeatureCollection, RiskResponse, ShapesResponse
 from api.params import parse_levels
 from api.responses import GeoJsonResponse, OrjsonResponse, dumps
+from api.snapshot import Versioned
 from api.views import (
     RiskSnapshot,
-    build_snapshot,
     close_ring,
     feature_collection,
     grid_info,
@@ -23,7 +26,6 @@ from api.views import (
     top_by_score,
 )
 from pingan.store import risk
-from pingan.store.client import Executor
 
 router = APIRouter(prefix="/v1", tags=["risk"])
 
@@ -33,23 +35,57 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def current_risk(resources: Resources, executor: Executor) -> RiskSnapshot:
-    """The cached risk of every grid: one ClickHouse read per ``api_cache_seconds``, however many pollers.
+def current_risk(resources: Resources) -> RiskSnapshot:
+    """The map's snapshot from memory (api/snapshot.py): polls never query ClickHouse while the background
+    refresher keeps it fresh; with ``api_cache_seconds = 0`` every call re-checks the table (tests)."""
+    return resources.snapshots.for_request(refreshed_in_background=_in_background(resources)).snapshot
 
-    The spatial term (docs/risk-index-spatial.md) is computed here, once per snapshot: it needs the whole
-    district in view, which no worker partition has.
-    """
 
-    def load() -> RiskSnapshot:
-        return build_snapshot(
-            resources.registry,
-            risk.latest(executor),
-            resources.clock.now(),
-            spatial=resources.spatial,
-            levels=resources.risk_index,
-        )
+def _in_background(resources: Resources) -> bool:
+    return resources.settings.api_cache_seconds > 0  # the lifespan runs the refresher then
 
-    return resources.risk_cache.get(load)
+
+async def versioned_snapshot(resources: Resources) -> Versioned:
+    """The snapshot from memory without leaving the event loop; a thread only when it must be read."""
+    store, background = resources.snapshots, _in_background(resources)
+    current = store.current
+    if background and current is not None:
+        return current
+    return await anyio.to_thread.run_sync(lambda: store.for_request(refreshed_in_background=background))
+
+
+async def conditional(request: Request, tag: str, identity: Callable[[], Awaitable[bytes]],
+                      gzipped: Callable[[], Awaitable[bytes]], media: type[OrjsonResponse]) -> Response:  # fmt: skip
+    """304 when ``If-None-Match`` names ``tag``; else the body, gzipped for clients that accept it, with its
+    ETag (the gzip representation's ends in ``+gzip``) and Cache-Control."""
+    use_gzip = accepts_gzip(request.headers.get("accept-encoding"))
+    shown = gzipped_tag(tag) if use_gzip else tag
+    if not_modified(request.headers.get("if-none-match"), tag):
+        return Response(status_code=304, headers=response_headers(shown))
+    if not use_gzip:
+        return media(await identity(), headers=response_headers(shown))
+    return media(await gzipped(), headers=response_headers(shown, {"Content-Encoding": "gzip"}))
+
+
+async def snapshot_response(request: Request, snapshot: RiskSnapshot, variant: Any, render: Callable[[], bytes],
+                            media: type[OrjsonResponse]) -> Response:  # fmt: skip
+    """A body of ``snapshot`` rendered and gzipped once per snapshot and variant.
+
+    Polls of an unchanged snapshot never leave the event loop; rendering and compressing run on a thread, so
+    a 50,000-grid body does not stall other requests."""
+    tag = entity_tag(snapshot.version, variant)
+
+    async def identity() -> bytes:
+        return snapshot.cached(variant) or await anyio.to_thread.run_sync(snapshot.rendered, variant, render)
+
+    async def gzipped() -> bytes:
+        key = (variant, "gzip")
+        if (body := snapshot.cached(key)) is not None:
+            return body
+        plain = await identity()
+        return await anyio.to_thread.run_sync(snapshot.rendered, key, lambda: Rendered(plain, tag).gzip())
+
+    return await conditional(request, tag, identity, gzipped, media)
 
 
 @router.get(
@@ -59,15 +95,17 @@ def current_risk(resources: Resources, executor: Executor) -> RiskSnapshot:
     responses={
         200: {
             "description": "JSON by default; with `format=geojson` a GeoJSON FeatureCollection "
-            "(`application/geo+json`, schema `RiskFeatureCollection`) with the grid polygons",
+            "(`application/geo+json`, schema `RiskFeatureCollection`) with the grid polygons. "
+            "`ETag` names the snapshot version; `Cache-Control: no-cache`.",
             "content": {"application/geo+json": {"schema": {"$ref": "#/components/schemas/RiskFeatureCollection"}}},
         },
+        304: {"description": "`If-None-Match` names the current snapshot: nothing changed (no body)"},
         **_ERRORS,
     },
 )
-def grids_risk(
+async def grids_risk(
+    request: Request,
     resources: ResourcesDep,
-    executor: ExecutorDep,
     output: Annotated[
         Literal["json", "geojson"], Query(alias="format", description="`geojson` adds the polygons")
     ] = "json",
@@ -75,27 +113,65 @@ def grids_risk(
         str | None, Query(description="only these levels, comma-separated", examples=["red,orange"])
     ] = None,
     community_id: Annotated[str | None, Query(description="only the grids of this community")] = None,
+    since: Annotated[
+        int | None,
+        Query(
+            ge=0,
+            description="a `summary.version` seen before: only the grids changed since then "
+            "(`full: false`); an unknown or too old version gives every grid (`full: true`). JSON only, "
+            "not with `level`",
+        ),
+    ] = None,
 ) -> Response:
     """Every grid of the registry with its level and score; grids never assessed are green with score 0.
 
     ``score`` and ``level`` are what the map shows: the grid's own (``own_score``, ``own_level``), lifted by
     the spatial term when its neighbours are hot too (``spatial``), so clusters show as clusters.
 
-    The summary counts the grids returned (after filters). The risk table is read at most once per
-    ``api_cache_seconds`` (1 s by default) however many dashboards poll; ``summary.fetched_at`` says when.
+    The summary counts the grids returned (after filters; with ``since``, the whole map). The map is served
+    from memory, refreshed from ClickHouse every ``api_cache_seconds`` (1 s by default) and only when the
+    risk table changed; ``summary.version`` changes exactly when a grid does, and is the ETag.
     """
     levels = parse_levels(level)
-    snapshot = current_risk(resources, executor)
+    if since is not None and (output == "geojson" or levels is not None):
+        raise invalid("since: only with format=json and without level (a delta must list grids leaving a filter)",
+                      "since")  # fmt: skip
+    current = await versioned_snapshot(resources)
+    snapshot = current.snapshot
+    variant = (output, levels, community_id, since)
 
     def render() -> bytes:
         items = select(snapshot.grids, levels, community_id)
         summary = summarize(items, snapshot)
         if output == "geojson":
             return dumps(feature_collection(items, resources.registry, summary))
-        return dumps({"summary": summary, "grids": items})
+        if since is None:
+            return dumps({"summary": summary, "full": True, "since": None, "grids": items})
+        changed = resources.snapshots.changed_since(since, current)
+        grids = items if changed is None else select(changed, None, community_id)
+        return dumps({"summary": summary, "full": changed is None, "since": since, "grids": grids})
 
-    body = snapshot.rendered((output, levels, community_id), render)
-    return (GeoJsonResponse if output == "geojson" else OrjsonResponse)(body)
+    media = GeoJsonResponse if output == "geojson" else OrjsonResponse
+    return await snapshot_response(request, snapshot, variant, render, media)
+
+
+@router.get(
+    "/grids/shapes",
+    summary="Every grid's polygon and names, compact: what a map draws once (colours come from /v1/grids/risk)",
+    response_model=ShapesResponse,
+    responses={304: {"description": "`If-None-Match` names this registry: unchanged (no body)"}},
+)
+async def grid_shapes(request: Request, resources: ResourcesDep) -> Response:
+    """The registry's polygons as `[lon, lat]` rings (6 decimals, about 0.1 m), with the unit ids of each
+    grid for roll-up views. Constant for the life of the process: poll `/v1/grids/risk` for colours."""
+
+    async def identity() -> bytes:
+        return resources.shapes.identity
+
+    async def gzipped() -> bytes:
+        return resources.shapes_gzip
+
+    return await conditional(request, resources.shapes.tag, identity, gzipped, OrjsonResponse)
 
 
 @router.get(
@@ -106,12 +182,11 @@ def grids_risk(
 )
 def hotspots(
     resources: ResourcesDep,
-    executor: ExecutorDep,
     limit: Annotated[int, Query(ge=1, le=100, description="how many grids")] = 10,
 ) -> Response:
     """Highest shown score first (ties by grid id); grids with score 0 are never listed. Same snapshot as the
     map, so a grid lifted by the spatial term ranks by its lifted score."""
-    snapshot = current_risk(resources, executor)
+    snapshot = current_risk(resources)
     ranked = top_by_score(snapshot.grids, limit)
     as_of = max((item["as_of"] for item in snapshot.grids if item["as_of"] is not None), default=None)
     return OrjsonResponse({"as_of": as_of, "fetched_at": snapshot.fetched_at, "hotspots": ranked})
@@ -132,7 +207,7 @@ def grid_detail(
     grid = registry.get(grid_id)
     if grid is None:
         raise not_found(f"grid {grid_id!r} is not in the registry", "grid_id")
-    snapshot = current_risk(resources, executor)
+    snapshot = current_risk(resources)
     body = {
         **grid_info(grid),
         "polygon": [close_ring(grid.polygon)],

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Path
 from starlette.responses import Response
 
-from api.deps import ExecutorDep, ResourcesDep
+from api.deps import ResourcesDep
 from api.errors import not_found
 from api.index_models import UnitRiskDetail, UnitsRiskResponse
 from api.models import ErrorBody
@@ -34,13 +34,13 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     response_model=UnitsRiskResponse,
     responses=_ERRORS,
 )
-def units_risk(resources: ResourcesDep, executor: ExecutorDep, level: UnitLevelParam) -> Response:
+def units_risk(resources: ResourcesDep, level: UnitLevelParam) -> Response:
     """Each unit's level is its worst grid's; ``weighted_score`` is the population-weighted mean of its grid
     scores and ``worst_score`` the highest (docs/risk-index.md, "Roll-ups").
 
     Computed from the same cached read of the grid risk as ``/v1/grids/risk``, once per snapshot.
     """
-    snapshot = current_risk(resources, executor)
+    snapshot = current_risk(resources)
 
     def render() -> bytes:
         found = [unit.as_dict() for unit in roll_up(resources.registry, scores_from_rows(snapshot.grids), level)]
@@ -62,7 +62,6 @@ def units_risk(resources: ResourcesDep, executor: ExecutorDep, level: UnitLevelP
 )
 def unit_risk(
     resources: ResourcesDep,
-    executor: ExecutorDep,
     level: UnitLevelParam,
     unit_id: Annotated[str, Path(description="unit id from the registry")],
 ) -> Response:
@@ -71,7 +70,7 @@ def unit_risk(
     grids = members(registry, level).get(unit_id)
     if grids is None:
         raise not_found(f"{level} {unit_id!r} is not in the registry", "unit_id")
-    snapshot = current_risk(resources, executor)
+    snapshot = current_risk(resources)
     unit = roll_up_unit(registry, scores_from_rows(snapshot.grids), level, unit_id)
     assert unit is not None  # same registry, same members
     grid_risks = [snapshot.by_id[grid.grid_id] for grid in grids]

@@ -104,3 +104,25 @@ def after(executor: Executor, cursor: str | None, *, limit: int = 100) -> list[d
         {"version": version, "grid_id": grid_id, "limit": int(limit)},
     )
     return [alert_document(row) for row in rows]
+
+
+def newest(executor: Executor, limit: int) -> list[dict[str, Any]]:
+    """The ``limit`` newest alerts (the end of ``after``'s order), oldest first."""
+    rows = executor.query(
+        """
+        SELECT alert_id, grid_id, kind, level, previous_level, score, as_of, version, explanation, config_version
+        FROM alerts FINAL
+        ORDER BY version DESC, grid_id DESC
+        LIMIT %(limit)s
+        """,
+        {"limit": int(limit)},
+    )
+    return [alert_document(row) for row in reversed(rows)]
+
+
+def count_by_level(executor: Executor) -> dict[tuple[str, str], int]:
+    """Stored alerts per (level, kind), each alert once."""
+    rows = executor.query(
+        "SELECT level, kind, uniqExact(alert_id) FROM alerts GROUP BY level, kind ORDER BY level, kind"
+    )
+    return {(level, kind): int(n) for level, kind, n in rows}

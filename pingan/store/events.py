@@ -52,3 +52,19 @@ def count_by_source(executor: Executor) -> list[tuple[str, int, datetime]]:
     return [
         (source, int(count), last.replace(tzinfo=UTC) if last.tzinfo is None else last) for source, count, last in rows
     ]
+
+
+def stored_since_by_source(executor: Executor, since: datetime, *, event_time_floor: datetime) -> dict[str, int]:
+    """Rows stored (``ingested_at``) since ``since`` per source; ``event_time_floor`` prunes old partitions
+    (events stored now have recent event times; late ones older than the floor are not counted)."""
+    rows = executor.query(
+        """
+        SELECT source, count()
+        FROM events
+        WHERE event_time >= %(floor)s AND ingested_at >= %(since)s
+        GROUP BY source
+        ORDER BY source
+        """,
+        {"floor": event_time_floor, "since": since},
+    )
+    return {source: int(n) for source, n in rows}

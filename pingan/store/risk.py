@@ -159,6 +159,15 @@ def latest(executor: Executor) -> list[dict[str, Any]]:
     return [dict(zip(_LATEST_COLUMNS, r, strict=True)) for r in rows]
 
 
+def change_marker(executor: Executor) -> tuple[int, int, int]:
+    """A one-row answer that changes whenever ``risk_latest`` does: every insert adds rows (count, the
+    versions' sum and maximum move); a background merge lowers the count without changing any grid, which
+    costs one needless re-read. The API's map snapshot reads the table only when this changes."""
+    rows = executor.query("SELECT count(), max(version), sum(version) FROM risk_latest")
+    count, highest, total = rows[0]
+    return int(count), int(highest), int(total)
+
+
 def hotspots(executor: Executor, limit: int) -> list[dict[str, Any]]:
     """The grids with the highest current score."""
     rows = executor.query(

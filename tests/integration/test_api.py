@@ -375,21 +375,35 @@ def _count_queries(app: FastAPI) -> list[str]:
     return log
 
 
-async def test_risk_reads_are_cached_and_shared_by_concurrent_pollers(settings: Settings) -> None:
+async def test_polls_are_served_from_memory_and_never_query_clickhouse(settings: Settings) -> None:
     async with running_api(settings, api_cache_seconds=3600) as cached:
         log = _count_queries(cached.app)
         responses = await asyncio.gather(*(cached.client.get("/v1/grids/risk") for _ in range(20)))
         responses.append(await cached.client.get("/v1/hotspots"))
         responses.append(await cached.client.get("/v1/grids/risk?format=geojson"))
         assert {r.status_code for r in responses} == {200}
-        assert len(log) == 1  # twenty concurrent pollers and two more endpoints: one query
+        assert log == []  # twenty concurrent pollers and two more endpoints: no query at all
         first = responses[0].content
         assert all(r.content == first for r in responses[:20])
-    async with running_api(settings, api_cache_seconds=0) as uncached:
-        log = _count_queries(uncached.app)
-        for _ in range(2):
-            assert (await uncached.client.get("/v1/grids/risk")).status_code == 200
-        assert len(log) == 2
+        # The lifespan's refresher read the table once, at start-up.
+        assert cached.app.state.resources.snapshots.current is not None
+
+
+async def test_the_background_refresher_picks_up_a_change_without_a_poll_querying(settings: Settings) -> None:
+    async with running_api(settings, api_cache_seconds=0.2) as fresh:
+        log = _count_queries(fresh.app)
+        before = (await fresh.client.get("/v1/grids/risk")).json()["summary"]["version"]
+        grid_id = fresh.registry.grids[0].grid_id
+        risk.insert(fresh.writer, [_update(grid_id, 120.0, "orange")])
+        deadline = time.monotonic() + 10
+        while True:
+            body = (await fresh.client.get("/v1/grids/risk")).json()
+            if body["summary"]["version"] != before:
+                break
+            assert time.monotonic() < deadline, "the snapshot was not refreshed"
+            await asyncio.sleep(0.1)
+        assert body["grids"][0]["level"] == "orange"
+        assert log == []
 
 
 async def test_readyz_reports_broker_clickhouse_and_worker_lag(settings: Settings) -> None:

@@ -8,7 +8,7 @@ engine in-process, so each statement is checked in both dialects without a secon
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -29,7 +29,7 @@ from pingan.published_index import period_containing, publish
 from pingan.settings import Settings
 from pingan.store import alerts, baselines, dead_letters, events, grid_units, published, risk, server, units, windows
 from pingan.store.client import DriverExecutor, Executor, connect
-from pingan.store.migrate import create_database, load_migrations, migrate
+from pingan.store.migrate import load_migrations, migrate
 from schemas.envelope import Event
 from streams.baseline import BaselineModel, GridProfile
 from streams.risk_index import load_config
@@ -44,26 +44,6 @@ TABLES = [
     "alerts", "baseline_cells", "baseline_grids", "baselines", "dead_letters", "events", "grid_units", "grid_windows",
     "published_index", "risk_latest", "risk_updates", "schema_migrations", "unit_risk",
 ]  # fmt: skip
-
-
-@pytest.fixture(scope="session")
-def chdb_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
-    # chdb allows one data path per process, so the whole test session shares this one.
-    session = Session(str(tmp_path_factory.mktemp("chdb") / "data"))
-    yield session
-    session.close()
-
-
-@pytest.fixture
-def server_executor(settings: Settings) -> Iterator[DriverExecutor]:
-    admin = connect(settings, database="")
-    try:
-        create_database(admin, settings.clickhouse_database)
-    finally:
-        admin.close()
-    executor = connect(settings)
-    yield executor
-    executor.close()
 
 
 @pytest.fixture
@@ -189,6 +169,7 @@ def run_store_reads(executor: Executor) -> dict[str, Any]:
         "risk.explanation.none": risk.explanation(executor, "G0404"),
         "alerts.after": alerts.after(executor, None),
         "alerts.after.cursor": alerts.after(executor, alerts.encode_cursor(5, "G0001")),
+        "alerts.newest": alerts.newest(executor, 2),
         "windows.history.300": windows.history(executor, "G0001", T0, T0 + timedelta(hours=3), 300),
         "windows.history.900": windows.history(executor, "G0001", T0, T0 + timedelta(hours=3), 900),
         "windows.history.3600.partial": windows.history(executor, "G0001", T0 + timedelta(minutes=5), NOW, 3600),
@@ -361,8 +342,9 @@ async def test_every_api_query_runs_on_both_engines(settings: Settings, chdb_exe
             }
     assert {path: r.status_code for path, r in visited.items() if r.status_code != 200} == {}
     # Every data route of the app was called (a new route must be added above). Not ClickHouse readers: the
-    # ingest gateway and webhooks (write to Kafka) and the alert stream (the same query as /v1/alerts, in a loop).
-    not_readers = {"/v1/alerts/stream"}
+    # ingest gateway and webhooks (write to Kafka), the alert stream (the same query as /v1/alerts, in a loop)
+    # and the grid shapes (the registry only).
+    not_readers = {"/v1/alerts/stream", "/v1/grids/shapes"}
     routes = {
         p for p in app.openapi()["paths"] if p.startswith("/v1/") and not p.startswith(("/v1/ingest/", "/v1/webhooks/"))
     }

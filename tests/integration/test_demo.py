@@ -29,6 +29,7 @@ def test_demo_colours_the_whole_map_within_a_minute(tmp_path, capsys) -> None:
         assert run_demo(settings, exit_when_ready=True) == 0
         out = capsys.readouterr().out
         assert f"http://127.0.0.1:{api_port}/v1/grids/risk" in out
+        assert f"live map     http://127.0.0.1:{api_port}/ " in out
         seconds = int(out.split("running (")[1].split("s to a coloured map")[0])
         assert seconds <= 60
     finally:

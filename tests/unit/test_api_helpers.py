@@ -14,7 +14,6 @@ import httpx
 import pytest
 
 from api.app import create_app
-from api.cache import TTLCache
 from api.errors import ApiError
 from api.params import history_range, parse_levels
 from api.readiness import partition_lag, worker_status
@@ -72,65 +71,6 @@ def test_history_rejects(start: datetime | None, end: datetime | None, step: int
 def test_history_accepts_the_limits() -> None:
     assert _range(step=86_400).step == 86_400
     assert _range(NOW - timedelta(days=31), NOW).start == NOW - timedelta(days=31)
-
-
-# --- cache -----------------------------------------------------------------------------------------------
-
-
-class FakeTimer:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def test_cache_reuses_within_ttl_and_reloads_after() -> None:
-    timer = FakeTimer()
-    cache: TTLCache[int] = TTLCache(2.0, timer=timer)
-    loads = iter(range(10))
-    assert cache.get(lambda: next(loads)) == 0
-    timer.now += 1.9
-    assert cache.get(lambda: next(loads)) == 0
-    timer.now += 0.2
-    assert cache.get(lambda: next(loads)) == 1
-    cache.clear()
-    assert cache.get(lambda: next(loads)) == 2
-
-
-def test_cache_with_zero_ttl_always_loads() -> None:
-    cache: TTLCache[int] = TTLCache(0.0)
-    loads = iter(range(10))
-    assert [cache.get(lambda: next(loads)) for _ in range(3)] == [0, 1, 2]
-
-
-def test_cache_does_not_keep_failures() -> None:
-    cache: TTLCache[str] = TTLCache(60.0)
-
-    def fail() -> str:
-        raise StorageError("down")
-
-    with pytest.raises(StorageError):
-        cache.get(fail)
-    assert cache.get(lambda: "up") == "up"
-
-
-def test_concurrent_callers_share_one_load() -> None:
-    cache: TTLCache[int] = TTLCache(60.0)
-    calls = []
-    gate = threading.Event()
-
-    def slow() -> int:
-        calls.append(1)
-        gate.wait(5)
-        return 42
-
-    with ThreadPoolExecutor(8) as pool:
-        futures = [pool.submit(cache.get, slow) for _ in range(8)]
-        time.sleep(0.05)
-        gate.set()
-        assert [f.result() for f in futures] == [42] * 8
-    assert len(calls) == 1
 
 
 # --- per-thread executors and the schema gate -------------------------------------------------------------
@@ -228,15 +168,17 @@ async def test_app_builds_without_services_and_answers_liveness_and_errors() -> 
     async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
         assert (await client.get("/healthz")).json() == {"status": "alive"}
         missing = await client.get("/nowhere")
-        assert (missing.status_code, missing.json()) == (404, {"error": {"code": "not_found", "message": "Not Found"}})
+        assert missing.headers["content-type"] == "application/problem+json"
+        assert (missing.status_code, missing.json()) == (404, {
+            "type": "urn:pingan:problem:not_found", "title": "Not found", "status": 404, "detail": "Not Found",
+            "code": "not_found", "error": {"code": "not_found", "message": "Not Found"}})  # fmt: skip
         wrong = await client.post("/healthz")
         assert (wrong.status_code, wrong.json()["error"]["code"]) == (405, "method_not_allowed")
         # A handler needing the lifespan's resources fails with the generic body, no traceback.
         broken = await client.get("/v1/grids")
-        assert (broken.status_code, broken.json()) == (
-            500,
-            {"error": {"code": "internal", "message": "internal error"}},
-        )
+        assert (broken.status_code, broken.json()["detail"], broken.json()["error"]) == (
+            500, "internal error", {"code": "internal", "message": "internal error"},
+        )  # fmt: skip
 
 
 def test_openapi_documents_every_route_and_the_geojson_schema() -> None:
@@ -255,6 +197,9 @@ def test_openapi_documents_every_route_and_the_geojson_schema() -> None:
     assert "examples" in components["GridRisk"]
     history = paths["/v1/grids/{grid_id}/history"]["get"]["responses"]
     assert {"200", "404", "422", "503"} <= set(history)
-    assert paths["/readyz"]["get"]["responses"]["503"]["content"]["application/json"]["schema"]["$ref"].endswith(
-        "NotReady"
-    )
+    not_ready = paths["/readyz"]["get"]["responses"]["503"]["content"]["application/problem+json"]["schema"]
+    assert not_ready["$ref"].endswith("NotReady")
+    # every error of the query API is documented as a problem document
+    problem_ref = {"$ref": "#/components/schemas/ErrorBody"}
+    assert history["422"]["content"] == {"application/problem+json": {"schema": problem_ref}}
+    assert {"401", "403", "500"} <= set(history)

@@ -64,10 +64,12 @@ def test_filters_and_summary() -> None:
     assert select(snapshot.grids, None, "C-NONE") == []
     summary = summarize(select(snapshot.grids, None, "C2"), snapshot)
     assert summary == {"grids": 2, "levels": {"green": 1, "yellow": 1, "orange": 0, "red": 0},
-                       "as_of": NOW - timedelta(minutes=2), "fetched_at": NOW, "unregistered_grids": 1}  # fmt: skip
+                       "as_of": NOW - timedelta(minutes=2), "fetched_at": NOW, "unregistered_grids": 1,
+                       "version": 0}  # fmt: skip
     empty = summarize([], snapshot)
     assert (empty["grids"], empty["as_of"], sum(empty["levels"].values())) == (0, None, 0)
-    RiskResponse.model_validate(orjson.loads(dumps({"summary": summary, "grids": list(snapshot.grids)})))
+    body = {"summary": summary, "full": True, "since": None, "grids": list(snapshot.grids)}
+    RiskResponse.model_validate(orjson.loads(dumps(body)))
 
 
 def test_geojson_feature_collection() -> None:
