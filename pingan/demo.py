@@ -22,24 +22,26 @@ from pingan.settings import Settings
 READY_TIMEOUT_S = 90.0
 
 
-def _spawn(settings: Settings, command: str, log_name: str) -> subprocess.Popen[bytes]:
+def _spawn(settings: Settings, command: str, log_name: str, *args: str) -> subprocess.Popen[bytes]:
     log_dir = settings.data_dir / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **settings.as_env()}
     # The child keeps its own descriptor of the log; ours can close at once.
     with open(log_dir / log_name, "ab") as log_file:
         return subprocess.Popen(
-            [sys.executable, "-m", "pingan.cli", command], env=env, stdout=log_file, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "pingan.cli", command, *args], env=env, stdout=log_file, stderr=subprocess.STDOUT
         )
 
 
 @contextlib.contextmanager
 def running_pipeline(settings: Settings) -> Iterator[list[subprocess.Popen[bytes]]]:
-    """Worker, API and simulator as child processes; stopped (SIGTERM, then SIGKILL) on exit."""
+    """Worker, API, simulator and the dead-letter sink (which stores the gateway's and the tailer's dead letters
+    in the table) as child processes; stopped (SIGTERM, then SIGKILL) on exit."""
     children = [
         _spawn(settings, "worker", "worker.log"),
         _spawn(settings, "api", "api.log"),
         _spawn(settings, "simulate", "simulator.log"),
+        _spawn(settings, "dead-letters", "dead-letter-sink.log", "sink"),
     ]
     try:
         yield children
