@@ -5,7 +5,6 @@ numbers worked out by hand (tests/support/small_city.py)."""
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
@@ -17,7 +16,7 @@ from pingan.published_index import publish
 from pingan.settings import Settings
 from pingan.store import grid_units, published, risk, units
 from pingan.store.client import DriverExecutor, connect
-from pingan.store.migrate import create_database, migrate
+from pingan.store.migrate import migrate
 from tests.support import small_city
 from tests.support.small_city import CONFIG, DAY1, DAY2, REGISTRY
 
@@ -27,16 +26,10 @@ NOW = datetime(2026, 11, 24, 1, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-def executor(settings: Settings) -> Iterator[DriverExecutor]:
-    admin = connect(settings, database="")
-    try:
-        create_database(admin, settings.clickhouse_database)
-    finally:
-        admin.close()
-    executor = connect(settings)
-    migrate(executor)
-    yield executor
-    executor.close()
+def executor(server_executor: DriverExecutor) -> DriverExecutor:
+    """This test's database on the 18.16 server, migrated."""
+    migrate(server_executor)
+    return server_executor
 
 
 def _table(rows: list[dict]) -> list[tuple]:
