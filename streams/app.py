@@ -656,5 +656,11 @@ def create_app(
         elapsed = time.monotonic() - worker.started
         stages = ", ".join(f"{name} {seconds:.1f}s" for name, seconds in worker.stage_seconds.items())
         log.info("processed %d records in %d batches in %.0fs (%s)", worker.processed, worker.batches, elapsed, stages)
+        trouble = {
+            "rows ClickHouse refused": worker.storage.rejected_rows, "messages the broker refused": worker.refused_messages,
+            "partitions read again from a hole": worker.rereads, "partition logs found lost": worker.log_losses,
+        }  # fmt: skip
+        if any(trouble.values()):
+            log.warning("since start: %s", ", ".join(f"{name} {count}" for name, count in trouble.items() if count))
 
     return app, worker
