@@ -657,9 +657,11 @@ def create_app(
         stages = ", ".join(f"{name} {seconds:.1f}s" for name, seconds in worker.stage_seconds.items())
         log.info("processed %d records in %d batches in %.0fs (%s)", worker.processed, worker.batches, elapsed, stages)
         trouble = {
-            "rows ClickHouse refused": worker.storage.rejected_rows, "messages the broker refused": worker.refused_messages,
-            "partitions read again from a hole": worker.rereads, "partition logs found lost": worker.log_losses,
-        }  # fmt: skip
+            "rows ClickHouse refused": worker.storage.rejected_rows,
+            "messages the broker refused": worker.refused_messages,
+            "partitions read again from a hole": worker.rereads,
+            "partition logs found lost": worker.log_losses,
+        }
         if any(trouble.values()):
             log.warning("since start: %s", ", ".join(f"{name} {count}" for name, count in trouble.items() if count))
 
