@@ -416,17 +416,23 @@ class Worker:
 
     async def send_heartbeats(self) -> None:
         """Write a heartbeat into each partition that has risk waiting for its step to end but no records to end
-        it: an idle partition would otherwise hold an escalation back until its next event."""
+        it: an idle partition would otherwise hold an escalation back until its next event.
+
+        Its time is the partition's watermark plus the time the partition has been idle: event time is taken to
+        run on while nothing comes, at the rate of the clock, from where the feed left it. A feed that is always
+        a few minutes behind the clock (a CAD export written late) stays behind it, so its events are not made
+        late by a heartbeat from the clock's "now"."""
         now_ms = int(self.clock.now().timestamp() * 1000)
         idle_since = time.monotonic() - self.settings.heartbeat_seconds
         step_ms = self.spec.step_seconds * 1000
         for partition, state in list(self.states.items()):
-            if not (state.pending or state.provisional) or self.last_record.get(partition, 0.0) > idle_since:
+            last = self.last_record.get(partition)
+            if not (state.pending or state.provisional) or last is None or last > idle_since:
                 continue
-            if (state.watermark_ms // step_ms + 1) * step_ms > now_ms:
-                continue  # its step has not ended on the clock either
-            await self._send(Outgoing(self.settings.topic_events, None, heartbeat_record(now_ms), partition))
-            self.last_record[partition] = time.monotonic()  # one heartbeat per idle spell
+            beat = min(state.watermark_ms + int((time.monotonic() - last) * 1000), max(now_ms, state.watermark_ms))
+            if beat < (state.watermark_ms // step_ms + 1) * step_ms:
+                continue  # the watermark's step has not ended yet, even at the clock's pace
+            await self._send(Outgoing(self.settings.topic_events, None, heartbeat_record(beat), partition))
 
     async def _send(self, message: Outgoing) -> Any:
         future = await self.app.producer.send(
