@@ -356,7 +356,9 @@ class Worker:
                 log.error("partition %d: offsets %d-%d were not delivered; reading the partition again from %d",
                           partition, first, last, first)  # fmt: skip
                 self.rereads += 1
-                await self.app.consumer.seek(TP(self.settings.topic_events, partition), first)
+                consumer = self.app.consumer
+                assert isinstance(consumer, faust_kafka.Consumer)
+                await consumer.seek_in_thread(TP(self.settings.topic_events, partition), first)
         self.processed += len(batch)
         self.batches += 1
         self.stage_seconds["process"] += processed - started
@@ -564,13 +566,21 @@ def rewinding_consumer(topic: str, watch: LogWatch) -> type[faust_kafka.Consumer
                     log.error("partition %d of %s: committed offset %d is past the checkpoint (%d done); reading "
                               "from %d", tp.partition, topic, committed, done_offset, done_offset + 1)  # fmt: skip
                     self._committed_offset[tp] = done_offset + 1
-                    await self.seek(faust_kafka.ensure_aiokafka_TP(tp), done_offset + 1)
+                    await self.seek_in_thread(tp, done_offset + 1)
             never_committed = sorted(tp for tp in mine if not self._committed_offset.get(tp))
             if never_committed:
                 log.info("partitions %s of %s have no committed offset: reading them from the beginning",
                          [tp.partition for tp in never_committed], topic)  # fmt: skip
                 for tp in never_committed:
-                    await self.seek(faust_kafka.ensure_aiokafka_TP(tp), 0)
+                    await self.seek_in_thread(tp, 0)
+
+        async def seek_in_thread(self, tp: Any, offset: int) -> None:
+            """Faust's seek calls aiokafka from the caller's thread while the consumer's own thread fetches;
+            aiokafka is not thread-safe (a seek during a fetch crashed the fetcher with a KeyError). This runs it
+            on the consumer's thread, then sets Faust's read offset as its own seek does."""
+            thread = self._thread
+            await thread.call_thread(thread.seek, faust_kafka.ensure_aiokafka_TP(tp), offset)
+            self._read_offset[TP(tp.topic, tp.partition)] = offset if offset else None
 
         async def _add_gap(self, tp: Any, offset_from: int, offset_to: int) -> None:
             """Faust counts offsets it skipped between two delivered records as acknowledged, so a commit moves
