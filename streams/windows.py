@@ -14,6 +14,7 @@ Design (see docs/architecture.md):
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -22,6 +23,8 @@ import orjson
 
 from streams.baseline import BaselineModel
 from streams.risk_index import Assessment, Expectations, IndexConfig, Level, assess, shown_level
+
+log = logging.getLogger(__name__)
 
 CountKey = tuple[str, str, int]  # (source, type, severity)
 
@@ -399,16 +402,33 @@ class PartitionState:
         """
         self.forget_assessments()
         versions: dict[tuple[str, str], list[tuple[int, str, bytes]]] = {}
+        keys: list[str] = []
+        legacy = False
         for key, value in records:
+            keys.append(key)
             kind, _, rest = key.partition("|")
             if kind == "wm":
                 document = orjson.loads(value)
+                if len(document) < 5:
+                    legacy = True
+                    continue
                 self.watermark_ms, self.scored_ms, self.done_offset = document[:3]
                 self.pending, self.provisional = set(document[3]), set(document[4])
                 self.done_fingerprint = document[5] if len(document) > 5 else 0
             elif kind in ("b", "r"):
                 name, _, version = rest.rpartition("|")
+                if not version.isdigit() or (kind == "b" and not name.rpartition("|")[2].isdigit()):
+                    legacy = True
+                    continue
                 versions.setdefault((kind, name), []).append((int(version), key, value))
+        if legacy:
+            # A changelog written before records carried their batch (an upgrade): it cannot tell a finished
+            # batch from an unfinished one, so it is not trusted. The partition starts empty from the committed
+            # offset (the open hour's counts are missing until it passes) and the old records are deleted.
+            log.warning("the changelog holds records of an older format: starting this partition's state afresh")
+            vars(self).update(vars(PartitionState(self.spec)))
+            self.garbage = keys
+            return
         for (kind, name), candidates in versions.items():
             candidates.sort()
             done = [c for c in candidates if c[0] <= self.done_offset]

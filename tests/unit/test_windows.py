@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import orjson
 import pytest
 
 from streams.risk_index import Level
@@ -183,3 +184,14 @@ def test_a_log_that_began_again_keeps_the_counts_and_rewrites_the_checkpoint() -
     state.done_offset = 1
     keys = [key for key, _ in state.checkpoint()]
     assert keys[:3] == [f"b|G1|{T0}|1", "r|G1|1", "wm"]  # everything, again, for the new changelog
+
+
+def test_a_changelog_of_the_older_format_is_not_trusted_and_is_deleted() -> None:
+    """Records written before they carried their batch (b|grid|start, r|grid, a 3-item watermark)."""
+    old = [(f"b|G1|{T0}", Bucket({KEY: 2}, 7).to_bytes()), ("r|G1", GridRisk(50.0, Level.YELLOW, 0, "", 2).to_bytes()),
+           ("wm", orjson.dumps([ms(T0 + 1), T0, 7]))]  # fmt: skip
+    restored = PartitionState(SPEC)
+    restored.restore(old)
+    assert (restored.buckets, restored.risks, restored.done_offset) == ({}, {}, -1)
+    assert sorted(restored.garbage) == sorted(key for key, _ in old)
+    assert [key for key, value in restored.checkpoint() if value is None][:3] == [key for key, _ in old]
