@@ -51,7 +51,7 @@ from bench.docs_sections import record_run, replace_section
 from bench.evaluate_index import ALERTING, Timeline
 from bench.real_feeds import HEARTBEAT, envelope
 from bench.real_sources import LOADERS, Dataset
-from pingan.feeds import category_key, index_document, load_feeds
+from pingan.feeds import FeedRules, category_key, index_document, load_feeds
 from pingan.gridgen import LabelledPoint, generate_registry
 from pingan.grids import GridRegistry
 from pingan.settings import REPO_ROOT, Settings
@@ -234,9 +234,8 @@ def replay(
     window = WindowSpec(settings.window_seconds, settings.hop_window_seconds, settings.allowed_lateness_seconds,
                         prep.index.quiet_windows)  # fmt: skip
     state = PartitionState(window)
-    config = PipelineConfig(index=prep.index, partitions=1, baseline=prep.baseline,
-                            payload_models={feed: load_feeds(Settings(feeds_config_path=REAL_FEEDS),
-                                                             entry_points=[])[feed].payload_model})  # fmt: skip
+    models = {feed: load_feeds(Settings(feeds_config_path=REAL_FEEDS), entry_points=[])[feed].payload_model}
+    config = PipelineConfig(index=prep.index, partitions=1, baseline=prep.baseline, rules=FeedRules(models, {}))
     timeline = Timeline()
     windows: dict[tuple[str, int], tuple[float, str]] = {}
     dead: Counter[str] = Counter()

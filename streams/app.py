@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, TimeoutError
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from types import MappingProxyType
 from typing import Any, TypeVar
 
 import faust
@@ -33,7 +34,6 @@ from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
 from faust.exceptions import ProducerSendError
 from faust.transport.drivers import aiokafka as faust_kafka
 from faust.types import TP, EventT
-from pydantic import BaseModel
 
 from pingan.clock import Clock, SystemClock
 from pingan.dead_letter import DeadLetter, to_message
@@ -228,7 +228,6 @@ class Worker:
         index: IndexConfig,
         *,
         clock: Clock,
-        payload_models: Mapping[str, type[BaseModel]] | None = None,
         baseline: BaselineModel | None = None,
         rules: FeedRules | None = None,
     ) -> None:
@@ -240,15 +239,10 @@ class Worker:
             settings.window_seconds, settings.hop_window_seconds, settings.allowed_lateness_seconds,
             index.quiet_windows, settings.score_step_seconds,
         )  # fmt: skip
-        self.pipeline = PipelineConfig(
-            index=index,
-            partitions=settings.topic_partitions,
-            max_event_bytes=settings.max_event_bytes,
-            max_future=timedelta(seconds=settings.max_future_seconds),
-            payload_models=dict(SOURCE_PAYLOADS if payload_models is None else payload_models),
-            baseline=baseline,
-            rules=rules,
-        )
+        self.pipeline = PipelineConfig(index, settings.topic_partitions, baseline, rules or FeedRules(
+            MappingProxyType(dict(SOURCE_PAYLOADS)), {}, settings.max_event_bytes,
+            timedelta(seconds=settings.max_future_seconds),
+        ))  # fmt: skip
         self.storage = StorageWriter(settings, stopping=lambda: app.should_stop)
         self.refused_messages = 0
         self.last_record: dict[int, float] = {}  # partition -> time.monotonic() of its last record
@@ -603,7 +597,6 @@ def create_app(
     index: IndexConfig,
     *,
     clock: Clock | None = None,
-    payload_models: Mapping[str, type[BaseModel]] | None = None,
     baseline: BaselineModel | None = None,
     rules: FeedRules | None = None,
 ) -> tuple[faust.App, Worker]:
@@ -645,9 +638,8 @@ def create_app(
         value_type=bytes,
     )
     worker = Worker(
-        app, settings, grids, index, clock=clock or SystemClock(), payload_models=payload_models, baseline=baseline,
-        rules=rules,
-    )  # fmt: skip
+        app, settings, grids, index, clock=clock or SystemClock(), baseline=baseline, rules=rules
+    )
     worker.table = table
     watch.done = worker.checkpointed
     watch.on_log_lost = worker.on_log_lost

@@ -9,12 +9,11 @@ the wall clock, so replaying a topic reproduces them.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from types import MappingProxyType
 from typing import Protocol
-
-from pydantic import BaseModel
 
 from pingan.dead_letter import DeadLetter
 from pingan.errors import InvalidEvent
@@ -23,7 +22,7 @@ from pingan.partitioning import partition_for_key
 from pingan.store.alerts import Alert, alert_for
 from pingan.store.risk import RiskUpdate
 from pingan.store.windows import WindowRow
-from schemas.envelope import EARLIEST_TIME, Event, decode_object, parse_event
+from schemas.envelope import EARLIEST_TIME, Event, decode_object
 from schemas.payloads import SOURCE_PAYLOADS
 from streams.baseline import BaselineModel
 from streams.risk_index import IndexConfig, Level
@@ -59,20 +58,11 @@ class Record:
 class PipelineConfig:
     index: IndexConfig
     partitions: int
-    max_event_bytes: int = 64 * 1024
-    max_future: timedelta = timedelta(minutes=5)
-    payload_models: Mapping[str, type[BaseModel]] = field(default_factory=lambda: dict(SOURCE_PAYLOADS))
     # What is normal per grid, source and hour of the week; None scores counts alone (volume index only).
     baseline: BaselineModel | None = None
-    # The feeds' own rules (type tables, whole-number severity) on top of the envelope: the check every way
-    # in makes. None: the envelope and payload models alone (tests of the pipeline's other parts).
-    rules: FeedRules | None = None
-
-    def validate(self, raw: bytes, *, now: datetime) -> Event:
-        if self.rules is not None:
-            return self.rules.validate(raw, now=now)
-        return parse_event(raw, now=now, max_bytes=self.max_event_bytes, max_future=self.max_future,
-                           payload_models=self.payload_models)  # fmt: skip
+    # The check every way in makes (envelope, payload models, size and time limits, the feeds' type tables):
+    # by default the four built-in feeds with the default limits and no type tables.
+    rules: FeedRules = field(default_factory=lambda: FeedRules(MappingProxyType(dict(SOURCE_PAYLOADS)), {}))
 
 
 @dataclass
@@ -173,14 +163,14 @@ def process_batch(
             break
         previous = record.offset
         last_done = record
-        arrived = received_at(record, now, config.max_future)
+        arrived = received_at(record, now, config.rules.max_future)
         if arrived is None:
             arrived = now
             result.clock_fallbacks += record.timestamp_ms is not None
         beat = heartbeat_time(record.value)
         if beat is not None:
-            if not _storable_ms(beat, arrived, config.max_future):
-                reason = f"heartbeat at {beat} ms: not in 2000-01-01..{arrived.isoformat()} + {config.max_future}"
+            if not _storable_ms(beat, arrived, config.rules.max_future):
+                reason = f"heartbeat at {beat} ms: not in 2000-01-01..{arrived.isoformat()} + {config.rules.max_future}"
                 letter = dead_letter_of(record, arrived, "out_of_range", "heartbeat_ms", reason)
                 result.dead_letters.append(letter)
                 continue
@@ -189,7 +179,7 @@ def process_batch(
             result.heartbeats += 1
             continue
         try:
-            event = config.validate(record.value, now=arrived)
+            event = config.rules.validate(record.value, now=arrived)
             grid_id = resolve_grid(event, grids)
         except InvalidEvent as exc:
             result.dead_letters.append(dead_letter_of(record, arrived, exc.kind, exc.field, exc.reason))

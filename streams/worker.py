@@ -10,7 +10,7 @@ import faust
 
 from pingan.baselines import baseline_model
 from pingan.errors import StorageError
-from pingan.feeds import FeedRules, feeds_without_index, index_document, load_feeds, payload_models
+from pingan.feeds import FeedRules, feeds_without_index, index_document, load_feeds
 from pingan.grids import GridRegistry
 from pingan.settings import Settings
 from pingan.store.client import connect
@@ -54,8 +54,7 @@ def run_worker(settings: Settings, *, loglevel: str = "INFO") -> None:
     asyncio.run(ensure_topics(settings))
     (settings.data_dir / "faust" / settings.worker_id).mkdir(parents=True, exist_ok=True)
     app, worker = create_app(
-        settings, registry, index, payload_models=payload_models(feeds), baseline=baseline,
-        rules=FeedRules.for_settings(settings, feeds),
+        settings, registry, index, baseline=baseline, rules=FeedRules.for_settings(settings, feeds),
     )  # fmt: skip
     log.info(
         "worker %s: %d grids, index config %s, baseline %s",
