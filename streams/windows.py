@@ -339,10 +339,6 @@ class PartitionState:
     def bucket_at(self, at_ms: int) -> int:
         return self.spec.bucket_start(at_ms / 1000)
 
-    @property
-    def current_bucket(self) -> int:
-        return self.bucket_at(self.watermark_ms)
-
     def scoring_key(self, at_ms: int) -> tuple[int, int]:
         """What every grid's colour depends on besides its own events: the live hour and the closed windows."""
         return self.bucket_at(at_ms), self.spec.last_closed_bucket(at_ms)
