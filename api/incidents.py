@@ -1,0 +1,208 @@
+"""The incident desk: applies the pure fold (pingan/incidents.py) to what ClickHouse holds, records actions,
+and writes the alert of each escalation that came due.
+
+**Recording an action** (``POST /v1/alerts/{alert_id}/actions``): the action is stored in ``alert_actions``
+and then sent to the ``alert-actions`` topic (acks=all); the API answers only after both. Both writes are
+idempotent by action id, so a client that got no answer (the API was killed, ClickHouse or the broker was
+away: 503) sends the same action id again and the action is stored and counted once. A repeat of an action
+already stored is answered with the stored copy (``duplicate: true``) and sent to the topic again, since the
+first attempt may have stopped before it reached the broker.
+
+**Reads** fold every escalation alert and every action afresh: the state is a function of the stored rows and
+the clock, identical on every API replica and after any restart.
+
+**Escalations** are computed by the fold from event and action times. A background task writes the alert of
+each one that came due into the ``alerts`` table (kind ``unacknowledged``, version = the deadline in ms), so
+it is on the alert poll and stream: the same alert id and row however often, by however many replicas.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
+
+import anyio.to_thread
+
+from pingan.clock import Clock
+from pingan.errors import ServiceError, StorageError
+from pingan.grids import GridRegistry
+from pingan.incidents import (
+    Action,
+    AlertFact,
+    Book,
+    Incident,
+    IncidentPolicy,
+    dedupe,
+    fold,
+)
+from pingan.settings import Settings
+from pingan.store import alert_actions, alerts
+from pingan.store.client import Executor
+from pingan.topics import ensure_topics
+from producers.kafka import EventProducer
+
+log = logging.getLogger(__name__)
+
+ESCALATION_CONFIG_VERSION = "incidents/1"
+PUBLISH_START_SECONDS = 10.0
+
+
+def policy_from(settings: Settings) -> IncidentPolicy:
+    return IncidentPolicy({"red": settings.incident_red_ack_seconds, "orange": settings.incident_orange_ack_seconds})
+
+
+def new_action_id() -> str:
+    return uuid.uuid4().hex
+
+
+class ActionPublisher:
+    """The ``alert-actions`` topic's producer, started on first use (the API serves reads while the broker
+    is down; an action then answers 503 and its retry stores nothing twice)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._producer: EventProducer | None = None
+        self._lock = asyncio.Lock()
+
+    async def _running(self) -> EventProducer:
+        async with self._lock:
+            if self._producer is None:
+                producer = EventProducer(self._settings, topic=self._settings.topic_alert_actions,
+                                         linger_ms=0, client_id="pingan-alert-actions")  # fmt: skip
+                try:
+                    async with asyncio.timeout(PUBLISH_START_SECONDS):
+                        await ensure_topics(self._settings)
+                        await producer.start()
+                except (ServiceError, TimeoutError) as exc:
+                    await producer.stop()
+                    raise ServiceError(f"cannot start the alert-actions producer: {exc!r}") from exc
+                self._producer = producer
+            return self._producer
+
+    async def publish(self, action: Action) -> None:
+        """Send the action keyed by its grid and wait for the broker's acks; ServiceError when it fails."""
+        producer = await self._running()
+        await producer.send(action_document(action))
+
+    async def close(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            await producer.stop()
+
+
+def action_document(action: Action) -> dict[str, Any]:
+    """The topic's record: the action with its grid (the record key)."""
+    body = action.as_dict()
+    body["grid_id"] = action.grid_id
+    body["at"] = action.at.isoformat()
+    return body
+
+
+class IncidentDesk:
+    """Incidents from ClickHouse for the routes; the blocking methods run on a thread."""
+
+    def __init__(
+        self, executor: Executor, registry: GridRegistry, settings: Settings, clock: Clock,
+        publisher: ActionPublisher,
+    ) -> None:  # fmt: skip
+        self._executor = executor
+        self._registry = registry
+        self._clock = clock
+        self.policy = policy_from(settings)
+        self.publisher = publisher
+        self._units: dict[str, Mapping[str, str]] = {}
+
+    def scope_units(self, grid_id: str) -> Mapping[str, str]:
+        """The grid's unit per scope level and police station (cached: the registry does not change)."""
+        units = self._units.get(grid_id)
+        if units is None:
+            grid = self._registry.get(grid_id)
+            units = {} if grid is None else {
+                "community": grid.community_id, "subdistrict": grid.subdistrict_id, "district": grid.district_id,
+                "police_station": grid.police_station_id,
+            }  # fmt: skip
+            self._units[grid_id] = units
+        return units
+
+    # --- reads ---------------------------------------------------------------------------------------------
+
+    def facts(self) -> list[AlertFact]:
+        return [AlertFact(alert_id, grid_id, level, as_of) for alert_id, grid_id, level, _, as_of in
+                alerts.escalation_facts(self._executor)]  # fmt: skip
+
+    def book(self, extra: tuple[Action, ...] = ()) -> tuple[Book, list[Action]]:
+        """Every incident as of the clock's now, and the stored actions (plus ``extra``, not yet stored)."""
+        facts = self.facts()
+        stored = alert_actions.all_actions(self._executor)
+        book = fold(facts, [*stored, *extra], self.policy, self._clock.now(), self.scope_units)
+        return book, stored
+
+    # --- actions -------------------------------------------------------------------------------------------
+
+    def stored_copy(self, action_id: str) -> Action | None:
+        copies = dedupe(alert_actions.by_id(self._executor, action_id))
+        return copies[0] if copies else None
+
+    def received(self, action: Action, grid_id: str) -> Action:
+        """The action as received now, on the incident's grid. Milliseconds: what ClickHouse keeps (at, at_ms)."""
+        now = self._clock.now()
+        return replace(action, grid_id=grid_id, at=now.replace(microsecond=now.microsecond // 1000 * 1000))
+
+    def store(self, action: Action) -> None:
+        alert_actions.insert(self._executor, [action])
+
+    # --- escalation alerts ---------------------------------------------------------------------------------
+
+    def due_escalation_alerts(self, book: Book) -> list[alerts.Alert]:
+        """The alert of every escalation the fold found due: one per (incident, step), the same each time."""
+        found = []
+        for incident in book.incidents.values():
+            for step in incident.escalations:
+                found.append(escalation_alert(incident, step.at, step.from_level, step.to_level, step.unit_id,
+                                              self.policy.ack_seconds[incident.level]))  # fmt: skip
+        return found
+
+    def write_due_escalations(self) -> int:
+        """Store the alerts of escalations that came due and are not stored yet; how many were written."""
+        book, _ = self.book()
+        due = self.due_escalation_alerts(book)
+        if not due:
+            return 0
+        stored = alerts.stored_ids(self._executor, alerts.UNACKNOWLEDGED)
+        missing = [alert for alert in due if alert.alert_id not in stored]
+        if missing:
+            rejected = alerts.insert(self._executor, missing)
+            if rejected:
+                raise StorageError(f"ClickHouse refused {len(rejected)} escalation alerts")
+            log.info("incidents escalated: %s", ", ".join(a.alert_id for a in missing))
+        return len(missing)
+
+    async def run(self, interval: float) -> None:
+        while True:
+            try:
+                await anyio.to_thread.run_sync(self.write_due_escalations)
+            except Exception as exc:  # ClickHouse away: the next round writes what is due then
+                log.warning("incident escalations not written: %s", exc)
+            await asyncio.sleep(interval)
+
+
+def escalation_alert(incident: Incident, at: Any, from_level: str, to_level: str, unit_id: str,
+                     waited: float) -> alerts.Alert:  # fmt: skip
+    """The ``unacknowledged`` alert of one escalation step: keyed by (grid, deadline ms), so it is one row."""
+    version = int(at.timestamp() * 1000)
+    explanation = {
+        "incident_id": incident.incident_id, "from_level": from_level, "to_level": to_level, "unit_id": unit_id,
+        "waited_seconds": waited, "opened_at": incident.opened_at.isoformat(),
+    }  # fmt: skip
+    return alerts.Alert(incident.grid_id, alerts.UNACKNOWLEDGED, incident.level, incident.level, 0.0, at, version,
+                        explanation, ESCALATION_CONFIG_VERSION)  # fmt: skip
+
+
+def same_request(stored: Action, sent: Action) -> bool:
+    """A repeat of the same action (a retry), not another action under the same id."""
+    fields = ("alert_id", "kind", "actor", "note", "assignee", "outcome", "target")
+    return all(getattr(stored, name) == getattr(sent, name) for name in fields)
