@@ -11,13 +11,17 @@ file names a unit of the registry (a typo would otherwise hide the whole map fro
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from api.conditional import Rendered
 from api.errors import ApiError
 from api.ingest_auth import KeyRing
+from api.responses import dumps
+from api.views import shapes_body
 from pingan.errors import ConfigError
 from pingan.grids import GridRegistry
 from pingan.rollup import DEFAULT_TOP, GridScore, UnitRisk, _roll, members
@@ -42,6 +46,7 @@ class ScopeIndex:
     def __init__(self, registry: GridRegistry) -> None:
         self._registry = registry
         self._scopes: dict[str, Scope] = {}
+        self._shapes: dict[str, tuple[Rendered, bytes]] = {}
         self._lock = threading.Lock()
 
     def check(self, ring: KeyRing) -> None:
@@ -63,6 +68,20 @@ class ScopeIndex:
             with self._lock:
                 self._scopes[unit_id] = scope
         return scope
+
+    def shapes(self, scope: Scope) -> tuple[Rendered, bytes]:
+        """The scope's polygons (GET /v1/grids/shapes) rendered and gzipped once, as the full map's are."""
+        found = self._shapes.get(scope.unit_id)
+        if found is None:
+            body = shapes_body(self._registry)
+            grids = [grid for grid in body["grids"] if grid["grid_id"] in scope.grid_ids]
+            identity = dumps({"count": len(grids), "grids": grids})
+            tag = f'"shapes-{hashlib.blake2b(identity, digest_size=8).hexdigest()}"'
+            rendered = Rendered(identity, tag)
+            found = (rendered, rendered.gzip())
+            with self._lock:
+                self._shapes[scope.unit_id] = found
+        return found
 
     def of(self, caller: Caller | None) -> Scope | None:
         """The caller's scope; None when it sees every grid."""

@@ -224,7 +224,9 @@ def fold(
 
     state = _Fold(policy, scope_units)
     for at, _, _, item in timeline:
-        state.escalate_until(at)
+        # Never past now: an escalation is due only once now reaches it, even when an event time (an alert's
+        # as_of) runs ahead of the clock.
+        state.escalate_until(min(at, now))
         if isinstance(item, AlertFact):
             state.alert(item)
         else:

@@ -19,6 +19,7 @@ from starlette.responses import Response, StreamingResponse
 from api.access import ActorDep, ReaderDep
 from api.deps import ExecutorDep, ResourcesDep
 from api.errors import ApiError, invalid, not_found
+from api.incident_models import ActionResult, AlertDetail, HandlingResponse, IncidentsResponse
 from api.incidents import new_action_id, same_request
 from api.models import ErrorBody
 from api.params import within_storable
@@ -186,6 +187,7 @@ def _book(resources: Any) -> Book:
 @router.get(
     "/v1/alerts/{alert_id}",
     summary="One alert with its incident: state, times, escalations and the history of actions",
+    response_model=AlertDetail,
     responses={403: {"model": ErrorBody}, 404: {"model": ErrorBody}, 503: {"model": ErrorBody}},
 )
 def alert_detail(
@@ -228,6 +230,7 @@ async def _publish(resources: Any, action: Action) -> None:
 @router.post(
     "/v1/alerts/{alert_id}/actions",
     summary="Act on an alert's incident: acknowledge, assign, dispatch, resolve, reopen, merge or note",
+    response_model=ActionResult,
     status_code=201,
     responses={
         200: {"description": "a repeat of an action already stored (`duplicate: true`): nothing changed"},
@@ -284,6 +287,7 @@ async def act_on_alert(
 @router.get(
     "/v1/incidents",
     summary="Incidents of the key's scope, newest first, with state, responsible centre and times",
+    response_model=IncidentsResponse,
     responses={404: {"model": ErrorBody}, 422: {"model": ErrorBody}, 503: {"model": ErrorBody}},
 )
 def list_incidents(
@@ -314,6 +318,7 @@ def list_incidents(
     "/v1/incidents/handling",
     summary="Handling figures per unit: incidents, time to acknowledge and to resolve (median, p90), shares "
     "escalated and reopened",
+    response_model=HandlingResponse,
     responses={422: {"model": ErrorBody}, 503: {"model": ErrorBody}},
 )
 def incident_handling(

@@ -41,7 +41,8 @@ pytestmark = pytest.mark.integration
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)  # first window of the sample history
 TABLES = [
-    "alert_actions", "alerts", "baseline_cells", "baseline_grids", "baselines", "dead_letters", "events", "grid_units", "grid_windows",
+    "alert_actions", "alerts", "baseline_cells", "baseline_grids", "baselines", "dead_letters", "events", "grid_units",
+    "grid_windows",
     "published_index", "risk_latest", "risk_updates", "schema_migrations", "unit_risk",
 ]  # fmt: skip
 
