@@ -200,8 +200,9 @@ def alert_detail(
     if alert is None:
         raise not_found(f"no alert {alert_id!r}", "alert_id")
     require_grid(resources.scopes.of(caller), alert["grid_id"])
-    annotated = _with_incident(alert, _book(resources))
-    incident = _book(resources).incidents.get(annotated["incident_id"] or "")
+    book = _book(resources)
+    annotated = _with_incident(alert, book)
+    incident = book.incidents.get(annotated["incident_id"] or "")
     return OrjsonResponse({**annotated, "incident": incident.as_dict() if incident else None})
 
 
