@@ -38,6 +38,7 @@ class EscalationStep(BaseModel):
 class HistoryItem(BaseModel):
     action_id: str
     alert_id: str
+    incident_id: str | None
     kind: str
     actor: str
     actor_scope: str | None

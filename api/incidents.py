@@ -23,6 +23,7 @@ import logging
 import uuid
 from collections.abc import Mapping
 from dataclasses import replace
+from datetime import timedelta
 from typing import Any
 
 import anyio.to_thread
@@ -147,10 +148,16 @@ class IncidentDesk:
         copies = dedupe(alert_actions.by_id(self._executor, action_id))
         return copies[0] if copies else None
 
-    def received(self, action: Action, grid_id: str) -> Action:
-        """The action as received now, on the incident's grid. Milliseconds: what ClickHouse keeps (at, at_ms)."""
+    def received(self, action: Action, incident: Incident) -> Action:
+        """The action as received now, on the incident's grid, in milliseconds (what ClickHouse keeps: at, at_ms).
+
+        At least 1 ms after the incident's last action: actions of one incident that this API received one after
+        the other keep that order in the fold (it orders by time, then id), even within one millisecond."""
         now = self._clock.now()
-        return replace(action, grid_id=grid_id, at=now.replace(microsecond=now.microsecond // 1000 * 1000))
+        at = now.replace(microsecond=now.microsecond // 1000 * 1000)
+        if incident.history:
+            at = max(at, max(entry.action.at for entry in incident.history) + timedelta(milliseconds=1))
+        return replace(action, grid_id=incident.grid_id, incident_id=incident.incident_id, at=at)
 
     def store(self, action: Action) -> None:
         alert_actions.insert(self._executor, [action])

@@ -91,10 +91,13 @@ class Action:
     outcome: str = ""  # resolve: one of OUTCOMES
     target: str = ""  # merge: an alert id of the incident it is merged into
     actor_scope: str = ""  # the unit the key is scoped to ("" unscoped)
+    # The incident it was taken on when received (for SQL over the table); the fold goes by alert_id.
+    incident_id: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "action_id": self.action_id, "alert_id": self.alert_id, "kind": self.kind, "actor": self.actor,
+            "action_id": self.action_id, "alert_id": self.alert_id, "incident_id": self.incident_id or None,
+            "kind": self.kind, "actor": self.actor,
             "actor_scope": self.actor_scope or None, "at": self.at, "note": self.note,
             "assignee": self.assignee or None, "outcome": self.outcome or None, "target": self.target or None,
         }  # fmt: skip
@@ -196,7 +199,7 @@ def dedupe(actions: Iterable[Action]) -> list[Action]:
 
 def _action_order(action: Action) -> tuple[Any, ...]:
     return (action.at, action.action_id, action.kind, action.actor, action.note, action.assignee, action.outcome,
-            action.target, action.actor_scope)  # fmt: skip
+            action.target, action.actor_scope, action.incident_id)  # fmt: skip
 
 
 def fold(

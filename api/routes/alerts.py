@@ -272,7 +272,7 @@ async def act_on_alert(
     if incident is None:
         raise not_found(f"alert {alert_id!r} opened no incident (unknown, or not an escalation)", "alert_id")
     require_grid(resources.scopes.of(caller), incident.grid_id)
-    action = desk.received(sent, incident.grid_id)
+    action = desk.received(sent, incident)
     trial = await run_in_threadpool(lambda: desk.book((action,))[0])
     after = trial.for_alert(alert_id)
     assert after is not None

@@ -15,8 +15,8 @@ from pingan.incidents import Action
 from pingan.store.client import Executor
 
 COLUMNS = (
-    "action_id", "alert_id", "grid_id", "kind", "actor", "actor_scope", "at", "at_ms", "note", "assignee", "outcome",
-    "target",
+    "action_id", "alert_id", "incident_id", "grid_id", "kind", "actor", "actor_scope", "at", "at_ms", "note",
+    "assignee", "outcome", "target",
 )  # fmt: skip
 _SELECT = "SELECT " + ", ".join(COLUMNS) + " FROM alert_actions"
 
@@ -24,20 +24,23 @@ _SELECT = "SELECT " + ", ".join(COLUMNS) + " FROM alert_actions"
 def as_row(action: Action) -> tuple[Any, ...]:
     at = action.at.astimezone(UTC)
     return (
-        action.action_id, action.alert_id, action.grid_id, action.kind, action.actor, action.actor_scope,
-        int(at.timestamp()), at.microsecond // 1000, action.note, action.assignee, action.outcome, action.target,
+        action.action_id, action.alert_id, action.incident_id, action.grid_id, action.kind, action.actor,
+        action.actor_scope, int(at.timestamp()), at.microsecond // 1000, action.note, action.assignee, action.outcome,
+        action.target,
     )  # fmt: skip
 
 
 def _action(row: Sequence[Any]) -> Action:
-    action_id, alert_id, grid_id, kind, actor, actor_scope, at, at_ms, note, assignee, outcome, target = row
+    action_id, alert_id, incident_id, grid_id, kind, actor, actor_scope, at, at_ms, note, assignee, outcome, target = (
+        row
+    )
     if isinstance(at, int):
         at = datetime.fromtimestamp(at, UTC)
     at = at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
     return Action(
         action_id=action_id, alert_id=alert_id, grid_id=grid_id, kind=kind, actor=actor,
         at=at + timedelta(milliseconds=int(at_ms)), note=note, assignee=assignee, outcome=outcome, target=target,
-        actor_scope=actor_scope,
+        actor_scope=actor_scope, incident_id=incident_id,
     )  # fmt: skip
 
 
