@@ -30,7 +30,7 @@ from api.ingest_models import OPENAPI_MODELS as INGEST_MODELS
 from api.metrics import ApiMetrics, LatencyMiddleware
 from api.readiness import KafkaProbe
 from api.responses import OrjsonResponse, dumps
-from api.routes import alerts, grids, ops, published, risk, units, web, webhooks
+from api.routes import alerts, grids, me, ops, published, risk, units, web, webhooks
 from api.routes import feeds as feed_routes
 from api.scopes import ScopeIndex
 from api.snapshot import SnapshotStore
@@ -179,6 +179,7 @@ def create_app(settings: Settings, *, registry: GridRegistry | None = None, cloc
     app.include_router(units.router, dependencies=read_only)
     app.include_router(published.router, dependencies=read_only)
     app.include_router(alerts.router, dependencies=read_only)
+    app.include_router(me.router, dependencies=read_only)
     app.include_router(ingest.router)
     app.include_router(webhooks.router)
     app.include_router(feed_routes.router, dependencies=read_only)

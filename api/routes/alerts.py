@@ -296,6 +296,7 @@ def list_incidents(
     caller: ReaderDep,
     status: Annotated[str | None, Query(description=f"comma-separated: {', '.join(STATUSES)}, or active")] = None,
     unit: Annotated[str | None, Query(description="only incidents of this unit's grids")] = None,
+    grid_id: Annotated[str | None, Query(description="only incidents of this grid")] = None,
     responsible: Annotated[
         str | None, Query(description="only incidents this unit is responsible for now (after escalations)")
     ] = None,
@@ -310,6 +311,7 @@ def list_incidents(
         if visible(scope, incident.grid_id) and visible(unit_scope, incident.grid_id)
         and (statuses is None or incident.status in statuses)
         and (responsible is None or incident.responsible_unit == responsible)
+        and (grid_id is None or incident.grid_id == grid_id)
     ]  # fmt: skip
     found.sort(key=lambda i: (i.opened_at, i.incident_id), reverse=True)
     return OrjsonResponse({"count": len(found), "incidents": [i.as_dict(with_history=False) for i in found[:limit]]})
