@@ -97,7 +97,7 @@ def create_app(settings: Settings, *, registry: GridRegistry | None = None, cloc
         alert_feed = AlertFeed(executor)
         keys = KeyRing.load(settings.ingest_keys_path)
         scopes = ScopeIndex(grid_registry)
-        scopes.check(keys)  # a scope naming no unit stops start-up
+        scopes.check(keys)  # logs keys whose scope names no unit of the registry (they see nothing)
         publisher = ActionPublisher(settings)
         incident_desk = IncidentDesk(executor, grid_registry, settings, clock, publisher)
         snapshots = SnapshotStore(load_snapshot, lambda: risk_store.change_marker(executor))
@@ -126,7 +126,8 @@ def create_app(settings: Settings, *, registry: GridRegistry | None = None, cloc
         if settings.api_cache_seconds > 0:
             background.append(asyncio.create_task(refresh_snapshots(snapshots, settings.api_cache_seconds)))
             background.append(asyncio.create_task(alert_feed.run(alerts.SSE_POLL_SECONDS)))
-            background.append(asyncio.create_task(incident_desk.run(settings.incident_check_seconds)))
+            if settings.incident_check_seconds > 0:
+                background.append(asyncio.create_task(incident_desk.run(settings.incident_check_seconds)))
         log.info(
             "API ready: %d grids, ClickHouse database %s, spatial term %s",
             len(grid_registry),

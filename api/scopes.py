@@ -6,12 +6,13 @@ alerts and incidents) answers for the scope's grids only, and actions are accept
 key sees its whole district; an unscoped key (and open read) sees everything.
 
 :class:`ScopeIndex` resolves a unit to its grids once and checks, at start-up, that every scope in the keys
-file names a unit of the registry (a typo would otherwise hide the whole map from that centre).
+file names a unit of the registry (a key whose scope does not sees no grid, and the log says so).
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -22,9 +23,10 @@ from api.errors import ApiError
 from api.ingest_auth import KeyRing
 from api.responses import dumps
 from api.views import shapes_body
-from pingan.errors import ConfigError
 from pingan.grids import GridRegistry
 from pingan.rollup import DEFAULT_TOP, GridScore, UnitRisk, _roll, members
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:  # api.access imports the ingest routes, which import api.deps, which imports this module
     from api.access import Caller
@@ -49,22 +51,24 @@ class ScopeIndex:
         self._shapes: dict[str, tuple[Rendered, bytes]] = {}
         self._lock = threading.Lock()
 
-    def check(self, ring: KeyRing) -> None:
-        """Raise ConfigError when a key's scope is not a unit of the registry."""
+    def check(self, ring: KeyRing) -> list[str]:
+        """Log, and return, the keys whose scope is not a unit of the registry: they see no grid at all (a
+        typo in the keys file must not widen a centre's view to everything, nor stop every other centre)."""
+        unknown = [p.name for _, p in ring.entries if p.scope and self._registry.unit(p.scope) is None]
         for _, producer in ring.entries:
-            if producer.scope and self._registry.unit(producer.scope) is None:
-                raise ConfigError(
-                    f"keys file: client {producer.name!r} has scope {producer.scope!r}, which is not a unit of the "
-                    "grid registry (a district, subdistrict, community or police station id)"
-                )
+            if producer.name in unknown:
+                log.warning(
+                    "keys file: client %r has scope %r, which is not a unit of the grid registry: it sees no grid",
+                    producer.name, producer.scope,
+                )  # fmt: skip
+        return unknown
 
     def get(self, unit_id: str) -> Scope:
         scope = self._scopes.get(unit_id)
         if scope is None:
             unit = self._registry.unit(unit_id)
-            if unit is None:  # check() ran at start-up: only a registry swapped under a running API gets here
-                raise ApiError(403, "out_of_scope", f"the key's scope {unit_id!r} is not a unit of the registry")
-            scope = Scope(unit_id, unit.level, frozenset(g.grid_id for g in self._registry.grids_in(unit_id)))
+            level = unit.level if unit is not None else "unknown"  # not in the registry: no grid (check())
+            scope = Scope(unit_id, level, frozenset(g.grid_id for g in self._registry.grids_in(unit_id)))
             with self._lock:
                 self._scopes[unit_id] = scope
         return scope

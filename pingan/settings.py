@@ -75,8 +75,9 @@ class Settings(BaseSettings):
     # (community -> subdistrict -> district), per alert level; each level restarts the time.
     incident_red_ack_seconds: float = Field(default=300.0, gt=0)
     incident_orange_ack_seconds: float = Field(default=900.0, gt=0)
-    # How often the API writes the alerts of escalations that came due (idempotent: same rows each time).
-    incident_check_seconds: float = Field(default=1.0, gt=0)
+    # How often the API writes the alerts of escalations that came due (idempotent: same rows each time);
+    # 0 = never (an API replica that only reads, or a test comparing stored rows).
+    incident_check_seconds: float = Field(default=1.0, ge=0)
 
     # --- ingest gateway (POST /v1/ingest/{source}, docs/ingest.md) ---
     # SHA-256 hashes of producers' API keys and the sources each may send; the shipped file holds the local

@@ -46,7 +46,11 @@ def _page(executor: Executor, after: str | None, limit: int) -> list[dict[str, A
 @router.get(
     "/v1/alerts",
     summary="Alerts after a cursor, oldest first",
-    responses={422: {"model": ErrorBody}, 503: {"model": ErrorBody}},
+    responses={
+        404: {"model": ErrorBody, "description": "unknown unit"},
+        422: {"model": ErrorBody},
+        503: {"model": ErrorBody},
+    },
 )
 def poll_alerts(
     resources: ResourcesDep,

@@ -101,6 +101,13 @@ def test_the_documented_handling_sql_equals_the_api_figures(engine: Executor) ->
     alert_actions.insert(engine, actions[:3])  # a replay of the topic: copies count once
     grid_units.sync(engine, REGISTRY, now=now)
 
+    # the incident desk's reads (api/incidents.py) on this engine
+    assert {fact[0] for fact in alerts.escalation_facts(engine)} == {f.alert_id for f in facts}
+    assert alerts.stored_ids(engine, alerts.UNACKNOWLEDGED) == {a.alert_id for a in escalations}
+    assert len(escalations) == 3  # i3 acknowledged late: one step; i5 never: subdistrict, then district
+    found = alerts.by_id(engine, facts[0].alert_id)
+    assert found is not None and (found["grid_id"], found["level"]) == (facts[0].grid_id, "red")
+
     expected = handling_figures(book.incidents.values(), lambda i: i.scope_units["community"], T0, now)
     got = engine.query(handling_sql(), {"start": T0, "end": now})
     assert [tuple(f.as_dict().values()) for f in expected.values()] == got
