@@ -9,7 +9,8 @@ already stored is answered with the stored copy (``duplicate: true``) and sent t
 first attempt may have stopped before it reached the broker.
 
 **Reads** fold every escalation alert and every action afresh: the state is a function of the stored rows and
-the clock, identical on every API replica and after any restart.
+the clock, identical on every API replica and after any restart. The rows are kept in memory and refreshed by
+reading what is recent (``AppendOnlyRows``), so a read costs two small queries and the fold, not a table scan.
 
 **Escalations** are computed by the fold from event and action times. A background task writes the alert of
 each one that came due into the ``alerts`` table (kind ``unacknowledged``, version = the deadline in ms), so
@@ -20,11 +21,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
-from datetime import timedelta
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, Generic, TypeVar
 
 import anyio.to_thread
 
@@ -47,6 +50,7 @@ from pingan.topics import ensure_topics
 from producers.kafka import EventProducer
 
 log = logging.getLogger(__name__)
+Row = TypeVar("Row")
 
 ESCALATION_CONFIG_VERSION = "incidents/1"
 PUBLISH_START_SECONDS = 10.0
@@ -103,6 +107,55 @@ def action_document(action: Action) -> dict[str, Any]:
     return body
 
 
+# How far back each incremental read goes behind the newest row held: rows may arrive late by this much (the
+# worker's alerts come in version order per partition, not across partitions; actions carry the clock of the
+# API replica that received them). Anything older that arrives late is noticed by the count and read in full.
+ALERT_OVERLAP_MS = 3_600_000
+ACTION_OVERLAP_MS = 600_000
+FULL_READ_SECONDS = 60.0
+
+
+class AppendOnlyRows(Generic[Row]):
+    """The rows of an append-only table in memory, kept current by reading only the recent ones.
+
+    Each read asks how many rows lie before ``position(newest held) - overlap`` (one number) and reads the rows
+    from there on. When that count differs from what memory holds before it (a row that arrived later than
+    the overlap, or a merge that folded copies), or every ``full_read_seconds``, everything is read again, so
+    memory never drifts from the table for long. Blocking: call from a thread."""
+
+    def __init__(
+        self, count_before: Callable[[int], int], read_from: Callable[[int], list[Row]],
+        position: Callable[[Row], int], *, overlap: int, full_read_seconds: float = FULL_READ_SECONDS,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:  # fmt: skip
+        self._count_before = count_before
+        self._read_from = read_from
+        self._position = position
+        self._overlap = overlap
+        self._full_read_seconds = full_read_seconds
+        self._monotonic = monotonic
+        self._rows: list[Row] | None = None
+        self._read_at = 0.0
+        self._lock = threading.Lock()
+
+    def rows(self) -> list[Row]:
+        with self._lock:
+            held = self._rows
+            if held is None or self._monotonic() - self._read_at > self._full_read_seconds:
+                return self._read_all()
+            cutoff = 0 if not held else max(self._position(row) for row in held) - self._overlap
+            older = [row for row in held if self._position(row) < cutoff]
+            if self._count_before(cutoff) != len(older):
+                return self._read_all()
+            self._rows = older + self._read_from(cutoff)
+            return self._rows
+
+    def _read_all(self) -> list[Row]:
+        self._rows = self._read_from(0)
+        self._read_at = self._monotonic()
+        return self._rows
+
+
 class IncidentDesk:
     """Incidents from ClickHouse for the routes; the blocking methods run on a thread."""
 
@@ -116,6 +169,19 @@ class IncidentDesk:
         self.policy = policy_from(settings)
         self.publisher = publisher
         self._units: dict[str, Mapping[str, str]] = {}
+        # The fold's inputs in memory, read incrementally (what changed lately), checked against the table.
+        self._facts: AppendOnlyRows[tuple[str, str, str, int, datetime]] = AppendOnlyRows(
+            lambda position: alerts.escalations_before(executor, position),
+            lambda position: alerts.escalation_facts(executor, position),
+            lambda fact: fact[3],
+            overlap=ALERT_OVERLAP_MS,
+        )
+        self._actions: AppendOnlyRows[Action] = AppendOnlyRows(
+            lambda position: alert_actions.count_before(executor, position),
+            lambda position: alert_actions.read_from(executor, position),
+            alert_actions.position,
+            overlap=ACTION_OVERLAP_MS,
+        )
 
     def scope_units(self, grid_id: str) -> Mapping[str, str]:
         """The grid's unit per scope level and police station (cached: the registry does not change)."""
@@ -131,14 +197,11 @@ class IncidentDesk:
 
     # --- reads ---------------------------------------------------------------------------------------------
 
-    def facts(self) -> list[AlertFact]:
-        return [AlertFact(alert_id, grid_id, level, as_of) for alert_id, grid_id, level, _, as_of in
-                alerts.escalation_facts(self._executor)]  # fmt: skip
-
     def book(self, extra: tuple[Action, ...] = ()) -> tuple[Book, list[Action]]:
         """Every incident as of the clock's now, and the stored actions (plus ``extra``, not yet stored)."""
-        facts = self.facts()
-        stored = alert_actions.all_actions(self._executor)
+        facts = [AlertFact(alert_id, grid_id, level, as_of) for alert_id, grid_id, level, _, as_of in
+                 self._facts.rows()]  # fmt: skip
+        stored = self._actions.rows()
         book = fold(facts, [*stored, *extra], self.policy, self._clock.now(), self.scope_units)
         return book, stored
 

@@ -55,6 +55,25 @@ def all_actions(executor: Executor) -> list[Action]:
     return [_action(row) for row in executor.query(_SELECT)]
 
 
+_AT_MS = "toUInt64(at) * 1000 + at_ms"
+
+
+def position(action: Action) -> int:
+    """Where a stored copy sorts for incremental reads: its time in epoch milliseconds."""
+    return int(action.at.timestamp() * 1000)
+
+
+def count_before(executor: Executor, at_ms: int) -> int:
+    """Stored copies received before ``at_ms`` (epoch ms)."""
+    [(count,)] = executor.query(f"SELECT count() FROM alert_actions WHERE {_AT_MS} < %(at_ms)s", {"at_ms": at_ms})
+    return int(count)
+
+
+def read_from(executor: Executor, at_ms: int) -> list[Action]:
+    """The stored copies received at or after ``at_ms`` (epoch ms)."""
+    return [_action(row) for row in executor.query(_SELECT + f" WHERE {_AT_MS} >= %(at_ms)s", {"at_ms": at_ms})]
+
+
 def by_id(executor: Executor, action_id: str) -> list[Action]:
     """The stored copies of one action (none, one, or a few after retries)."""
     return [_action(row) for row in executor.query(_SELECT + " WHERE action_id = %(id)s", {"id": action_id})]

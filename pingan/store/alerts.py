@@ -134,16 +134,30 @@ def count_by_level(executor: Executor) -> dict[tuple[str, str], int]:
 UNACKNOWLEDGED = "unacknowledged"
 
 
-def escalation_facts(executor: Executor) -> list[tuple[str, str, str, float, datetime]]:
-    """(alert_id, grid_id, level, score, as_of) of every escalation to orange or red: what opens incidents."""
+_ESCALATIONS = "kind = 'escalation' AND level IN ('orange', 'red')"
+
+
+def escalation_facts(executor: Executor, from_version: int = 0) -> list[tuple[str, str, str, int, datetime]]:
+    """(alert_id, grid_id, level, version, as_of) of every escalation to orange or red from ``from_version``
+    on: what opens incidents. Each alert once (the table's key is (version, grid_id))."""
     rows = executor.query(
-        """
-        SELECT alert_id, grid_id, level, score, as_of FROM alerts FINAL
-        WHERE kind = 'escalation' AND level IN ('orange', 'red')
+        f"""
+        SELECT alert_id, grid_id, level, version, as_of FROM alerts FINAL
+        WHERE {_ESCALATIONS} AND version >= %(from_version)s
         ORDER BY version, grid_id
-        """
+        """,
+        {"from_version": int(from_version)},
     )
-    return [(alert_id, grid_id, level, float(score), _utc(as_of)) for alert_id, grid_id, level, score, as_of in rows]
+    return [(alert_id, grid_id, level, int(v), _utc(as_of)) for alert_id, grid_id, level, v, as_of in rows]
+
+
+def escalations_before(executor: Executor, version: int) -> int:
+    """How many escalations to orange or red have a version below ``version`` (each alert once)."""
+    [(count,)] = executor.query(
+        f"SELECT uniqExact(version, grid_id) FROM alerts WHERE {_ESCALATIONS} AND version < %(version)s",
+        {"version": int(version)},
+    )
+    return int(count)
 
 
 def stored_ids(executor: Executor, kind: str) -> set[str]:
