@@ -24,7 +24,8 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections import Counter
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar
@@ -50,7 +51,7 @@ from pingan.topics import ensure_topics
 from producers.kafka import EventProducer
 
 log = logging.getLogger(__name__)
-Row = TypeVar("Row")
+Row = TypeVar("Row", bound=Hashable)
 
 ESCALATION_CONFIG_VERSION = "incidents/1"
 PUBLISH_START_SECONDS = 10.0
@@ -147,7 +148,9 @@ class AppendOnlyRows(Generic[Row]):
             older = [row for row in held if self._position(row) < cutoff]
             if self._count_before(cutoff) != len(older):
                 return self._read_all()
-            self._rows = older + self._read_from(cutoff)
+            recent = self._read_from(cutoff)
+            if Counter(recent) != Counter(row for row in held if self._position(row) >= cutoff):
+                self._rows = older + recent  # changed: a new list (callers compare by identity)
             return self._rows
 
     def _read_all(self) -> list[Row]:
@@ -169,6 +172,8 @@ class IncidentDesk:
         self.policy = policy_from(settings)
         self.publisher = publisher
         self._units: dict[str, Mapping[str, str]] = {}
+        self._last: tuple[list, list, Book] | None = None  # (the inputs it folded, by identity; the book)
+        self._written: set[str] | None = None  # escalation alert ids known to be stored
         # The fold's inputs in memory, read incrementally (what changed lately), checked against the table.
         self._facts: AppendOnlyRows[tuple[str, str, str, int, datetime]] = AppendOnlyRows(
             lambda position: alerts.escalations_before(executor, position),
@@ -198,11 +203,20 @@ class IncidentDesk:
     # --- reads ---------------------------------------------------------------------------------------------
 
     def book(self, extra: tuple[Action, ...] = ()) -> tuple[Book, list[Action]]:
-        """Every incident as of the clock's now, and the stored actions (plus ``extra``, not yet stored)."""
-        facts = [AlertFact(alert_id, grid_id, level, as_of) for alert_id, grid_id, level, _, as_of in
-                 self._facts.rows()]  # fmt: skip
-        stored = self._actions.rows()
-        book = fold(facts, [*stored, *extra], self.policy, self._clock.now(), self.scope_units)
+        """Every incident as of the clock's now, and the stored actions (plus ``extra``, not yet stored).
+
+        Without ``extra``, the last book is reused while its inputs are the same rows and no escalation can
+        have come due since (``Book.valid_until``): many polls, one fold."""
+        rows, stored, now = self._facts.rows(), self._actions.rows(), self._clock.now()
+        cached = self._last
+        if not extra and cached is not None and cached[0] is rows and cached[1] is stored and (
+            cached[2].valid_until is None or now < cached[2].valid_until
+        ):  # fmt: skip
+            return cached[2], stored
+        facts = [AlertFact(alert_id, grid_id, level, as_of) for alert_id, grid_id, level, _, as_of in rows]
+        book = fold(facts, [*stored, *extra], self.policy, now, self.scope_units)
+        if not extra:
+            self._last = (rows, stored, book)
         return book, stored
 
     # --- actions -------------------------------------------------------------------------------------------
@@ -240,14 +254,14 @@ class IncidentDesk:
         """Store the alerts of escalations that came due and are not stored yet; how many were written."""
         book, _ = self.book()
         due = self.due_escalation_alerts(book)
-        if not due:
-            return 0
-        stored = alerts.stored_ids(self._executor, alerts.UNACKNOWLEDGED)
-        missing = [alert for alert in due if alert.alert_id not in stored]
+        if self._written is None:  # once per process: what earlier runs (or other replicas) stored
+            self._written = alerts.stored_ids(self._executor, alerts.UNACKNOWLEDGED)
+        missing = [alert for alert in due if alert.alert_id not in self._written]
         if missing:
             rejected = alerts.insert(self._executor, missing)
             if rejected:
                 raise StorageError(f"ClickHouse refused {len(rejected)} escalation alerts")
+            self._written.update(alert.alert_id for alert in missing)
             log.info("incidents escalated: %s", ", ".join(a.alert_id for a in missing))
         return len(missing)
 

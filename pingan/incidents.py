@@ -178,6 +178,9 @@ class Book:
 
     incidents: Mapping[str, Incident]
     incident_of: Mapping[str, str]  # alert id -> incident id
+    # The earliest time an escalation could next come due (None: none pending): until then, the same inputs
+    # fold to this same book whatever ``now`` is.
+    valid_until: datetime | None = None
 
     def for_alert(self, alert_id: str) -> Incident | None:
         incident_id = self.incident_of.get(alert_id)
@@ -235,7 +238,7 @@ def fold(
         else:
             state.act(item)
     state.escalate_until(now)
-    return Book(state.incidents, state.incident_of)
+    return Book(state.incidents, state.incident_of, state.deadlines[0][0] if state.deadlines else None)
 
 
 class _Fold:

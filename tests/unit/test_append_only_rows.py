@@ -54,3 +54,13 @@ def test_everything_is_read_again_after_a_while() -> None:
     assert sorted(cache.rows()) == [0, 100]
     clock[0] = 61.0
     assert sorted(cache.rows()) == [1, 100]
+
+
+def test_the_same_rows_come_back_as_the_same_list() -> None:
+    """Callers reuse what they computed from the rows while the list is the same object."""
+    table, clock = Table([0, 100]), [0.0]
+    cache = _cache(table, clock)
+    first = cache.rows()
+    assert cache.rows() is first
+    table.rows.append(105)
+    assert cache.rows() is not first
