@@ -17,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response, StreamingResponse
 
 from api.access import ActorDep, ReaderDep
-from api.deps import ExecutorDep, ResourcesDep
+from api.deps import ExecutorDep, Resources, ResourcesDep
 from api.errors import ApiError, invalid, not_found
 from api.incident_models import ActionResult, AlertDetail, HandlingResponse, IncidentsResponse
 from api.incidents import new_action_id, same_request
@@ -103,7 +103,7 @@ def _statuses(status: str | None) -> frozenset[str] | None:
     return frozenset(wanted)
 
 
-def _unit_scope(resources: Any, unit: str | None) -> Scope | None:
+def _unit_scope(resources: Resources, unit: str | None) -> Scope | None:
     if unit is None:
         return None
     if resources.registry.unit(unit) is None:
@@ -184,7 +184,7 @@ async def stream_alerts(
 # --- incidents: one alert, actions on it, lists and handling figures ------------------------------------
 
 
-def _book(resources: Any) -> Book:
+def _book(resources: Resources) -> Book:
     return resources.incidents.book()[0]
 
 
@@ -222,7 +222,7 @@ class ActionRequest(BaseModel):
     target: Annotated[str, Field(max_length=200, description="merge: an alert id of the incident to merge into")] = ""
 
 
-async def _publish(resources: Any, action: Action) -> None:
+async def _publish(resources: Resources, action: Action) -> None:
     try:
         await resources.incidents.publisher.publish(action)
     except ServiceError as exc:

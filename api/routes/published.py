@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 from fastapi import APIRouter, Path, Query
 from starlette.responses import Response
 
-from api.access import ReaderDep
+from api.access import Caller, ReaderDep
 from api.deps import ExecutorDep, Resources, ResourcesDep
 from api.errors import not_found
 from api.index_models import FlaggedResponse, IndexResponse
@@ -67,7 +67,7 @@ def _published_rows(executor: Executor, period: str, unit: str, day: date | None
     return rows
 
 
-def _scoped(resources: Resources, caller: Any, unit: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _scoped(resources: Resources, caller: Caller, unit: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The rows of the units sharing grids with the caller's scope (all rows for an unscoped key)."""
     scope = resources.scopes.of(caller)
     if scope is None:
@@ -76,7 +76,7 @@ def _scoped(resources: Resources, caller: Any, unit: str, rows: list[dict[str, A
     return [row for row in rows if row["unit_id"] in touching]
 
 
-def _with_handling(resources: Resources, caller: Any, unit: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _with_handling(resources: Resources, caller: Caller, unit: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Each unit's item with its handling figures for the period (incidents opened in it; api/incidents.py)."""
     if not rows:
         return []

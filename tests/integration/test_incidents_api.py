@@ -9,7 +9,7 @@ import functools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from api.app import create_app
 from api.ingest_auth import hash_key
 from pingan.clock import FixedClock
 from pingan.grids import GridRegistry
+from pingan.published_index import load_config, publish
 from pingan.settings import Settings
 from pingan.store import alert_actions, alerts
 from pingan.store.client import Executor, connect
@@ -193,6 +194,15 @@ async def test_scopes_lifecycle_and_times(desk: Desk) -> None:
          "ack_p90_seconds": 45.0, "resolve_median_seconds": 1200.0, "resolve_p90_seconds": 1200.0,
          "escalated_share": 0.0, "reopened_share": 0.0}
     ]  # fmt: skip
+
+    # ... and next to the published index of the day, for the units of the reader's scope only
+    publish(desk.writer, desk.registry, load_config(desk.settings.published_index_config_path), "day",
+            date(2026, 11, 23), now=OPENED + timedelta(days=1))  # fmt: skip
+    index = (await desk.client.get("/v1/index/day", headers=as_("subdistrict"), params={"date": "2026-11-23"})).json()
+    units = {u["unit_id"]: u for u in index["units"]}
+    assert set(units) == {u.unit_id for u in desk.registry.units["community"] if u.parent_id == "PA01"}
+    assert units["PA01-C01"]["handling"] == handling.json()["units"][0]
+    assert units["PA01-C02"]["handling"] is None
 
     # every stored action is on the alert-actions topic (the retry sent it again: consumers dedupe by id)
     records = await read_topic(desk.settings, desk.settings.topic_alert_actions, 4, timeout=10)
