@@ -99,6 +99,8 @@ class AlertDetail(BaseModel):
 
 class ActionResult(BaseModel):
     action: dict[str, Any]
+    applied: bool = Field(description="false: kept in the history, but the incident's state did not allow it")
+    reason: str | None = Field(description="why it was not applied")
     duplicate: bool = Field(description="true: this action id was stored before; nothing changed")
     incident: IncidentDetail | None
 

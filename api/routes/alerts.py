@@ -253,8 +253,9 @@ async def act_on_alert(
     alert_id: Annotated[str, Path(description="the `alert_id` of any alert of the incident")],
 ) -> Response:
     """Stored in ClickHouse and sent to the `alert-actions` topic before the answer (201 with the action and
-    the incident after it). 409 `invalid_transition` when the incident's state does not allow it (e.g. a
-    second acknowledge), 409 `action_id_conflict` when the id was used for another action."""
+    the incident after it). An action the incident's state does not allow (e.g. a second acknowledge) is kept
+    in the history with no effect: `applied: false` and the `reason`. 409 `action_id_conflict` when the id
+    was used for another action."""
     desk = resources.incidents
     sent = Action(action_id=body.action_id or new_action_id(), alert_id=alert_id, grid_id="", kind=body.kind,
                   actor=caller.name, at=resources.clock.now(), note=body.note, assignee=body.assignee,
@@ -269,7 +270,11 @@ async def act_on_alert(
         await _publish(resources, stored)
         book = await run_in_threadpool(_book, resources)
         incident = book.for_alert(stored.alert_id)
-        return OrjsonResponse({"action": stored.as_dict(), "duplicate": True,
+        entry = (
+            next((e for e in incident.history if e.action.action_id == stored.action_id), None) if incident else None
+        )
+        return OrjsonResponse({"action": stored.as_dict(), "applied": bool(entry and entry.applied),
+                               "reason": entry.reason or None if entry else None, "duplicate": True,
                                "incident": incident.as_dict() if incident else None})  # fmt: skip
     book = await run_in_threadpool(_book, resources)
     incident = book.for_alert(alert_id)
@@ -281,12 +286,12 @@ async def act_on_alert(
     after = trial.for_alert(alert_id)
     assert after is not None
     entry = next(e for e in after.history if e.action.action_id == action.action_id)
-    if not entry.applied:
-        raise ApiError(409, "invalid_transition", entry.reason, "kind")
+    # Kept even when the state does not allow it (a second acknowledgement, two centres at once): the
+    # history shows who tried what, and the answer says it changed nothing (applied: false, reason).
     await run_in_threadpool(desk.store, action)
     await _publish(resources, action)
-    return OrjsonResponse({"action": action.as_dict(), "duplicate": False, "incident": after.as_dict()},
-                          status_code=201)  # fmt: skip
+    return OrjsonResponse({"action": action.as_dict(), "applied": entry.applied, "reason": entry.reason or None,
+                           "duplicate": False, "incident": after.as_dict()}, status_code=201)  # fmt: skip
 
 
 @router.get(
