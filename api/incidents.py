@@ -274,7 +274,7 @@ class IncidentDesk:
             await asyncio.sleep(interval)
 
 
-def escalation_alert(incident: Incident, at: Any, from_level: str, to_level: str, unit_id: str,
+def escalation_alert(incident: Incident, at: datetime, from_level: str, to_level: str, unit_id: str,
                      waited: float) -> alerts.Alert:  # fmt: skip
     """The ``unacknowledged`` alert of one escalation step: keyed by (grid, deadline ms), so it is one row."""
     version = int(at.timestamp() * 1000)
