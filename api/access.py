@@ -1,11 +1,15 @@
 """Who may read what: API keys with roles from the keys file (api/ingest_auth.py).
 
-| role      | reads                                                  | POST /v1/ingest, webhooks |
-|-----------|--------------------------------------------------------|---------------------------|
-| dashboard | map, shapes, grids, history, hot spots, units, index, alerts | no                  |
-| analyst   | the same, plus dead letters (personal fields pseudonymised)  | no                  |
-| ingest    | nothing                                                | its sources               |
-| admin     | everything, dead letters unredacted                    | its sources               |
+| role      | reads                                                  | alert actions | POST /v1/ingest, webhooks |
+|-----------|--------------------------------------------------------|---------------|---------------------------|
+| dashboard | map, shapes, grids, history, hot spots, units, index, alerts | no      | no                        |
+| operator  | the same as dashboard                                  | yes           | no                        |
+| analyst   | the same, plus dead letters (personal fields pseudonymised)  | no      | no                        |
+| ingest    | nothing                                                | no            | its sources               |
+| admin     | everything, dead letters unredacted                    | yes           | its sources               |
+
+A reading key may carry a scope (a unit of the grid registry, api/scopes.py): its reads and actions answer
+for that unit's grids only.
 
 ``/healthz``, ``/metrics``, the map page and its static files need no key; ``/readyz`` answers its status
 to anyone and its details to a key of any role. In open-read mode (``settings.open_read``, the local demo
@@ -31,7 +35,8 @@ from pingan.settings import Settings
 READ_BEARER = BEARER_SCHEME
 READ_API_KEY = API_KEY_SCHEME
 
-READERS = frozenset({"dashboard", "analyst", "admin"})
+READERS = frozenset({"dashboard", "operator", "analyst", "admin"})
+ACTORS = frozenset({"operator", "admin"})  # may act on alerts (POST /v1/alerts/{alert_id}/actions)
 DEAD_LETTER_READERS = frozenset({"analyst", "admin"})
 ANONYMOUS_ROLE = "analyst"  # what a keyless request reads as in open-read mode
 
@@ -40,6 +45,7 @@ ANONYMOUS_ROLE = "analyst"  # what a keyless request reads as in open-read mode
 class Caller:
     name: str
     role: str
+    scope: str = ""  # a unit id: reads answer for its grids only ("" = every grid)
 
     @property
     def sees_raw_personal_data(self) -> bool:
@@ -63,7 +69,7 @@ def identify(ring: KeyRing, key: str | None, *, open_read: bool) -> Caller | Non
     if found is None:
         raise ApiError(401, "invalid_api_key", "the API key is not valid",
                        headers={"WWW-Authenticate": f'{REALM}, error="invalid_token"'})  # fmt: skip
-    return Caller(found.name, found.role)
+    return Caller(found.name, found.role, found.scope)
 
 
 def permit(caller: Caller | None, roles: frozenset[str], what: str) -> Caller:
@@ -98,9 +104,14 @@ async def reader(caller: CallerDep) -> Caller:
     return permit(caller, READERS, "reading")
 
 
+async def actor(caller: CallerDep) -> Caller:
+    return permit(caller, ACTORS, "acting on alerts")
+
+
 async def dead_letter_reader(caller: CallerDep) -> Caller:
     return permit(caller, DEAD_LETTER_READERS, "reading dead letters")
 
 
 ReaderDep = Annotated[Caller, Depends(reader)]
+ActorDep = Annotated[Caller, Depends(actor)]
 DeadLetterReaderDep = Annotated[Caller, Depends(dead_letter_reader)]

@@ -23,14 +23,16 @@ from api.access import check_open_read, reader
 from api.alert_feed import AlertFeed
 from api.conditional import GZIP_LEVEL, Rendered
 from api.deps import Resources
+from api.incidents import ActionPublisher, IncidentDesk
 from api.ingest_auth import KeyRing
 from api.ingest_gateway import IngestGateway
 from api.ingest_models import OPENAPI_MODELS as INGEST_MODELS
 from api.metrics import ApiMetrics, LatencyMiddleware
 from api.readiness import KafkaProbe
 from api.responses import OrjsonResponse, dumps
-from api.routes import alerts, grids, ops, published, risk, units, web, webhooks
+from api.routes import alerts, grids, me, ops, published, risk, units, web, webhooks
 from api.routes import feeds as feed_routes
+from api.scopes import ScopeIndex
 from api.snapshot import SnapshotStore
 from api.storage import Storage
 from api.views import RiskSnapshot, build_snapshot, shapes_body
@@ -93,6 +95,11 @@ def create_app(settings: Settings, *, registry: GridRegistry | None = None, cloc
                                   spatial=spatial, levels=risk_index, version=version)  # fmt: skip
 
         alert_feed = AlertFeed(executor)
+        keys = KeyRing.load(settings.ingest_keys_path)
+        scopes = ScopeIndex(grid_registry)
+        scopes.check(keys)  # logs keys whose scope names no unit of the registry (they see nothing)
+        publisher = ActionPublisher(settings)
+        incident_desk = IncidentDesk(executor, grid_registry, settings, clock, publisher)
         snapshots = SnapshotStore(load_snapshot, lambda: risk_store.change_marker(executor))
         shapes_bytes = dumps(shapes_body(grid_registry))
         shapes = Rendered(shapes_bytes, f'"shapes-{hashlib.blake2b(shapes_bytes, digest_size=8).hexdigest()}"')
@@ -108,8 +115,10 @@ def create_app(settings: Settings, *, registry: GridRegistry | None = None, cloc
             spatial=spatial,
             shapes=shapes,
             shapes_gzip=shapes.gzip(),
-            keys=KeyRing.load(settings.ingest_keys_path),
+            keys=keys,
             alert_feed=alert_feed,
+            scopes=scopes,
+            incidents=incident_desk,
         )
         # Background reads (the map snapshot, the alert feed); none with api_cache_seconds = 0 (tests), where
         # requests read for themselves.
@@ -117,6 +126,8 @@ def create_app(settings: Settings, *, registry: GridRegistry | None = None, cloc
         if settings.api_cache_seconds > 0:
             background.append(asyncio.create_task(refresh_snapshots(snapshots, settings.api_cache_seconds)))
             background.append(asyncio.create_task(alert_feed.run(alerts.SSE_POLL_SECONDS)))
+            if settings.incident_check_seconds > 0:
+                background.append(asyncio.create_task(incident_desk.run(settings.incident_check_seconds)))
         log.info(
             "API ready: %d grids, ClickHouse database %s, spatial term %s",
             len(grid_registry),
@@ -132,6 +143,7 @@ def create_app(settings: Settings, *, registry: GridRegistry | None = None, cloc
                     await task
             del app.state.resources
             await gateway.close()
+            await publisher.close()
             await kafka.close()
             await anyio.to_thread.run_sync(storage.close)
 
@@ -168,6 +180,7 @@ def create_app(settings: Settings, *, registry: GridRegistry | None = None, cloc
     app.include_router(units.router, dependencies=read_only)
     app.include_router(published.router, dependencies=read_only)
     app.include_router(alerts.router, dependencies=read_only)
+    app.include_router(me.router, dependencies=read_only)
     app.include_router(ingest.router)
     app.include_router(webhooks.router)
     app.include_router(feed_routes.router, dependencies=read_only)

@@ -9,9 +9,11 @@ from fastapi import Depends, Request
 
 from api.alert_feed import AlertFeed
 from api.conditional import Rendered
+from api.incidents import IncidentDesk
 from api.ingest_auth import KeyRing
 from api.ingest_gateway import IngestGateway
 from api.readiness import KafkaProbe
+from api.scopes import ScopeIndex
 from api.snapshot import SnapshotStore
 from api.storage import Storage
 from pingan.clock import Clock
@@ -42,6 +44,9 @@ class Resources:
     alert_feed: AlertFeed
     # API keys and their roles (the keys file the ingest gateway reads too); api/access.py.
     keys: KeyRing
+    # Unit scopes of keys (api/scopes.py) and the incidents of alerts (api/incidents.py).
+    scopes: ScopeIndex
+    incidents: IncidentDesk
 
 
 async def get_resources(request: Request) -> Resources:

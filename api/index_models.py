@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from api.incident_models import HandlingFigures
 from api.models import GridRisk, Level
 
 UnitLevel = Literal["community", "subdistrict", "district", "police_station"]
@@ -111,6 +112,9 @@ class IndexUnit(BaseModel):
     flagged: bool = Field(description="wears the hat: a high-incidence unit this period")
     previously_flagged: bool
     flag_change: FlagChange = Field(description="entered (hat on), left (hat off), still, or '' (never)")
+    handling: HandlingFigures | None = Field(
+        default=None, description="the unit's handling of incidents opened in the period (ranking only)"
+    )
 
 
 class IndexPeriod(BaseModel):

@@ -10,9 +10,10 @@ hash is enough: there is no low-entropy password to protect with a slow hash.
     sources = ["call110"]
     key_sha256 = ["<64 hex digits>", "<another, while rotating>"]
 
-    [[client]]              # readers: role "dashboard", "analyst" or "admin" (api/access.py)
+    [[client]]              # readers: role "dashboard", "operator", "analyst" or "admin" (api/access.py)
     name = "district-screen"
     role = "dashboard"
+    scope = "PA01"          # optional: a unit id of the grid registry; reads answer for its grids only
     key_sha256 = ["<64 hex digits>"]
 
 Everything here is pure except :meth:`KeyRing.load`, which reads the file once at start-up.
@@ -41,8 +42,8 @@ REALM = 'Bearer realm="pingan-ingest"'
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _NAME = re.compile(r"^[A-Za-z0-9._\-]{1,64}$")
 # What each role may do is decided in api/access.py (reads) and by ``may_send`` (ingest).
-ROLES = ("dashboard", "analyst", "ingest", "admin")
-READ_ROLES = ("dashboard", "analyst", "admin")
+ROLES = ("dashboard", "operator", "analyst", "ingest", "admin")
+READ_ROLES = ("dashboard", "operator", "analyst", "admin")
 
 
 def hash_key(key: str) -> str:
@@ -52,11 +53,13 @@ def hash_key(key: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Producer:
-    """An authenticated caller: its name (the dead letters' origin), the sources it may send, its role."""
+    """An authenticated caller: its name (the dead letters' origin), the sources it may send, its role, and
+    the unit its reads are limited to ("" for none; checked against the grid registry by the API)."""
 
     name: str
     sources: frozenset[str]
     role: str = "ingest"
+    scope: str = ""
 
     def may_send(self, source: str) -> bool:
         return self.role in ("ingest", "admin") and source in self.sources
@@ -122,7 +125,7 @@ def _entry(table: Any, where: str, default_role: str | None) -> tuple[Producer, 
     """One [[producer]] (role ingest unless said) or [[client]] (role required) table, and its key hashes."""
     if not isinstance(table, Mapping):
         raise ConfigError(f"{where}: expected a table")
-    unknown = set(table) - {"name", "sources", "key_sha256", "role"}
+    unknown = set(table) - {"name", "sources", "key_sha256", "role", "scope"}
     if unknown:
         raise ConfigError(f"{where}: unknown keys {sorted(unknown)}")
     name = table.get("name")
@@ -131,6 +134,11 @@ def _entry(table: Any, where: str, default_role: str | None) -> tuple[Producer, 
     role = table.get("role", default_role)
     if role not in ROLES:
         raise ConfigError(f"{where} ({name}): role must be one of {', '.join(ROLES)}")
+    scope = table.get("scope", "")
+    if not isinstance(scope, str) or (scope and not _NAME.match(scope)):
+        raise ConfigError(f"{where} ({name}): scope must be a unit id of the grid registry")
+    if scope and role not in READ_ROLES:
+        raise ConfigError(f"{where} ({name}): only reading roles carry a scope, not {role}")
     needs_sources = role == "ingest" or "sources" in table
     sources = frozenset(_strings(table.get("sources"), f"{where} ({name}) sources")) if needs_sources else frozenset()
     digests = []
@@ -139,7 +147,7 @@ def _entry(table: Any, where: str, default_role: str | None) -> tuple[Producer, 
         if not _HEX64.match(digest):
             raise ConfigError(f"{where} ({name}): key_sha256 entries are 64 hex digits (SHA-256)")
         digests.append(digest)
-    return Producer(name, sources, role), digests
+    return Producer(name, sources, role, scope), digests
 
 
 def presented_key(bearer: str | None, api_key: str | None) -> str | None:

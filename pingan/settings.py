@@ -70,6 +70,15 @@ class Settings(BaseSettings):
     # refuses to start with it on for any other address (docs/api.md, "Who may read what").
     api_open_read: bool | None = None
 
+    # --- incidents (alert lifecycle, docs/api.md "Incidents") ---
+    # Seconds an incident may wait for acknowledgement at one centre before it passes up a level
+    # (community -> subdistrict -> district), per alert level; each level restarts the time.
+    incident_red_ack_seconds: float = Field(default=300.0, gt=0)
+    incident_orange_ack_seconds: float = Field(default=900.0, gt=0)
+    # How often the API writes the alerts of escalations that came due (idempotent: same rows each time);
+    # 0 = never (an API replica that only reads, or a test comparing stored rows).
+    incident_check_seconds: float = Field(default=1.0, ge=0)
+
     # --- ingest gateway (POST /v1/ingest/{source}, docs/ingest.md) ---
     # SHA-256 hashes of producers' API keys and the sources each may send; the shipped file holds the local
     # demo key only, so production points this at a file of its own.
@@ -184,6 +193,10 @@ class Settings(BaseSettings):
     @property
     def topic_alerts(self) -> str:
         return f"{self.topic_prefix}alerts"
+
+    @property
+    def topic_alert_actions(self) -> str:
+        return f"{self.topic_prefix}alert-actions"
 
     def as_env(self) -> dict[str, str]:
         """These settings as PINGAN_* variables, so a child process (worker, API) gets exactly them."""

@@ -33,13 +33,14 @@ _CONFIG_REFUSED = frozenset({40, 42, 44})  # INVALID_CONFIG, INVALID_REQUEST, PO
 
 
 def topic_names(settings: Settings) -> tuple[str, ...]:
-    """The topics: events, dead letters, late events, risk, alerts."""
+    """The topics: events, dead letters, late events, risk, alerts, alert actions."""
     return (
         settings.topic_events,
         settings.topic_dead_letters,
         settings.topic_late,
         settings.topic_risk,
         settings.topic_alerts,
+        settings.topic_alert_actions,
     )
 
 
@@ -57,10 +58,11 @@ async def _create(admin: AIOKafkaAdminClient, topics: list[NewTopic]) -> dict[st
 
 
 async def ensure_topics(settings: Settings) -> None:
-    """Create the events, dead-letter, late, risk and alerts topics unless they exist; check partition counts."""
+    """Create the events, dead-letter, late, risk, alerts and alert-actions topics unless they exist; check
+    partition counts."""
     partitions, replication = settings.topic_partitions, settings.topic_replication
-    events, dead_letters, late, risk, alerts = topic_names(settings)
-    wanted = [NewTopic(name, partitions, replication) for name in (events, dead_letters, late, alerts)]
+    events, dead_letters, late, risk, alerts, actions = topic_names(settings)
+    wanted = [NewTopic(name, partitions, replication) for name in (events, dead_letters, late, alerts, actions)]
     wanted.append(NewTopic(risk, partitions, replication, topic_configs=dict(COMPACTED)))
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id="pingan-topics")
     try:

@@ -31,6 +31,7 @@ class GridMap {
     this.levels = [];
     this.chunks = [];
     this.selected = -1;
+    this.marked = []; // grids with an open incident: outlined (their colour stays readable)
     this.view = { scale: 1, x: 0, y: 0 }; // screen = world * scale + (x, y)
     this.frame = 0;
     this.resize();
@@ -139,6 +140,11 @@ class GridMap {
     this.requestDraw();
   }
 
+  setMarked(grids) {
+    this.marked = grids;
+    this.requestDraw();
+  }
+
   fit() {
     const [w, h] = this.world;
     const scale = Math.min(this.width / (w || 1), this.height / (h || 1)) * 0.95;
@@ -193,6 +199,15 @@ class GridMap {
       c.strokeStyle = "rgba(11, 21, 36, 0.8)";
       c.lineWidth = 0.6 / v.scale;
       for (const path of this.borders) c.stroke(path);
+    }
+    if (this.marked.length) { // open incidents: a dashed light-blue outline, the fill keeps the colour
+      const marks = new Path2D();
+      for (const grid of this.marked) this.trace(marks, this.rings[grid]);
+      c.strokeStyle = "#74c0fc";
+      c.lineWidth = 2 / v.scale;
+      c.setLineDash([4 / v.scale, 3 / v.scale]);
+      c.stroke(marks);
+      c.setLineDash([]);
     }
     if (this.selected >= 0) {
       const outline = new Path2D();

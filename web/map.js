@@ -31,7 +31,28 @@ const state = {
   lastError: "",
   pollTimer: null,
   selected: null,
+  me: null, // GET /v1/me: the key's name, role, scope
+  incidents: [], // active incidents of the scope (GET /v1/incidents?status=active)
 };
+const INCIDENT_POLL_MS = 3000;
+const STATUS_NAMES = {
+  open: "待确认 open", acknowledged: "已确认 acknowledged", dispatched: "已派遣 dispatched",
+  resolved: "已办结 resolved", merged: "已合并 merged",
+};
+const SCOPE_NAMES = { community: "社区 community", subdistrict: "街道 subdistrict", district: "区 district" };
+const ACTION_NAMES = {
+  acknowledge: "确认 Acknowledge", dispatch: "派遣 Dispatch", resolve: "办结 Resolve", note: "备注 Note",
+  reopen: "重开 Reopen",
+};
+// Which buttons an incident in each state offers (the API refuses the others with 409).
+const ACTIONS_FOR = {
+  open: ["acknowledge", "dispatch", "resolve", "note"],
+  acknowledged: ["dispatch", "resolve", "note"],
+  dispatched: ["resolve", "note"],
+  resolved: ["reopen", "note"],
+  merged: ["reopen", "note"],
+};
+const OUTCOMES = ["handled", "false_alarm", "referred", "no_action_needed"];
 
 const $ = (id) => document.getElementById(id);
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -254,6 +275,7 @@ async function openGrid(gridId) {
       }],
     }, true);
     panel.dataset.historyPoints = String(history.windows.length);
+    await renderGridIncidents(gridId);
   } catch (error) {
     $("detail-title").textContent = gridId;
     $("detail-summary").textContent = `无法加载 could not load: ${error.message}`;
@@ -272,15 +294,125 @@ function addAlert(alert) {
   item.className = `clickable level-${alert.level}`;
   item.dataset.grid = alert.grid_id;
   item.dataset.kind = alert.kind;
-  const verb = alert.kind === "escalation" ? "升至 up to" : "降至 down to";
-  item.textContent = `${clock(alert.as_of)} ${alert.grid_id} ${verb} ${LEVEL_NAMES[alert.level]} (${fmt(alert.score)})`;
+  if (alert.kind === "unacknowledged") {
+    const to = alert.explanation ? alert.explanation.to_level : "";
+    item.textContent = `${clock(alert.as_of)} ${alert.grid_id} 未确认，升级至 unacknowledged, up to ${SCOPE_NAMES[to] || to}`;
+  } else {
+    const verb = alert.kind === "escalation" ? "升至 up to" : "降至 down to";
+    item.textContent = `${clock(alert.as_of)} ${alert.grid_id} ${verb} ${LEVEL_NAMES[alert.level]} (${fmt(alert.score)})`;
+  }
   list.prepend(item);
   while (list.children.length > MAX_ALERTS) list.lastChild.remove();
   schedulePoll(0); // the map shows the escalation with the alert, not a poll later
+  loadIncidents();
 }
 $("alerts").addEventListener("click", (event) => {
   const item = event.target.closest("[data-grid]");
   if (item) openGrid(item.dataset.grid);
+});
+
+// --- incidents: the scope's open ones marked on the map, and actions on a grid's incidents --------------
+
+const escapeHtml = (text) => String(text ?? "").replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+
+async function loadMe() {
+  try {
+    state.me = await getJSON("/v1/me");
+    const scope = state.me.scope;
+    $("scope").textContent = scope
+      ? `${state.me.name} · ${SCOPE_NAMES[scope.level] || scope.level} ${scope.name} (${scope.grids})`
+      : `${state.me.name} · 全部网格 All grids`;
+  } catch (_) { /* the stale banner already says the API is unreachable */ }
+}
+
+async function loadIncidents() {
+  try {
+    const body = await getJSON("/v1/incidents?status=active&limit=200");
+    state.incidents = body.incidents;
+    gridMap.setMarked(body.incidents.filter((i) => state.position.has(i.grid_id))
+      .map((i) => state.position.get(i.grid_id)));
+    $("incidents-status").textContent = `${body.count}`;
+    $("incidents").innerHTML = body.incidents.map((i) =>
+      `<li class="clickable level-${i.level}" data-grid="${i.grid_id}" data-incident="${escapeHtml(i.incident_id)}" ` +
+      `data-status="${i.status}">${clock(i.opened_at)} ${i.grid_id} · ${STATUS_NAMES[i.status]}` +
+      `${i.escalated ? ` · <span class="escalated">已升级 escalated → ${SCOPE_NAMES[i.responsible.level]}</span>` : ""}</li>`,
+    ).join("") || "<li>无 none</li>";
+  } catch (_) { /* shown by the stale banner */ }
+}
+$("incidents").addEventListener("click", (event) => {
+  const item = event.target.closest("[data-grid]");
+  if (item) openGrid(item.dataset.grid);
+});
+
+function incidentHtml(incident) {
+  const buttons = state.me && state.me.may_act
+    ? (ACTIONS_FOR[incident.status] || []).map((kind) =>
+      `<button type="button" data-action="${kind}">${ACTION_NAMES[kind]}</button>`).join("")
+    : "<small>此密钥只读 this key reads only</small>";
+  const history = incident.history.map((h) =>
+    `<li class="${h.applied ? "" : "refused"}" data-action-id="${escapeHtml(h.action_id)}" data-kind="${h.kind}">` +
+    `${clock(h.at)} ${escapeHtml(h.actor)} ${ACTION_NAMES[h.kind] || h.kind}` +
+    `${h.assignee ? ` → ${escapeHtml(h.assignee)}` : ""}${h.outcome ? ` (${h.outcome})` : ""}` +
+    `${h.note ? `: ${escapeHtml(h.note)}` : ""}${h.applied ? "" : ` — ${escapeHtml(h.reason)}`}</li>`).join("");
+  const escalations = incident.escalations.map((e) =>
+    `<li class="escalated">${clock(e.at)} 未确认升级 unacknowledged → ${SCOPE_NAMES[e.to_level]} ${e.unit_id}</li>`).join("");
+  return `<div class="incident" data-incident="${escapeHtml(incident.incident_id)}" data-status="${incident.status}">` +
+    `<b class="level-${incident.level}">${STATUS_NAMES[incident.status]}</b> · 开启 opened ${clock(incident.opened_at)}` +
+    ` · 责任 responsible ${SCOPE_NAMES[incident.responsible.level]} ${incident.responsible.unit_id}` +
+    `<div class="actions">${buttons}</div><ol>${escalations}${history}</ol>` +
+    `<small class="action-error"></small></div>`;
+}
+
+async function renderGridIncidents(gridId) {
+  const box = $("detail-incidents");
+  const listed = await getJSON(`/v1/incidents?grid_id=${encodeURIComponent(gridId)}&limit=3`);
+  const details = await Promise.all(listed.incidents.map((i) =>
+    getJSON(`/v1/alerts/${encodeURIComponent(i.incident_id)}`).then((alert) => alert.incident)));
+  box.innerHTML = details.filter(Boolean).map(incidentHtml).join("") || "<p>无事件 no incidents</p>";
+}
+
+// One action; the same action_id on a retry, so an answer lost on the way is not stored twice.
+async function act(incidentId, kind) {
+  const body = { kind, action_id: (crypto.randomUUID ? crypto.randomUUID() : `${Date.now()}-${Math.random()}`) };
+  if (kind === "dispatch") {
+    body.assignee = window.prompt("派遣给 Dispatch to (unit or grid worker):", "");
+    if (!body.assignee) return;
+  }
+  if (kind === "resolve") {
+    body.outcome = window.prompt(`结果 Outcome (${OUTCOMES.join(", ")}):`, "handled");
+    if (!body.outcome) return;
+  }
+  if (kind === "resolve" || kind === "note" || kind === "reopen") {
+    body.note = window.prompt(kind === "resolve" ? "反馈 Feedback:" : "备注 Note:", "") || "";
+    if (kind !== "reopen" && !body.note) return;
+  }
+  for (let attempt = 0; attempt < 3; attempt += 1) {
+    let response;
+    try {
+      response = await fetch(`/v1/alerts/${encodeURIComponent(incidentId)}/actions`, {
+        method: "POST", headers: withKey({ "Content-Type": "application/json" }), body: JSON.stringify(body),
+      });
+    } catch (_) {
+      await sleep(1000); // no answer: send the same action again
+      continue;
+    }
+    if (response.ok) break;
+    let detail = response.statusText;
+    try { detail = (await response.json()).detail || detail; } catch (_) { /* not a problem document */ }
+    if (response.status !== 503) {
+      const box = document.querySelector(`.incident[data-incident="${CSS.escape(incidentId)}"] .action-error`);
+      if (box) box.textContent = detail;
+      return;
+    }
+    await sleep(1000);
+  }
+  if (state.selected) await renderGridIncidents(state.selected);
+  loadIncidents();
+}
+$("detail-incidents").addEventListener("click", (event) => {
+  const button = event.target.closest("button[data-action]");
+  if (!button) return;
+  act(button.closest(".incident").dataset.incident, button.dataset.action);
 });
 
 // Server-Sent Events read with fetch (EventSource cannot send an API key); reconnects with Last-Event-ID.
@@ -347,8 +479,12 @@ $("rollup").addEventListener("change", async (event) => {
 function askForKey() {
   if (askForKey.asked) return;
   askForKey.asked = true;
-  const key = window.prompt("此页面需要 API 密钥 This page needs an API key (dashboard role):", apiKey());
-  if (key !== null) window.localStorage.setItem("pingan.apiKey", key.trim());
+  const key = window.prompt("API 密钥 API key (a dashboard key reads; an operator key of a centre acts on incidents):",
+    apiKey());
+  if (key !== null) {
+    window.localStorage.setItem("pingan.apiKey", key.trim());
+    window.location.reload(); // another key may mean another scope: start again with its shapes
+  }
   askForKey.asked = false;
 }
 $("key-button").addEventListener("click", askForKey);
@@ -361,6 +497,7 @@ window.pinganMap = {
   colours: COLOURS,
   toScreen: (lon, lat) => gridMap.toScreen(lon, lat),
   levelOf: (gridId) => (state.position.has(gridId) ? gridMap.levels[state.position.get(gridId)] : null),
+  markedGrids: () => gridMap.marked.map((i) => state.shapes[i].grid_id),
 };
 
 async function start() {
@@ -372,7 +509,10 @@ async function start() {
       await sleep(2000);
     }
   }
+  await loadMe();
   poll();
+  loadIncidents();
+  setInterval(loadIncidents, INCIDENT_POLL_MS);
   streamAlerts();
   loadIndex();
   setInterval(loadIndex, 60000);

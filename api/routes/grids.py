@@ -8,11 +8,13 @@ from fastapi import APIRouter, Path, Query
 from pydantic import AwareDatetime
 from starlette.responses import Response
 
+from api.access import ReaderDep
 from api.deps import ClockDep, ExecutorDep, RegistryDep, ResourcesDep, SettingsDep
 from api.errors import not_found
 from api.models import BaselineResponse, ErrorBody, GridsResponse, HistoryResponse
 from api.params import history_range
 from api.responses import OrjsonResponse
+from api.scopes import require_grid, visible
 from api.views import baseline_body, grid_info
 from pingan.baselines import grid_baseline
 from pingan.store import windows
@@ -24,10 +26,17 @@ _TIME_HELP = "ISO-8601 with a zone, e.g. 2026-11-23T08:00:00Z (encode '+' as %2B
 
 @router.get("/grids", summary="The grid registry (no risk)", response_model=GridsResponse)
 def list_grids(
+    resources: ResourcesDep,
+    caller: ReaderDep,
     registry: RegistryDep,
     community_id: Annotated[str | None, Query(description="only the grids of this community")] = None,
 ) -> Response:
-    grids = [grid_info(g) for g in registry.grids if community_id is None or g.community_id == community_id]
+    scope = resources.scopes.of(caller)
+    grids = [
+        grid_info(g)
+        for g in registry.grids
+        if (community_id is None or g.community_id == community_id) and visible(scope, g.grid_id)
+    ]
     return OrjsonResponse({"count": len(grids), "grids": grids})
 
 
@@ -42,6 +51,8 @@ def list_grids(
     },
 )
 def grid_history(
+    resources: ResourcesDep,
+    caller: ReaderDep,
     registry: RegistryDep,
     clock: ClockDep,
     settings: SettingsDep,
@@ -62,6 +73,7 @@ def grid_history(
     grid = registry.get(grid_id)
     if grid is None:
         raise not_found(f"grid {grid_id!r} is not in the registry", "grid_id")
+    require_grid(resources.scopes.of(caller), grid_id)
     span = history_range(start, end, step, now=clock.now(), bucket_seconds=settings.window_seconds)
     points = windows.history(executor, grid_id, span.start, span.end, span.step)
     body: dict[str, Any] = {
@@ -86,6 +98,7 @@ def grid_history(
 )
 def grid_baseline_route(
     resources: ResourcesDep,
+    caller: ReaderDep,
     registry: RegistryDep,
     settings: SettingsDep,
     executor: ExecutorDep,
@@ -97,5 +110,6 @@ def grid_baseline_route(
     grid = registry.get(grid_id)
     if grid is None:
         raise not_found(f"grid {grid_id!r} is not in the registry", "grid_id")
+    require_grid(resources.scopes.of(caller), grid_id)
     model = grid_baseline(executor, resources.risk_index, grid, settings.baseline_version)
     return OrjsonResponse(baseline_body(model, grid_id, resources.risk_index))

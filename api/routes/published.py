@@ -4,18 +4,22 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import date
+from datetime import date, datetime, time
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Path, Query
 from starlette.responses import Response
 
-from api.deps import ExecutorDep
+from api.access import Caller, ReaderDep
+from api.deps import ExecutorDep, Resources, ResourcesDep
 from api.errors import not_found
 from api.index_models import FlaggedResponse, IndexResponse
 from api.models import ErrorBody
 from api.params import storable_day
 from api.responses import OrjsonResponse
+from api.scopes import units_touching
+from pingan.incidents import handling_figures
 from pingan.published_index import flagged_lists, period_containing
 from pingan.store import published
 from pingan.store.client import Executor
@@ -63,6 +67,34 @@ def _published_rows(executor: Executor, period: str, unit: str, day: date | None
     return rows
 
 
+def _scoped(resources: Resources, caller: Caller, unit: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows of the units sharing grids with the caller's scope (all rows for an unscoped key)."""
+    scope = resources.scopes.of(caller)
+    if scope is None:
+        return rows
+    touching = units_touching(resources.registry, unit, scope)
+    return [row for row in rows if row["unit_id"] in touching]
+
+
+def _with_handling(resources: Resources, caller: Caller, unit: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each unit's item with its handling figures for the period (incidents opened in it; api/incidents.py)."""
+    if not rows:
+        return []
+    zone = ZoneInfo(rows[0]["timezone"])
+    start = datetime.combine(rows[0]["period_start"], time(0), tzinfo=zone)
+    end = datetime.combine(rows[0]["period_end"], time(0), tzinfo=zone)
+    scope = resources.scopes.of(caller)
+    incidents = [i for i in resources.incidents.book()[0].incidents.values() if scope is None or i.grid_id in scope]
+    figures = handling_figures(incidents, lambda i: i.scope_units.get(unit), start, end)
+    items = []
+    for row in rows:
+        item = _unit_item(row)
+        found = figures.get(row["unit_id"])
+        item["handling"] = found.as_dict() if found else None
+        items.append(item)
+    return items
+
+
 def _period_header(row: Mapping[str, Any]) -> dict[str, Any]:
     return {key: row[key] for key in _PERIOD_FIELDS}
 
@@ -74,15 +106,22 @@ def _period_header(row: Mapping[str, Any]) -> dict[str, Any]:
     responses=_RESPONSES,
 )
 def index_ranking(
+    resources: ResourcesDep,
+    caller: ReaderDep,
     executor: ExecutorDep,
     period: PeriodParam,
     unit: UnitParam = "community",
     day: DateParam = None,
 ) -> Response:
     """Score 0-100 (100 = safest), rank 1 = safest, ``change`` = score minus the previous period's
-    (docs/risk-index.md, "The published index")."""
+    (docs/risk-index.md, "The published index"). Each unit carries `handling`: its incidents opened in the
+    period with the times to acknowledge and resolve (docs/api.md, "Incidents"); null when it had none.
+    A scoped key sees the units that share grids with its scope."""
     rows = _published_rows(executor, period, unit, day)
-    return OrjsonResponse({**_period_header(rows[0]), "units": [_unit_item(r) for r in rows]})
+    header = _period_header(rows[0])
+    return OrjsonResponse(
+        {**header, "units": _with_handling(resources, caller, unit, _scoped(resources, caller, unit, rows))}
+    )
 
 
 @router.get(
@@ -92,11 +131,14 @@ def index_ranking(
     responses=_RESPONSES,
 )
 def index_flagged(
+    resources: ResourcesDep,
+    caller: ReaderDep,
     executor: ExecutorDep,
     period: PeriodParam,
     unit: UnitParam = "community",
     day: DateParam = None,
 ) -> Response:
     rows = _published_rows(executor, period, unit, day)
-    lists = {name: [_unit_item(r) for r in found] for name, found in flagged_lists(rows).items()}
+    lists = {name: [_unit_item(r) for r in _scoped(resources, caller, unit, found)]
+             for name, found in flagged_lists(rows).items()}  # fmt: skip
     return OrjsonResponse({**_period_header(rows[0]), **lists})

@@ -9,12 +9,14 @@ import anyio.to_thread
 from fastapi import APIRouter, Path, Query, Request
 from starlette.responses import Response
 
+from api.access import ReaderDep
 from api.conditional import Rendered, accepts_gzip, entity_tag, gzipped_tag, not_modified, response_headers
 from api.deps import ExecutorDep, RegistryDep, Resources, ResourcesDep
 from api.errors import invalid, not_found
 from api.models import ErrorBody, GridDetail, HotspotsResponse, RiskFeatureCollection, RiskResponse, ShapesResponse
 from api.params import parse_levels
 from api.responses import GeoJsonResponse, OrjsonResponse, dumps
+from api.scopes import only_visible, require_grid
 from api.snapshot import Versioned
 from api.views import (
     RiskSnapshot,
@@ -106,6 +108,7 @@ async def snapshot_response(request: Request, snapshot: RiskSnapshot, variant: A
 async def grids_risk(
     request: Request,
     resources: ResourcesDep,
+    caller: ReaderDep,
     output: Annotated[
         Literal["json", "geojson"], Query(alias="format", description="`geojson` adds the polygons")
     ] = "json",
@@ -138,17 +141,18 @@ async def grids_risk(
                       "since")  # fmt: skip
     current = await versioned_snapshot(resources)
     snapshot = current.snapshot
-    variant = (output, levels, community_id, since)
+    scope = resources.scopes.of(caller)  # a scoped key's map is its unit's grids (api/scopes.py)
+    variant = (output, levels, community_id, since, scope.unit_id if scope else None)
 
     def render() -> bytes:
-        items = select(snapshot.grids, levels, community_id)
+        items = only_visible(select(snapshot.grids, levels, community_id), scope)
         summary = summarize(items, snapshot)
         if output == "geojson":
             return dumps(feature_collection(items, resources.registry, summary))
         if since is None:
             return dumps({"summary": summary, "full": True, "since": None, "grids": items})
         changed = resources.snapshots.changed_since(since, current)
-        grids = items if changed is None else select(changed, None, community_id)
+        grids = items if changed is None else only_visible(select(changed, None, community_id), scope)
         return dumps({"summary": summary, "full": changed is None, "since": since, "grids": grids})
 
     media = GeoJsonResponse if output == "geojson" else OrjsonResponse
@@ -161,17 +165,20 @@ async def grids_risk(
     response_model=ShapesResponse,
     responses={304: {"description": "`If-None-Match` names this registry: unchanged (no body)"}},
 )
-async def grid_shapes(request: Request, resources: ResourcesDep) -> Response:
+async def grid_shapes(request: Request, resources: ResourcesDep, caller: ReaderDep) -> Response:
     """The registry's polygons as `[lon, lat]` rings (6 decimals, about 0.1 m), with the unit ids of each
-    grid for roll-up views. Constant for the life of the process: poll `/v1/grids/risk` for colours."""
+    grid for roll-up views (a scoped key: its unit's grids). Constant for the life of the process: poll
+    `/v1/grids/risk` for colours."""
+    scope = resources.scopes.of(caller)
+    shapes, shapes_gzip = (resources.shapes, resources.shapes_gzip) if scope is None else resources.scopes.shapes(scope)
 
     async def identity() -> bytes:
-        return resources.shapes.identity
+        return shapes.identity
 
     async def gzipped() -> bytes:
-        return resources.shapes_gzip
+        return shapes_gzip
 
-    return await conditional(request, resources.shapes.tag, identity, gzipped, OrjsonResponse)
+    return await conditional(request, shapes.tag, identity, gzipped, OrjsonResponse)
 
 
 @router.get(
@@ -182,12 +189,13 @@ async def grid_shapes(request: Request, resources: ResourcesDep) -> Response:
 )
 def hotspots(
     resources: ResourcesDep,
+    caller: ReaderDep,
     limit: Annotated[int, Query(ge=1, le=100, description="how many grids")] = 10,
 ) -> Response:
     """Highest shown score first (ties by grid id); grids with score 0 are never listed. Same snapshot as the
     map, so a grid lifted by the spatial term ranks by its lifted score."""
     snapshot = current_risk(resources)
-    ranked = top_by_score(snapshot.grids, limit)
+    ranked = top_by_score(only_visible(snapshot.grids, resources.scopes.of(caller)), limit)
     as_of = max((item["as_of"] for item in snapshot.grids if item["as_of"] is not None), default=None)
     return OrjsonResponse({"as_of": as_of, "fetched_at": snapshot.fetched_at, "hotspots": ranked})
 
@@ -200,6 +208,7 @@ def hotspots(
 )
 def grid_detail(
     resources: ResourcesDep,
+    caller: ReaderDep,
     registry: RegistryDep,
     executor: ExecutorDep,
     grid_id: Annotated[str, Path(description="grid id from the registry")],
@@ -207,6 +216,7 @@ def grid_detail(
     grid = registry.get(grid_id)
     if grid is None:
         raise not_found(f"grid {grid_id!r} is not in the registry", "grid_id")
+    require_grid(resources.scopes.of(caller), grid_id)
     snapshot = current_risk(resources)
     body = {
         **grid_info(grid),

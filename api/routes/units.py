@@ -7,12 +7,14 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Path
 from starlette.responses import Response
 
+from api.access import ReaderDep
 from api.deps import ResourcesDep
-from api.errors import not_found
+from api.errors import ApiError, not_found
 from api.index_models import UnitRiskDetail, UnitsRiskResponse
 from api.models import ErrorBody
 from api.responses import OrjsonResponse, dumps
 from api.routes.risk import current_risk
+from api.scopes import roll_up_in_scope, units_touching
 from pingan.rollup import LEVELS, members, roll_up, roll_up_unit, scores_from_rows
 
 router = APIRouter(prefix="/v1/units", tags=["units"])
@@ -34,16 +36,20 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     response_model=UnitsRiskResponse,
     responses=_ERRORS,
 )
-def units_risk(resources: ResourcesDep, level: UnitLevelParam) -> Response:
+def units_risk(resources: ResourcesDep, caller: ReaderDep, level: UnitLevelParam) -> Response:
     """Each unit's level is its worst grid's; ``weighted_score`` is the population-weighted mean of its grid
     scores and ``worst_score`` the highest (docs/risk-index.md, "Roll-ups").
 
     Computed from the same cached read of the grid risk as ``/v1/grids/risk``, once per snapshot.
     """
     snapshot = current_risk(resources)
+    scope = resources.scopes.of(caller)  # a scoped key: the units it shares grids with, from those grids only
 
     def render() -> bytes:
-        found = [unit.as_dict() for unit in roll_up(resources.registry, scores_from_rows(snapshot.grids), level)]
+        scores = scores_from_rows(snapshot.grids)
+        rolled = (roll_up(resources.registry, scores, level) if scope is None
+                  else roll_up_in_scope(resources.registry, scores, level, scope))  # fmt: skip
+        found = [unit.as_dict() for unit in rolled]
         counts = dict.fromkeys(LEVELS, 0)
         for unit in found:
             counts[unit["level"]] = counts.get(unit["level"], 0) + 1
@@ -51,7 +57,7 @@ def units_risk(resources: ResourcesDep, level: UnitLevelParam) -> Response:
         summary = {"units": len(found), "levels": counts, "as_of": as_of, "fetched_at": snapshot.fetched_at}
         return dumps({"unit_level": level, "summary": summary, "units": found})
 
-    return OrjsonResponse(snapshot.rendered(("units", level), render))
+    return OrjsonResponse(snapshot.rendered(("units", level, scope.unit_id if scope else None), render))
 
 
 @router.get(
@@ -62,6 +68,7 @@ def units_risk(resources: ResourcesDep, level: UnitLevelParam) -> Response:
 )
 def unit_risk(
     resources: ResourcesDep,
+    caller: ReaderDep,
     level: UnitLevelParam,
     unit_id: Annotated[str, Path(description="unit id from the registry")],
 ) -> Response:
@@ -70,8 +77,17 @@ def unit_risk(
     grids = members(registry, level).get(unit_id)
     if grids is None:
         raise not_found(f"{level} {unit_id!r} is not in the registry", "unit_id")
+    scope = resources.scopes.of(caller)
+    if scope is not None and unit_id not in units_touching(registry, level, scope):
+        raise ApiError(403, "out_of_scope", f"{level} {unit_id!r} is outside this key's scope ({scope.unit_id})",
+                       "unit_id")  # fmt: skip
     snapshot = current_risk(resources)
-    unit = roll_up_unit(registry, scores_from_rows(snapshot.grids), level, unit_id)
+    if scope is None:
+        unit = roll_up_unit(registry, scores_from_rows(snapshot.grids), level, unit_id)
+    else:
+        unit = next(u for u in roll_up_in_scope(registry, scores_from_rows(snapshot.grids), level, scope)
+                    if u.unit_id == unit_id)  # fmt: skip
+        grids = [grid for grid in grids if grid.grid_id in scope]
     assert unit is not None  # same registry, same members
     grid_risks = [snapshot.by_id[grid.grid_id] for grid in grids]
     return OrjsonResponse({**unit.as_dict(), "fetched_at": snapshot.fetched_at, "grid_risks": grid_risks})

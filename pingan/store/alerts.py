@@ -126,3 +126,59 @@ def count_by_level(executor: Executor) -> dict[tuple[str, str], int]:
         "SELECT level, kind, uniqExact(alert_id) FROM alerts GROUP BY level, kind ORDER BY level, kind"
     )
     return {(level, kind): int(n) for level, kind, n in rows}
+
+
+# --- incidents (pingan/incidents.py) ---------------------------------------------------------------------
+
+# The kind of the alert written when an incident nobody acknowledged passes up a level (api/incidents.py).
+UNACKNOWLEDGED = "unacknowledged"
+
+
+_ESCALATIONS = "kind = 'escalation' AND level IN ('orange', 'red')"
+
+
+def escalation_facts(executor: Executor, from_version: int = 0) -> list[tuple[str, str, str, int, datetime]]:
+    """(alert_id, grid_id, level, version, as_of) of every escalation to orange or red from ``from_version``
+    on: what opens incidents. Each alert once (the table's key is (version, grid_id))."""
+    rows = executor.query(
+        f"""
+        SELECT alert_id, grid_id, level, version, as_of FROM alerts FINAL
+        WHERE {_ESCALATIONS} AND version >= %(from_version)s
+        ORDER BY version, grid_id
+        """,
+        {"from_version": int(from_version)},
+    )
+    return [(alert_id, grid_id, level, int(v), _utc(as_of)) for alert_id, grid_id, level, v, as_of in rows]
+
+
+def escalations_before(executor: Executor, version: int) -> int:
+    """How many escalations to orange or red have a version below ``version`` (each alert once)."""
+    [(count,)] = executor.query(
+        f"SELECT uniqExact(version, grid_id) FROM alerts WHERE {_ESCALATIONS} AND version < %(version)s",
+        {"version": int(version)},
+    )
+    return int(count)
+
+
+def stored_ids(executor: Executor, kind: str) -> set[str]:
+    """The alert ids of one kind already stored (e.g. the unacknowledged-incident alerts written so far)."""
+    rows = executor.query("SELECT DISTINCT alert_id FROM alerts WHERE kind = %(kind)s", {"kind": kind})
+    return {alert_id for (alert_id,) in rows}
+
+
+def by_id(executor: Executor, alert_id: str) -> dict[str, Any] | None:
+    """One alert as the feed shows it, or None."""
+    rows = executor.query(
+        """
+        SELECT alert_id, grid_id, kind, level, previous_level, score, as_of, version, explanation, config_version
+        FROM alerts FINAL WHERE alert_id = %(alert_id)s LIMIT 1
+        """,
+        {"alert_id": alert_id},
+    )
+    return alert_document(rows[0]) if rows else None
+
+
+def _utc(value: datetime | int) -> datetime:
+    if isinstance(value, int):
+        return datetime.fromtimestamp(value, UTC)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)

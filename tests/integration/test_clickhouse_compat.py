@@ -41,7 +41,8 @@ pytestmark = pytest.mark.integration
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)  # first window of the sample history
 TABLES = [
-    "alerts", "baseline_cells", "baseline_grids", "baselines", "dead_letters", "events", "grid_units", "grid_windows",
+    "alert_actions", "alerts", "baseline_cells", "baseline_grids", "baselines", "dead_letters", "events", "grid_units",
+    "grid_windows",
     "published_index", "risk_latest", "risk_updates", "schema_migrations", "unit_risk",
 ]  # fmt: skip
 
@@ -302,6 +303,8 @@ def _square_grid(grid_id: str, index: int) -> Grid:
 
 async def test_every_api_query_runs_on_both_engines(settings: Settings, chdb_executor: ChdbExecutor) -> None:
     registry = GridRegistry([_square_grid(f"G000{i}", i) for i in range(1, 5)])
+    # No escalation alerts written while the queries run: the server's rows must stay those chdb replays.
+    settings = settings.model_copy(update={"incident_check_seconds": 0})
     app = create_app(settings, registry=registry, clock=FixedClock(NOW))
     recorders: list[RecordingExecutor] = []
 
@@ -339,12 +342,20 @@ async def test_every_api_query_runs_on_both_engines(settings: Settings, chdb_exe
                 "/v1/index/{period}/flagged": await client.get("/v1/index/day/flagged"),
                 "/v1/alerts": await client.get("/v1/alerts"),
                 "/v1/feeds": await client.get("/v1/feeds"),
+                "/v1/incidents": await client.get("/v1/incidents"),
+                "/v1/incidents/handling": await client.get(
+                    "/v1/incidents/handling", params={"start": start, "end": end}
+                ),
             }
+            first_alert = visited["/v1/alerts"].json()["alerts"][0]["alert_id"]
+            visited["/v1/alerts/{alert_id}"] = await client.get(f"/v1/alerts/{first_alert}")
     assert {path: r.status_code for path, r in visited.items() if r.status_code != 200} == {}
     # Every data route of the app was called (a new route must be added above). Not ClickHouse readers: the
     # ingest gateway and webhooks (write to Kafka), the alert stream (the same query as /v1/alerts, in a loop)
     # and the grid shapes (the registry only).
-    not_readers = {"/v1/alerts/stream", "/v1/grids/shapes"}
+    # /v1/me reads the keys only; the actions route writes (tests/integration/test_incidents_sql.py checks the
+    # incident queries on both engines).
+    not_readers = {"/v1/alerts/stream", "/v1/grids/shapes", "/v1/me", "/v1/alerts/{alert_id}/actions"}
     routes = {
         p for p in app.openapi()["paths"] if p.startswith("/v1/") and not p.startswith(("/v1/ingest/", "/v1/webhooks/"))
     }

@@ -1,6 +1,7 @@
 """The live map page in a real browser (Debian's chromium driven by Playwright) against the real API, worker,
 broker and ClickHouse: every grid's drawn colour is its level, a click opens the grid's panel with its
-history chart, and an escalation made during the test reaches the alert feed and the map within 5 s."""
+history chart, an escalation made during the test reaches the alert feed and the map within 5 s, its incident
+is marked and acknowledged from the panel with an operator key, and a community key sees its community only."""
 
 from __future__ import annotations
 
@@ -181,8 +182,38 @@ def test_map_page_colours_every_grid_opens_a_panel_and_shows_an_escalation_withi
     page.wait_for_selector("#stale", state="hidden", timeout=8_000)
     assert errors == []
 
+    # Incidents: the red grid's escalation opened one, marked on the map and listed; the district centre's
+    # operator key (deploy/config/ingest-keys.toml) acknowledges it from the grid's panel and sees its history.
+    operator = _page_with_key(browser, api + "/", "pingan-demo-district-key", errors)
+    operator.wait_for_function("(id) => window.pinganMap.markedGrids().includes(id)", arg=later_red, timeout=10_000)
+    assert "平安区" in operator.locator("#scope").inner_text()
+    operator.locator(f"#incidents li[data-grid='{later_red}']").click()
+    panel = "#detail-incidents .incident"
+    operator.wait_for_selector(f"{panel}[data-status='open'] button[data-action='acknowledge']", timeout=10_000)
+    operator.locator(f"{panel} button[data-action='acknowledge']").first.click()
+    operator.wait_for_selector(f"{panel}[data-status='acknowledged'] li[data-kind='acknowledge']", timeout=10_000)
+    assert "pingan-district-centre" in operator.locator("#detail-incidents").inner_text()
+    operator.close()
+    # A community centre's key: its own community only, on the map and in the scope label.
+    community = _page_with_key(browser, api + "/", "pingan-demo-community-key", errors)
+    community.wait_for_function("() => window.pinganMap.paintedVersion !== null", timeout=10_000)
+    own = sum(1 for g in registry.grids if g.community_id == "PA01-C01")
+    assert community.evaluate("() => window.pinganMap.state.shapes.length") == own
+    assert "明西社区" in community.locator("#scope").inner_text()
+    community.close()
+    assert errors == []
+
     screenshot = tmp_path / "map.png"
     page.screenshot(path=str(screenshot), full_page=True)
     if target := os.environ.get(SCREENSHOT_ENV):
         shutil.copyfile(screenshot, target)
     page.close()
+
+
+def _page_with_key(browser: Any, url: str, key: str, errors: list[str]) -> Any:
+    """A page that reads with ``key`` (as the page keeps it once asked for)."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.add_init_script(f"window.localStorage.setItem('pingan.apiKey', {key!r})")
+    page.goto(url)
+    return page

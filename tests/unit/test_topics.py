@@ -57,10 +57,10 @@ async def test_creates_the_topics_with_partitions_replication_and_a_compacted_ri
     await topics.ensure_topics(SETTINGS)
     [created] = FakeAdmin.calls
     assert [t.name for t in created] == [
-        "unit.events", "unit.dead-letters", "unit.events-late", "unit.alerts", "unit.risk",
+        "unit.events", "unit.dead-letters", "unit.events-late", "unit.alerts", "unit.alert-actions", "unit.risk",
     ]  # fmt: skip
     assert {(t.num_partitions, t.replication_factor) for t in created} == {(6, 3)}
-    assert [t.topic_configs for t in created] == [{}, {}, {}, {}, {"cleanup.policy": "compact"}]
+    assert [t.topic_configs for t in created] == [{}, {}, {}, {}, {}, {"cleanup.policy": "compact"}]
     assert FakeAdmin.closed
 
 
