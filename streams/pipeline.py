@@ -274,12 +274,17 @@ def _score_step(state: PartitionState, config: PipelineConfig, at_ms: int, resul
         live, shown = judgement.live, judgement.shown
         previous = state.risks.get(grid_id)
         plain = live.score == 0 and shown is Level.GREEN
-        risk = GridRisk(live.score, shown, version, live.dominant_source, live.window_events)
+        risk = GridRisk(live.score, shown, version, live.dominant_source, live.window_events, live.score)
         if (previous is None and plain) or (previous is not None and previous.same_values(risk)):
             if grid_id in state.provisional:  # the map showed a provisional value: put the decided one back
                 result.live_updates.append(_update(state, config, grid_id, judgement, version, previous))
             continue
         update = _update(state, config, grid_id, judgement, version, previous)
+        if previous is not None and not plain and not risk.worth_logging_after(previous):
+            # A small move: the map shows it (decided, not provisional); the log keeps the last logged value.
+            result.live_updates.append(update)
+            state.set_risk(grid_id, replace(risk, logged_score=previous.logged_score))
+            continue
         result.risk_updates.append(update)
         alert = alert_for(
             grid_id, update.previous_level, update.level, update.score, update.as_of, version, update.explanation(),
@@ -301,7 +306,7 @@ def _provisional(state: PartitionState, config: PipelineConfig, result: BatchRes
         judgement = state.judge(grid_id, config.index, config.baseline, at_ms=at_ms)
         live, shown = judgement.live, judgement.shown
         previous = state.risks.get(grid_id)
-        risk = GridRisk(live.score, shown, at_ms, live.dominant_source, live.window_events)
+        risk = GridRisk(live.score, shown, at_ms, live.dominant_source, live.window_events, live.score)
         if previous is None and live.score == 0 and shown is Level.GREEN:
             continue
         if previous is not None and previous.same_values(risk) and grid_id not in state.provisional:

@@ -128,13 +128,22 @@ class Bucket:
         return cls({(s, t, v): n for s, t, v, n in doc["c"]}, doc["o"], set(doc.get("s", ())))
 
 
+# How far a grid's score (on the index's 0-200 scale, a colour every 50) must move from the last logged value
+# to be logged again with the same colour and dominant source: five rows per colour band at most.
+LOG_SCORE_STEP = 10.0
+
+
 @dataclass(frozen=True, slots=True)
 class GridRisk:
+    """A grid's decided risk, and the score of the last one written to the ``risk_updates`` log (equal to
+    ``score`` when this one was logged; colour and dominant source always equal the logged ones)."""
+
     score: float
     level: Level
     as_of_ms: int
     dominant_source: str
     window_events: int
+    logged_score: float
 
     def same_values(self, other: GridRisk) -> bool:
         """Equal apart from when it was computed."""
@@ -142,16 +151,30 @@ class GridRisk:
             other.score, other.level, other.dominant_source, other.window_events,
         )  # fmt: skip
 
+    def worth_logging_after(self, previous: GridRisk) -> bool:
+        """Whether this decided risk goes to the ``risk_updates`` log, following ``previous``: a new colour or
+        dominant source, or a score at least :data:`LOG_SCORE_STEP` from the last one logged. Smaller moves
+        (a window gaining or losing an event) still reach the map, but not the log: logging every one made
+        the log about one row per event, and publishing it took 90 % of the worker's time."""
+        return (
+            self.level != previous.level
+            or self.dominant_source != previous.dominant_source
+            or abs(self.score - previous.logged_score) >= LOG_SCORE_STEP
+        )
+
     def to_bytes(self) -> bytes:
-        return orjson.dumps([self.score, self.level.value, self.as_of_ms, self.dominant_source, self.window_events])
+        return orjson.dumps([
+            self.score, self.level.value, self.as_of_ms, self.dominant_source, self.window_events, self.logged_score,
+        ])  # fmt: skip
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> GridRisk:
-        score, level, as_of_ms, dominant, events = orjson.loads(raw)
-        return cls(score, Level(level), as_of_ms, dominant, events)
+        score, level, as_of_ms, dominant, events, *logged = orjson.loads(raw)
+        # A checkpoint from before logged_score: that risk was logged as it is.
+        return cls(score, Level(level), as_of_ms, dominant, events, logged[0] if logged else score)
 
 
-GREEN = GridRisk(0.0, Level.GREEN, 0, "", 0)
+GREEN = GridRisk(0.0, Level.GREEN, 0, "", 0, 0.0)
 
 
 MAX_TRACKED_IDS = 5000

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -12,7 +13,7 @@ from pingan.partitioning import partition_for_key
 from pingan.settings import Settings
 from streams.pipeline import PipelineConfig, Record, process_batch
 from streams.risk_index import load_config
-from streams.windows import PartitionState, WindowSpec
+from streams.windows import LOG_SCORE_STEP, PartitionState, WindowSpec
 
 INDEX = load_config(Settings().risk_config_path)
 SPEC = WindowSpec(300, 3600, 120, INDEX.quiet_windows)
@@ -388,3 +389,27 @@ def test_history_has_every_scored_window_also_those_without_events_of_their_own(
     assert sorted(g1) == hour  # the window of each bucket whose hour holds the calls, and no other
     assert g1[hour[0]][0] == 4 and all(events == 0 for events, *_ in (g1[h] for h in hour[1:]))
     assert {g1[h][2:] for h in hour} == {g1[hour[0]][2:]}  # same score and level all hour: the same four calls
+
+
+def test_the_log_keeps_colour_source_and_ten_point_moves_and_the_map_gets_every_step() -> None:
+    """A grid climbing slowly: every decided step reaches the map; the risk log only colour or dominant-source
+    changes and moves of LOG_SCORE_STEP or more from the last logged score."""
+    climb = [call(f"c{i}", "G1", T0 + timedelta(seconds=20 * i), "help", severity=1) for i in range(90)]
+    [result] = _replay(records(*climb), 10_000)
+    logged = [u for u in result.risk_updates if u.grid_id == "G1"]
+    decided = sorted([*logged, *(u for u in result.live_updates if u.grid_id == "G1" and not u.provisional)],
+                     key=lambda u: u.version)  # fmt: skip
+    assert len(logged) >= 2 and len(decided) > 2 * len(logged)  # small moves reached the map only
+    for before, after in itertools.pairwise(logged):
+        assert (
+            after.level != before.level
+            or after.dominant_source != before.dominant_source
+            or abs(after.score - before.score) >= LOG_SCORE_STEP
+        ), (before, after)
+    for update in decided:  # nothing the map was shown strays from the last logged value by a step or more
+        last = max((u for u in logged if u.version <= update.version), key=lambda u: u.version)
+        assert update.level == last.level and abs(update.score - last.score) < LOG_SCORE_STEP or update in logged
+    # the map's last decided value is the final step's judgement, however few rows the log has
+    state = PartitionState(SPEC)
+    run(records(*climb), state)
+    assert decided[-1].score == state.risks["G1"].score and decided[-1].level == state.risks["G1"].level.value
