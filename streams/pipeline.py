@@ -213,9 +213,22 @@ def process_batch(
         state.done_fingerprint = record_fingerprint(last_done.value)
     _window_rows(state, config, state.watermark_ms, result)
     _provisional(state, config, result)
+    result.live_updates = latest_live(result.live_updates, result.risk_updates)
     state.forget_assessments()
     result.checkpoint = list(state.checkpoint())
     return result
+
+
+def latest_live(live: Sequence[RiskUpdate], logged: Sequence[RiskUpdate]) -> list[RiskUpdate]:
+    """Of a batch's live updates, the newest of each grid, unless a logged update of the grid is as new: the
+    map and ``risk_latest`` only ever need a grid's newest value (the log keeps every decided change)."""
+    newest_logged = {u.grid_id: u.version for u in logged}  # logged in step order: the last is the newest
+    newest: dict[str, RiskUpdate] = {}
+    for update in live:
+        kept = newest.get(update.grid_id)
+        if kept is None or update.version >= kept.version:
+            newest[update.grid_id] = update
+    return [u for g, u in sorted(newest.items()) if u.version > newest_logged.get(g, -1)]
 
 
 def dead_letter_of(record: Record, received_at: datetime, kind: str, field_: str | None, reason: str) -> DeadLetter:
