@@ -67,8 +67,12 @@ class WindowSpec:
         The last such window starts at ``bucket_start + hop - bucket``; it closes at its end plus the
         lateness allowance. Dropping the bucket sooner would let a still-open window be re-scored without it.
         """
+        return bucket_start <= self.expired_through(watermark_ms)
+
+    def expired_through(self, watermark_ms: int) -> int:
+        """The start of the newest bucket expired at ``watermark_ms`` (see :meth:`is_expired`)."""
         kept = self.hop_seconds + self.allowed_lateness_seconds + self.held_windows * self.bucket_seconds
-        return (bucket_start + kept) * 1000 <= watermark_ms
+        return self.bucket_start(watermark_ms / 1000 - kept)
 
     def last_closed_bucket(self, watermark_ms: int) -> int:
         """Start of the newest bucket that is closed (its lateness allowance has passed)."""
@@ -251,6 +255,16 @@ class PartitionState:
     # for its row, the live level and hysteresis, at many steps). An event drops those of the windows whose
     # hour holds its bucket, so an entry never outlives the counts it was read from.
     _assessed: dict[str, dict[int, Assessment]] = field(default_factory=dict, repr=False, compare=False)
+    # The same per-batch memo for the summed counts of a window's buckets before its last (the live window is
+    # read at every step while only its last bucket changes), dropped by an event in any of them ...
+    _earlier: dict[str, dict[int, dict[CountKey, int]]] = field(default_factory=dict, repr=False, compare=False)
+    # ... and for the baseline's expectation per (grid, window end, source), which no event changes.
+    _expected: dict[tuple[str, int, str], tuple[float, float]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
+    # Buckets starting at or before this were dropped by the last expire(): until the threshold moves, nothing
+    # else can have expired (a bucket that old is late: no event creates it again).
+    _expired_through: int | None = field(default=None, repr=False, compare=False)
 
     # --- applying events -------------------------------------------------------------------------------
     def apply(self, grid_id: str, event_ms: int, key: CountKey, offset: int, event_id: str) -> tuple[str, int]:
@@ -271,10 +285,15 @@ class PartitionState:
         if len(bucket.seen) < MAX_TRACKED_IDS:
             bucket.seen.add(digest)
         bucket.counts[key] = bucket.counts.get(key, 0) + 1
+        hop = self.spec.hop_seconds
         assessed = self._assessed.get(grid_id)
         if assessed:
-            for end in [end for end in assessed if start <= end < start + self.spec.hop_seconds]:
+            for end in [end for end in assessed if start <= end < start + hop]:
                 del assessed[end]
+        earlier = self._earlier.get(grid_id)
+        if earlier:
+            for end in [end for end in earlier if start < end < start + hop]:
+                del earlier[end]
         self.pending.add(grid_id)
         self.touched.add((grid_id, start))
         self.unrowed.add((grid_id, start))
@@ -287,12 +306,21 @@ class PartitionState:
     # --- reading windows -------------------------------------------------------------------------------
     def hop_counts(self, grid_id: str, end_bucket_start: int) -> dict[CountKey, int]:
         grid_buckets = self.buckets.get(grid_id, {})
-        total: dict[CountKey, int] = {}
-        for start in self.spec.hop_buckets(end_bucket_start):
-            bucket = grid_buckets.get(start)
-            if bucket is not None:
-                for key, n in bucket.counts.items():
-                    total[key] = total.get(key, 0) + n
+        earlier = self._earlier.setdefault(grid_id, {})
+        before_last = earlier.get(end_bucket_start)
+        if before_last is None:
+            before_last = {}
+            for start in self.spec.hop_buckets(end_bucket_start)[:-1]:
+                bucket = grid_buckets.get(start)
+                if bucket is not None:
+                    for key, n in bucket.counts.items():
+                        before_last[key] = before_last.get(key, 0) + n
+            earlier[end_bucket_start] = before_last
+        total = dict(before_last)
+        last = grid_buckets.get(end_bucket_start)
+        if last is not None:
+            for key, n in last.counts.items():
+                total[key] = total.get(key, 0) + n
         return total
 
     def expectations(
@@ -301,10 +329,15 @@ class PartitionState:
         """What the baseline expects of each source in the hopping window ending with the given bucket."""
         starts = self.spec.hop_buckets(end_bucket_start)
         size = self.spec.bucket_seconds
-        return {
-            source: (baseline.expected(grid_id, source, starts, size), baseline.unit_weight(source))
-            for source in sources
-        }
+        expected = self._expected
+        found: dict[str, tuple[float, float]] = {}
+        for source in sources:
+            key = (grid_id, end_bucket_start, source)
+            value = expected.get(key)
+            if value is None:
+                value = expected[key] = (baseline.expected(grid_id, source, starts, size), baseline.unit_weight(source))
+            found[source] = value
+        return found
 
     def assess_hop(
         self, grid_id: str, end_bucket_start: int, config: IndexConfig, baseline: BaselineModel | None = None
@@ -384,6 +417,10 @@ class PartitionState:
     def expire(self, at_ms: int | None = None) -> list[tuple[str, int]]:
         """Drop buckets no live window needs at ``at_ms`` (default: the watermark); return their keys."""
         at_ms = self.watermark_ms if at_ms is None else at_ms
+        through = self.spec.expired_through(at_ms)
+        if through == self._expired_through:
+            return []
+        self._expired_through = through
         expired = []
         for grid_id, grid_buckets in list(self.buckets.items()):
             for start in [s for s in grid_buckets if self.spec.is_expired(s, at_ms)]:
@@ -409,6 +446,8 @@ class PartitionState:
     def forget_assessments(self) -> None:
         """Drop memoised window assessments (they are only valid for the counts they were read from)."""
         self._assessed.clear()
+        self._earlier.clear()
+        self._expected.clear()
 
     # --- checkpoint records (key, value or None for a deletion) ----------------------------------------
     def restore(self, records: Iterable[tuple[str, bytes]]) -> None:
