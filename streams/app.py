@@ -368,7 +368,7 @@ class Worker:
             messages += [Outgoing(settings.topic_late, (e.grid_id or "").encode(), e.to_json()) for e in result.late]
             for grid_id, record in result.reroutes:
                 key = grid_id.encode()
-                headers = [("pingan-rerouted-from", f"{record.partition}/{record.offset}".encode())]
+                headers = [("pingan-rerouted-from", record.origin.encode())]
                 partition = partition_for_key(key, settings.topic_partitions)
                 messages.append(Outgoing(settings.topic_events, key, record.value, partition, headers, record))
             messages += [Outgoing(settings.topic_risk, u.grid_id.encode(), u.to_json())

@@ -111,7 +111,7 @@ class WindowSpec:
 @dataclass(slots=True)
 class Bucket:
     counts: dict[CountKey, int] = field(default_factory=dict)
-    applied_offset: int = -1
+    applied_position: int = -1
     # Hashes of the event ids counted, so a second message with the same id (a producer retry) counts once.
     # Capped: past MAX_TRACKED_IDS events a bucket still counts exactly on replay (offsets), not on retries.
     seen: set[int] = field(default_factory=set)
@@ -124,7 +124,7 @@ class Bucket:
 
     def to_bytes(self) -> bytes:
         counts = [[s, t, v, n] for (s, t, v), n in self.counts.items()]
-        return orjson.dumps({"o": self.applied_offset, "c": counts, "s": sorted(self.seen)})
+        return orjson.dumps({"o": self.applied_position, "c": counts, "s": sorted(self.seen)})
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> Bucket:
@@ -267,8 +267,9 @@ class PartitionState:
     _expired_through: int | None = field(default=None, repr=False, compare=False)
 
     # --- applying events -------------------------------------------------------------------------------
-    def apply(self, grid_id: str, event_ms: int, key: CountKey, offset: int, event_id: str) -> tuple[str, int]:
-        """Add one event; return (outcome, bucket start). Events must come in offset order."""
+    def apply(self, grid_id: str, event_ms: int, key: CountKey, position: int, event_id: str) -> tuple[str, int]:
+        """Add one event; return (outcome, bucket start). Events must come in order of position (the record's
+        offset, then the envelope's index in a batch record: streams.pipeline.ITEM_SLOTS)."""
         start = self.spec.bucket_start(event_ms / 1000)
         if self.spec.is_late(start, self.watermark_ms):
             return Outcome.LATE, start
@@ -276,9 +277,9 @@ class PartitionState:
         if event_ms > self.watermark_ms:
             self.watermark_ms = event_ms
         bucket = self.buckets.setdefault(grid_id, {}).setdefault(start, Bucket())
-        if offset <= bucket.applied_offset:
+        if position <= bucket.applied_position:
             return Outcome.REPLAYED, start
-        bucket.applied_offset = offset
+        bucket.applied_position = position
         digest = id_hash(event_id)
         if digest in bucket.seen:
             return Outcome.DUPLICATE, start
@@ -439,7 +440,7 @@ class PartitionState:
         self.done_fingerprint = 0
         for grid_id, grid_buckets in self.buckets.items():
             for start, bucket in grid_buckets.items():
-                bucket.applied_offset = -1
+                bucket.applied_position = -1
                 self.touched.add((grid_id, start))
         self.dirty_risks |= set(self.risks)
 

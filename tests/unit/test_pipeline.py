@@ -262,7 +262,7 @@ def _latest_rows(results) -> dict:
 
 def _final(state: PartitionState) -> tuple:
     return (
-        {g: {s: (b.counts, b.applied_offset) for s, b in bs.items()} for g, bs in state.buckets.items()},
+        {g: {s: (b.counts, b.applied_position) for s, b in bs.items()} for g, bs in state.buckets.items()},
         {g: (r.score, r.level) for g, r in state.risks.items()},
         state.watermark_ms,
     )
