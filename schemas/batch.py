@@ -14,7 +14,7 @@ worker fed one event per record at ~12k events/s on the project's machines (docs
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 import orjson
 
@@ -58,26 +58,25 @@ def split_batch(value: bytes) -> list[bytes]:
 
 
 def batched(
-    envelopes: Iterable[tuple[int | None, bytes]], *, max_events: int, max_bytes: int = MAX_BATCH_BYTES
-) -> list[tuple[int | None, list[bytes]]]:
-    """Group ``(partition, encoded envelope)`` pairs into batches per partition, in order within each
-    partition, at most ``max_events`` envelopes and ``max_bytes`` bytes each. Envelopes without a partition
-    (no grid found for them) and ``max_events`` 1 give one envelope per record."""
-    out: list[tuple[int | None, list[bytes]]] = []
-    open_batches: dict[int, tuple[list[bytes], list[int]]] = {}  # partition -> (envelopes, [bytes])
+    placed: Sequence[tuple[int | None, int]], *, max_events: int, max_bytes: int = MAX_BATCH_BYTES
+) -> list[tuple[int | None, list[int]]]:
+    """Group envelopes, given as ``(partition, encoded size)``, into batches per partition: lists of their
+    indices, in order within each partition, at most ``max_events`` envelopes and ``max_bytes`` encoded bytes
+    each. An envelope without a partition (no grid found for it) is alone, as is every one for
+    ``max_events`` 1."""
+    out: list[tuple[int | None, list[int]]] = []
+    open_batches: dict[int, tuple[list[int], int]] = {}  # partition -> (indices, encoded size so far)
     limit = min(max_events, MAX_BATCH_EVENTS)
     overhead = len(_OPENING) + 2
-    for partition, value in envelopes:
-        if partition is None or limit <= 1 or len(value) + overhead > max_bytes:
-            out.append((partition, [value]))
+    for index, (partition, size) in enumerate(placed):
+        if partition is None or limit <= 1 or size + overhead > max_bytes:
+            out.append((partition, [index]))
             continue
-        current = open_batches.get(partition)
-        if current is not None and (len(current[0]) >= limit or current[1][0] + len(value) + 1 > max_bytes):
-            out.append((partition, current[0]))
-            current = None
-        if current is None:
-            current = open_batches[partition] = ([], [overhead])
-        current[0].append(value)
-        current[1][0] += len(value) + 1
-    out.extend((partition, values) for partition, (values, _) in open_batches.items())
+        indices, total = open_batches.get(partition, ([], overhead))
+        if indices and (len(indices) >= limit or total + size + 1 > max_bytes):
+            out.append((partition, indices))
+            indices, total = [], overhead
+        indices.append(index)
+        open_batches[partition] = (indices, total + size + 1)
+    out.extend((partition, indices) for partition, (indices, _) in open_batches.items())
     return out

@@ -108,20 +108,22 @@ def test_a_crash_mid_stream_of_batch_records_replays_exactly() -> None:
 
 
 def test_producers_group_envelopes_per_partition_in_order_within_limits() -> None:
-    envelopes = [(i % 3 if i % 10 else None, b'{"n":%d}' % i) for i in range(40)]
-    groups = batched(envelopes, max_events=5)
-    assert all(len(values) <= 5 for _, values in groups)
+    placed = [(i % 3 if i % 10 else None, 10) for i in range(40)]
+    groups = batched(placed, max_events=5)
+    assert all(len(indices) <= 5 for _, indices in groups)
+    assert sorted(i for _, indices in groups for i in indices) == list(range(40))  # every one, once
     for partition in (0, 1, 2):
-        mine = [v for p, values in groups if p == partition for v in values]
-        assert mine == [v for p, v in envelopes if p == partition]  # every one, in order
-    assert [values for p, values in groups if p is None] == [[v] for p, v in envelopes if p is None]
+        mine = [i for p, indices in groups if p == partition for i in indices]
+        assert mine == [i for i, (p, _) in enumerate(placed) if p == partition]  # in order
+    assert [indices for p, indices in groups if p is None] == [[i] for i in range(0, 40, 10)]
     # a byte limit splits too, and each batch reads back as its envelopes
-    small = batched([(0, b'{"n":%d}' % i) for i in range(30)], max_events=100, max_bytes=120)
-    assert len(small) > 1 and all(len(encode_batch(values)) <= 120 for _, values in small)
-    assert [v for _, values in small for v in split_batch(encode_batch(values))] == [
-        b'{"n":%d}' % i for i in range(30)
-    ]
-    assert batched(envelopes, max_events=1) == [(p, [v]) for p, v in envelopes]
+    values = [b'{"n":%d}' % i for i in range(30)]
+    small = batched([(0, len(v)) for v in values], max_events=100, max_bytes=120)
+    assert len(small) > 1
+    encoded = [encode_batch([values[i] for i in indices]) for _, indices in small]
+    assert all(len(record) <= 120 for record in encoded)
+    assert [v for record in encoded for v in split_batch(record)] == values
+    assert batched(placed, max_events=1) == [(p, [i]) for i, (p, _) in enumerate(placed)]
 
 
 def test_every_envelope_of_the_largest_batch_has_a_position_of_its_own() -> None:
