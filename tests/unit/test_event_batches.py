@@ -10,6 +10,7 @@ import pytest
 
 from pingan.dead_letter import parse_origin
 from schemas.batch import MAX_BATCH_EVENTS, batched, encode_batch, split_batch
+from streams.app import chunked
 from streams.pipeline import ITEM_SLOTS, Record
 from streams.windows import PartitionState
 from tests.unit.test_pipeline import SPEC, T0, _decided, _latest_rows, _stream, call, records, run
@@ -141,3 +142,11 @@ def test_records_of_one_event_still_work_next_to_batches() -> None:
     result, state = run([*single, batch])
     assert [e.event_id for e, _, _ in result.stored] == ["a", "b", "c"]
     assert state.buckets["G1"][SPEC.bucket_start(at.timestamp())].events == 2
+
+
+def test_a_take_of_batch_records_is_worked_in_rounds_of_bounded_bytes() -> None:
+    values = [b"x" * n for n in (10, 10, 30, 5, 50, 0, 1)]
+    taken = [Record("events", 0, i, None, v, None) for i, v in enumerate(values)]
+    rounds = chunked(taken, 40)
+    assert [[r.offset for r in chunk] for chunk in rounds] == [[0, 1], [2, 3], [4], [5, 6]]
+    assert chunked([], 40) == [] and [len(c) for c in chunked(taken, 10_000)] == [7]
