@@ -10,7 +10,7 @@ APT_PACKAGES = clickhouse-server clickhouse-client
 
 .PHONY: install clickhouse browser web-vendor bench-tools services-up services-down services-status test lint demo evaluate clean
 .PHONY: cluster-tools test-cluster
-.PHONY: evaluate-real
+.PHONY: evaluate-real bench
 
 install: $(STAMP) clickhouse browser
 
@@ -103,6 +103,10 @@ test-cluster: install cluster-tools
 
 demo: install
 	$(BIN)/pingan demo
+
+# Worker throughput, both record formats, against the raw ceiling (docs/benchmarks.md; about 10 minutes).
+bench: install
+	$(BIN)/python -m bench.worker_throughput --write docs/benchmarks.md
 
 # The risk index against injected incidents (docs/evaluation.md; about two minutes). No services needed.
 evaluate: install

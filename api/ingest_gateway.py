@@ -30,10 +30,12 @@ from pingan.dead_letter import DeadLetter, http_origin, to_message
 from pingan.errors import ServiceError
 from pingan.feeds import FeedRules, FeedSpec
 from pingan.grids import GridRegistry
+from pingan.partitioning import partition_for_key
 from pingan.settings import Settings
 from pingan.topics import ensure_topics
 from producers.adapters.base import redact
 from producers.kafka import EventProducer
+from schemas.batch import batched, encode_batch
 from schemas.payloads import SOURCE_PAYLOADS
 
 __all__ = ["IngestGateway", "IngestProducer", "KafkaPublisher", "Publisher"]
@@ -65,26 +67,39 @@ class IngestProducer(EventProducer):
         self, events: Sequence[EventRecord], dead_letters: Sequence[DeadLetterRecord], *, topic: str | None = None
     ) -> None:
         producer = self._running()
-        pending: list[asyncio.Future[Any]] = []
+        topic = topic or self.topic
+        # A request's events for one partition's grids go as one event batch record (schemas/batch.py) when
+        # they go to the events topic the worker reads; a feed's own topic gets plain records.
+        partitions = self.settings.topic_partitions
+        placed = [(None if key is None else partition_for_key(key, partitions), len(value)) for key, value in events]
+        groups = batched(placed, max_events=self.batch_events if topic == self.settings.topic_events else 1)
+        pending: list[tuple[int, asyncio.Future[Any]]] = []  # (records it carries, its ack)
         failure: BaseException | None = None
         try:
             # send() only waits for buffer space; each future resolves on the broker's ack, so all of a
             # request's records share round trips.
-            for key, value in events:
-                pending.append(await producer.send(topic or self.topic, value, key=key))
+            for partition, indices in groups:
+                if len(indices) == 1:
+                    key, value = events[indices[0]]
+                    pending.append((1, await producer.send(topic, value, key=key)))
+                else:
+                    batch = encode_batch([events[i][1] for i in indices])
+                    pending.append((len(indices), await producer.send(topic, batch, partition=partition)))
             for value, headers in dead_letters:
-                pending.append(await producer.send(self.settings.topic_dead_letters, value, headers=headers))
+                pending.append((1, await producer.send(self.settings.topic_dead_letters, value, headers=headers)))
         except KafkaError as exc:
             failure = exc
         finally:
             # Collect everything started, or a failed future would surface later as an unretrieved error.
-            outcomes = await asyncio.gather(*pending, return_exceptions=True)
+            outcomes = await asyncio.gather(*(future for _, future in pending), return_exceptions=True)
+        acked = zip(pending, outcomes, strict=True)
+        delivered = sum(n for (n, _), outcome in acked if not isinstance(outcome, BaseException))
         errors = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
-        self.sent += len(outcomes) - len(errors)
+        self.sent += delivered
         if failure is not None or errors:
             first = failure or errors[0]
             total = len(events) + len(dead_letters)
-            raise ServiceError(f"{total - len(outcomes) + len(errors)} of {total} records not delivered: {first!r}")
+            raise ServiceError(f"{total - delivered} of {total} records not delivered: {first!r}")
 
 
 class KafkaPublisher:

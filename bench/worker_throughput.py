@@ -1,14 +1,18 @@
-"""Worker throughput on this machine, with the two ceilings it is measured against.
+"""Worker throughput on this machine, with the ceilings it is measured against, for both record formats.
 
-    .venv/bin/python -m bench.worker_throughput [--events 200000] [--write docs/benchmarks.md]
+    make bench    # = .venv/bin/python -m bench.worker_throughput --write docs/benchmarks.md (about 10 minutes)
 
-Starts its own broker and ClickHouse on free loopback ports in a temporary directory, produces a realistic
-mixed stream (four feeds, 300 grids, 2 % invalid, 1 % repeated) and measures:
+Starts its own broker and ClickHouse on free loopback ports in a temporary directory, makes a realistic
+mixed stream (four feeds, 300 grids, 2 % invalid, 1 % repeated) and writes it twice, to two topic sets: as
+event batch records (schemas/batch.py, what the project's producers write) and one event per record (the
+contract a third-party producer uses). For each it measures:
 
 1. ceiling: a raw aiokafka consumer reading the topic and parsing each value with orjson (no validation);
 2. pure pipeline: streams.pipeline.process_batch in-process (validation, grid check, windows, scoring);
-3. worker: `pingan worker` as a separate process, from its first stored event to every event stored in
-   ClickHouse (all writes, topics and checkpoint included), sampled every 0.1 s.
+3. worker: `pingan worker` as a separate process, from 10 % of the events stored to every event stored in
+   ClickHouse (all writes, topics and checkpoint included), sampled every 0.1 s;
+
+and once, ClickHouse's insert path as the worker uses it (DriverExecutor.insert of event rows).
 """
 
 from __future__ import annotations
@@ -31,17 +35,21 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from pingan import services
 from pingan.baselines import grid_profiles
 from pingan.grids import GridRegistry
+from pingan.partitioning import partition_for_key
 from pingan.settings import Settings
 from pingan.store import events
 from pingan.store.client import connect
 from pingan.store.migrate import prepare_database
 from pingan.topics import ensure_topics
+from schemas.batch import batched, encode_batch, is_batch
+from schemas.envelope import parse_event
 from streams.baseline import BaselineModel
 from streams.pipeline import PipelineConfig, Record, process_batch
 from streams.risk_index import load_config
 from streams.windows import PartitionState, WindowSpec
 from tests.support.processes import ChildProcess, free_port
 
+MARKER = "<!-- make bench writes here -->"
 SOURCES = ("call110", "camera", "camera", "camera", "checkpoint", "app_report")
 
 
@@ -72,21 +80,41 @@ def make_stream(registry: GridRegistry, count: int, seed: int = 1) -> list[tuple
     return messages
 
 
-async def produce(settings: Settings, messages: list[tuple[bytes, bytes]]) -> float:
+def as_batch_records(settings: Settings, messages: list[tuple[bytes, bytes]]) -> list[tuple[int | None, bytes]]:
+    """The stream as the project's producers write it: event batch records of up to
+    ``settings.producer_batch_events`` envelopes per partition (an unreadable one goes in as a JSON string)."""
+    values = [v if not v.startswith(b'{"broken') else orjson.dumps(v.decode()) for _, v in messages]
+    partitions = settings.topic_partitions
+    placed = [(partition_for_key(key, partitions), len(v)) for (key, _), v in zip(messages, values, strict=True)]
+    return [
+        (partition, encode_batch([values[i] for i in indices]))
+        for partition, indices in batched(placed, max_events=settings.producer_batch_events)
+    ]
+
+
+async def produce(settings: Settings, records: list[tuple[bytes | int | None, bytes]]) -> float:
+    """Write records (key or partition, value); returns records/s."""
     producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=20, max_batch_size=512 * 1024
-    )
+        bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=20, max_batch_size=1024 * 1024,
+        max_request_size=2 * 1024 * 1024,
+    )  # fmt: skip
     await producer.start()
     started = time.perf_counter()
     try:
-        pending = [await producer.send(settings.topic_events, value, key=key) for key, value in messages]
+        pending = []
+        for where, value in records:
+            if isinstance(where, int):
+                pending.append(await producer.send(settings.topic_events, value, partition=where))
+            else:
+                pending.append(await producer.send(settings.topic_events, value, key=where))
         await asyncio.gather(*pending)
     finally:
         await producer.stop()
-    return len(messages) / (time.perf_counter() - started)
+    return len(records) / (time.perf_counter() - started)
 
 
 async def raw_ceiling(settings: Settings, expected: int) -> float:
+    """Events/s read and parsed by a bare consumer (a batch record's envelopes counted as events)."""
     consumer = AIOKafkaConsumer(
         settings.topic_events,
         bootstrap_servers=settings.kafka_bootstrap,
@@ -106,14 +134,16 @@ async def raw_ceiling(settings: Settings, expected: int) -> float:
             for batch in batches.values():
                 for message in batch:
                     with contextlib.suppress(orjson.JSONDecodeError):
-                        orjson.loads(message.value)
-                seen += len(batch)
+                        document = orjson.loads(message.value)
+                    seen += len(document["events"]) if is_batch(message.value) else 1
     finally:
         await consumer.stop()
     return seen / (time.perf_counter() - (started or time.perf_counter()))
 
 
-def pure_pipeline(settings: Settings, registry: GridRegistry, messages: list[tuple[bytes, bytes]]) -> float:
+def pure_pipeline(
+    settings: Settings, registry: GridRegistry, messages: list[tuple[bytes | None, bytes]], events: int
+) -> float:
     index = load_config(settings.risk_config_path)
     # The worker scores against a baseline (the priors until one is learned): so does this measurement.
     baseline = BaselineModel(index.baseline, grid_profiles(registry))
@@ -121,9 +151,30 @@ def pure_pipeline(settings: Settings, registry: GridRegistry, messages: list[tup
     state = PartitionState(WindowSpec(settings.window_seconds, settings.hop_window_seconds))
     records = [Record("bench", 0, i, key, value, None) for i, (key, value) in enumerate(messages)]
     started = time.perf_counter()
-    for i in range(0, len(records), settings.batch_max_events):
-        process_batch(records[i : i + settings.batch_max_events], state, registry, config, now=datetime.now(UTC))
-    return len(records) / (time.perf_counter() - started)
+    per_batch = settings.batch_max_events
+    if records and is_batch(records[0].value):  # the worker takes as many records; each carries many events
+        per_batch = max(1, per_batch * len(records) // events)
+    for i in range(0, len(records), per_batch):
+        process_batch(records[i : i + per_batch], state, registry, config, now=datetime.now(UTC))
+    return events / (time.perf_counter() - started)
+
+
+def insert_rate(settings: Settings, messages: list[tuple[bytes, bytes]], rows: int = 100_000) -> float:
+    """Event rows/s through DriverExecutor.insert (the worker's own sink), in inserts of 20,000 rows."""
+    now = datetime.now(UTC)
+    valid = [parse_event(v, now=now) for _, v in messages[: rows * 2] if not v.startswith(b'{"broken')][:rows]
+    table = [events.row(e, partition=0, offset=i, late=False, ingested_at=now) for i, e in enumerate(valid)]
+    executor = connect(settings)
+    try:
+        executor.query("CREATE TABLE IF NOT EXISTS bench_events AS events")
+        started = time.perf_counter()
+        for i in range(0, len(table), 20_000):
+            executor.insert("bench_events", events.COLUMNS, table[i : i + 20_000])
+        rate = len(table) / (time.perf_counter() - started)
+        executor.query("DROP TABLE bench_events")
+    finally:
+        executor.close()
+    return rate
 
 
 def worker_throughput(settings: Settings, distinct_valid: int, log_path: Path) -> tuple[float, float, str]:
@@ -152,6 +203,22 @@ def worker_throughput(settings: Settings, distinct_valid: int, log_path: Path) -
     return rate, total, stages[-1].split("] ", 2)[-1].strip() if stages else "no progress line"
 
 
+def measure(settings: Settings, registry: GridRegistry, messages: list[tuple[bytes, bytes]], batch: bool,
+            distinct_valid: int, log_path: Path) -> dict[str, object]:  # fmt: skip
+    """One record format on its own topics and database: producer, ceiling, pure pipeline, worker."""
+    records: list[tuple[bytes | int | None, bytes]]
+    records = list(as_batch_records(settings, messages)) if batch else list(messages)
+    asyncio.run(ensure_topics(settings))
+    produce_rate = asyncio.run(produce(settings, records)) * len(messages) / len(records)
+    ceiling = asyncio.run(raw_ceiling(settings, len(messages)))
+    in_process = [(k if isinstance(k, bytes) else None, v) for k, v in records]
+    pure = pure_pipeline(settings, registry, in_process, len(messages))
+    prepare_database(settings)
+    worker_rate, total_s, stages = worker_throughput(settings, distinct_valid, log_path)
+    return {"records": len(records), "produce": produce_rate, "ceiling": ceiling, "pure": pure,
+            "worker": worker_rate, "total": total_s, "stages": stages}  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=200_000)
@@ -159,50 +226,70 @@ def main() -> None:
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="pingan-bench-") as tmp:
-        settings = Settings(
+        base = Settings(
             data_dir=Path(tmp),
             kafka_bootstrap=f"127.0.0.1:{free_port()}",
             clickhouse_port=free_port(),
             clickhouse_http_port=free_port(),
             worker_id="bench-worker",
             progress_log_seconds=5.0,
+            heartbeat_seconds=0,
         )
-        services.up(settings)
+        services.up(base)
         try:
-            registry = GridRegistry.load(settings.grid_registry_path)
+            registry = GridRegistry.load(base.grid_registry_path)
             messages = make_stream(registry, args.events)
             distinct_valid = len({orjson.loads(v)["event_id"] for _, v in messages if not v.startswith(b'{"broken')})
-            asyncio.run(ensure_topics(settings))
-            produce_rate = asyncio.run(produce(settings, messages))
-            ceiling = asyncio.run(raw_ceiling(settings, len(messages)))
-            pure = pure_pipeline(settings, registry, messages)
-            prepare_database(settings)
-            worker_rate, total_s, stages = worker_throughput(settings, distinct_valid, Path(tmp) / "worker.log")
+            results = {}
+            for name, batch in (("batch records", True), ("one event per record", False)):
+                tag = "b" if batch else "s"
+                settings = base.model_copy(update={
+                    "topic_prefix": f"bench{tag}.", "clickhouse_database": f"bench_{tag}", "worker_id": f"bench-{tag}",
+                })  # fmt: skip
+                results[name] = measure(settings, registry, messages, batch, distinct_valid, Path(tmp) / f"{tag}.log")
+            sink = insert_rate(settings, messages)
         finally:
-            services.down(settings)
+            services.down(base)
 
     cpu = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
+    batch_size = base.producer_batch_events
     lines = [
-        f"### {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: {len(messages):,} messages, {distinct_valid:,} distinct valid",
+        f"### {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: {len(messages):,} events, {distinct_valid:,} distinct valid",
         "",
         f"Machine: {cpu} cores, Python {platform.python_version()}, Tansu broker + ClickHouse 18.16 on the same host.",
+        f"Batch records: up to {batch_size} events each, one partition's grids ({base.topic_partitions} partitions).",
         "",
-        "| stage | events/s |",
-        "|---|---|",
-        f"| producer (aiokafka, acks=all, one process) | {produce_rate:,.0f} |",
-        f"| ceiling: raw aiokafka consume + orjson parse | {ceiling:,.0f} |",
-        f"| pure pipeline (validate, grid, windows, score), in-process | {pure:,.0f} |",
-        f"| **worker end to end** (Faust + ClickHouse + topics + checkpoint) | **{worker_rate:,.0f}** |",
-        "",
-        f"Worker start to last event stored: {total_s:.1f} s (includes Faust start-up and recovery).",
-        f"Worker's own account at shutdown: `{stages}`.",
-        "",
+        "| events/s | " + " | ".join(results) + " |",
+        "|---|" + "---|" * len(results),
     ]
+    rows = [
+        ("producer (aiokafka, acks=all, one process)", "produce"),
+        ("ceiling: raw aiokafka consume + orjson parse", "ceiling"),
+        ("pure pipeline (validate, grid, windows, score), in-process", "pure"),
+        ("**worker end to end** (Faust + ClickHouse + topics + checkpoint)", "worker"),
+    ]
+    for label, key in rows:
+        cells = []
+        for result in results.values():
+            value, ceiling = float(result[key]), float(result["ceiling"])  # type: ignore[arg-type]
+            ratio = f" ({value / ceiling:.1%} of the ceiling)" if key in ("pure", "worker") else ""
+            cells.append(f"{value:,.0f}{ratio}")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines += ["", f"ClickHouse insert path (DriverExecutor.insert, event rows, 20,000 per insert): {sink:,.0f} rows/s.",
+              ""]  # fmt: skip
+    for name, result in results.items():
+        lines.append(f"- {name}: {result['records']:,} records; worker start to last event stored "
+                     f"{result['total']:.1f} s; its own account: `{result['stages']}`.")  # fmt: skip
+    lines.append("")
     report = "\n".join(lines)
     print(report)
-    if args.write:
-        with args.write.open("a", encoding="utf-8") as out:
-            out.write(report + "\n")
+    if args.write:  # newest first, under the marker (appended when the file has none)
+        text = args.write.read_text(encoding="utf-8") if args.write.exists() else ""
+        if MARKER in text:
+            text = text.replace(MARKER, f"{MARKER}\n\n{report}", 1)
+        else:
+            text += report + "\n"
+        args.write.write_text(text, encoding="utf-8")
 
 
 if __name__ == "__main__":

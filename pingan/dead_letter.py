@@ -12,12 +12,14 @@ written twice, by the worker and the sink, or after a crash, is stored once):
 way in       ``topic``                              ``partition``    ``offset``
 ============ ====================================== ================ ======================================
 Kafka        the topic (``pingan.events``)          the partition    the offset
+Kafka batch  ``<topic>/<partition>/<offset>``       0                the envelope's index in the batch
 file         ``file:<absolute path>``               0                the line's byte offset
 HTTP         ``http:<producer>/<request id>``       0                the item's index in the request body
 ============ ====================================== ================ ======================================
 
-Kafka topic names cannot contain ``:``, so the three never clash. :attr:`DeadLetter.origin` writes them as
-one string (``pingan.events/3/1234``, ``file:/var/cad/x.jsonl@1234``, ``http:cad/7f3a…#2``) and
+Kafka topic names cannot contain ``:`` or ``/``, so the four never clash. :attr:`DeadLetter.origin` writes them
+as one string (``pingan.events/3/1234``, ``pingan.events/3/1234#7`` for an envelope of an event batch record,
+see ``schemas/batch.py``, ``file:/var/cad/x.jsonl@1234``, ``http:cad/7f3a…#2``) and
 :func:`parse_origin` reads it back (the ``pingan dead-letters show`` argument).
 
 **Size.** A broker refuses a message over its limit (1 MiB by default), and a dead letter the broker
@@ -55,6 +57,7 @@ __all__ = [
     "DeadLetter",
     "DeadLetterMessage",
     "KeptBytes",
+    "batch_origin",
     "file_origin",
     "from_message",
     "http_origin",
@@ -85,7 +88,9 @@ MAX_RAW_BYTES: Final = 256 * 1024
 SOURCES: Final = ("worker", "gateway", "webhook", "tailer", "sink")
 
 _KAFKA_ORIGIN: Final = re.compile(r"^(?P<topic>[A-Za-z0-9._\-]+)/(?P<partition>\d+)/(?P<offset>\d+)$")
-_SCHEMED_ORIGIN: Final = re.compile(r"^(?P<where>(?:file|http):.+?)(?P<mark>[@#])(?P<position>\d+)$")
+_SCHEMED_ORIGIN: Final = re.compile(
+    r"^(?P<where>(?:file|http):.+?|[A-Za-z0-9._\-]+/\d+/\d+)(?P<mark>[@#])(?P<position>\d+)$"
+)
 # What the key columns hold (UInt16, UInt64; Kafka offsets are signed 64-bit): an origin header claiming
 # more is kept whole as text rather than making the row unstorable.
 _MAX_PARTITION: Final = 2**16 - 1
@@ -173,10 +178,11 @@ class DeadLetter:
 
     @property
     def origin(self) -> str:
-        """The origin as one string: ``topic/partition/offset``, ``file:path@offset`` or ``http:where#index``."""
+        """The origin as one string: ``topic/partition/offset``, ``topic/partition/offset#index``,
+        ``file:path@offset`` or ``http:where#index``."""
         if self.topic.startswith("file:"):
             return f"{self.topic}@{self.offset}"
-        if ":" in self.topic:
+        if ":" in self.topic or "/" in self.topic:
             return f"{self.topic}#{self.offset}"
         return f"{self.topic}/{self.partition}/{self.offset}"
 
@@ -202,6 +208,11 @@ def file_origin(path: str, offset: int) -> str:
 def http_origin(where: str, index: int) -> str:
     """``where`` names the request: ``<producer>/<request id>`` for the gateway and the webhooks."""
     return f"http:{where}#{index}"
+
+
+def batch_origin(topic: str, partition: int, offset: int, index: int) -> str:
+    """The envelope at ``index`` of the event batch record at ``topic/partition/offset``."""
+    return f"{topic}/{partition}/{offset}#{index}"
 
 
 def parse_origin(origin: str) -> tuple[str, int, int]:

@@ -94,7 +94,13 @@ class Settings(BaseSettings):
     # --- worker ---
     worker_id: str = "pingan-worker"
     worker_web_port: int = 6066
-    batch_max_events: int = Field(default=5000, ge=1)
+    batch_max_events: int = Field(default=5000, ge=1)  # records per batch the worker takes from Faust
+    # ... processed and written in rounds of at most this many bytes of records per partition: a batch of event
+    # batch records (schemas/batch.py) holds far more events than records.
+    batch_max_bytes: int = Field(default=4 * 1024 * 1024, ge=64 * 1024)
+    # The project's producers (simulator, gateway) put up to this many events for one partition's grids in one
+    # Kafka record (schemas/batch.py): the stream framework's cost is per record. 1: one event per record.
+    producer_batch_events: int = Field(default=100, ge=1)  # at most schemas.batch.MAX_BATCH_EVENTS are used
     batch_within_seconds: float = Field(default=0.5, gt=0)
     window_seconds: int = Field(default=300, ge=1)  # tumbling window (the bucket)
     hop_window_seconds: int = Field(default=3600, ge=1)  # hopping window, advances one bucket at a time

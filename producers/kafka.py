@@ -7,8 +7,9 @@ the worker dead-letters it (``outside_grids``): the producer does not judge even
 
 Delivery is acknowledged by all in-sync replicas (``acks="all"``) and every ``send`` waits for it. The
 idempotent producer follows ``settings.idempotent_producer``: the local Tansu broker rejects InitProducerId,
-real Kafka wants it on. ``send_many`` creates every send future before awaiting any, so records of a batch
-share broker round trips instead of paying one each.
+real Kafka wants it on. ``send_many`` puts the events of one partition's grids together in event batch records
+(``schemas/batch.py``, up to ``settings.producer_batch_events`` each; one event alone stays a plain record)
+and creates every send future before awaiting any, so records share broker round trips.
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ from aiokafka.structs import RecordMetadata
 
 from pingan.errors import InvalidEvent, ServiceError
 from pingan.grids import GridRegistry
+from pingan.partitioning import partition_for_key
 from pingan.settings import Settings
+from schemas.batch import batched, encode_batch
 
 __all__ = ["EventProducer", "encode_event"]
 
@@ -62,6 +65,7 @@ class EventProducer:
         self.registry = registry
         self.topic = topic or settings.topic_events
         self.sent = 0  # records acknowledged by the broker since start
+        self.batch_events = settings.producer_batch_events
         self._linger_ms = linger_ms
         self._max_batch_size = max_batch_size
         self._client_id = client_id
@@ -157,25 +161,33 @@ class EventProducer:
         return delivered
 
     async def _send_chunk(self, producer: AIOKafkaProducer, records: list[tuple[bytes, bytes | None]]) -> int:
-        pending: list[asyncio.Future[RecordMetadata]] = []
+        partitions = self.settings.topic_partitions
+        placed = [(None if key is None else partition_for_key(key, partitions), len(value)) for value, key in records]
+        pending: list[tuple[int, asyncio.Future[RecordMetadata]]] = []  # (events in the record, its ack)
         failure: BaseException | None = None
         try:
-            for value, key in records:
+            for partition, indices in batched(placed, max_events=self.batch_events):
+                if len(indices) == 1:  # one event alone stays a plain envelope, keyed by its grid
+                    value, key = records[indices[0]]
+                    send = producer.send(self.topic, value, key=key)
+                else:  # a batch goes to its grids' partition
+                    batch = encode_batch([records[i][0] for i in indices])
+                    send = producer.send(self.topic, batch, partition=partition)
                 # send() only waits for buffer space; the returned future resolves on the broker's ack.
-                pending.append(await producer.send(self.topic, value, key=key))
+                pending.append((len(indices), await send))
         except KafkaError as exc:
             failure = exc
         finally:
             # Always collect what was started: an unawaited failed future would surface later as an error.
-            outcomes = await asyncio.gather(*pending, return_exceptions=True)
+            outcomes = await asyncio.gather(*(future for _, future in pending), return_exceptions=True)
+        acked = zip(pending, outcomes, strict=True)
+        delivered = sum(n for (n, _), outcome in acked if not isinstance(outcome, BaseException))
         errors = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
-        delivered = len(outcomes) - len(errors)
         self.sent += delivered
         if failure is not None or errors:
             first = failure or errors[0]
-            not_sent = len(records) - len(pending)
             raise ServiceError(
-                f"{len(errors) + not_sent} of {len(records)} events were not delivered to {self.topic} "
+                f"{len(records) - delivered} of {len(records)} events were not delivered to {self.topic} "
                 f"({delivered} were): {first!r}"
             ) from first
         return delivered

@@ -15,13 +15,14 @@ from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 from typing import Protocol
 
-from pingan.dead_letter import DeadLetter
+from pingan.dead_letter import DeadLetter, batch_origin
 from pingan.errors import InvalidEvent
 from pingan.feeds import FeedRules
 from pingan.partitioning import partition_for_key
 from pingan.store.alerts import Alert, alert_for
 from pingan.store.risk import RiskUpdate
 from pingan.store.windows import WindowRow
+from schemas.batch import is_batch, split_batch
 from schemas.envelope import EARLIEST_TIME, Event, decode_object
 from schemas.payloads import SOURCE_PAYLOADS
 from streams.baseline import BaselineModel
@@ -52,6 +53,15 @@ class Record:
     key: bytes | None
     value: bytes
     timestamp_ms: int | None = None
+    # For one envelope of an event batch record (schemas/batch.py): its index there, and ``value`` is it alone.
+    item: int | None = None
+
+    @property
+    def origin(self) -> str:
+        """Where it came from, as dead letters name it (pingan/dead_letter.py)."""
+        if self.item is None:
+            return f"{self.topic}/{self.partition}/{self.offset}"
+        return batch_origin(self.topic, self.partition, self.offset, self.item)
 
 
 @dataclass(frozen=True)
@@ -89,7 +99,13 @@ class BatchResult:
     # Records whose broker timestamp was outside the storable window: their receive time is the worker's clock.
     clock_fallbacks: int = 0
     heartbeats: int = 0
+    batches: int = 0  # event batch records among the records
 
+
+# Window state orders what it applied by position: the record's offset, then the envelope's index in an event
+# batch record (0 for a record of one event), so every envelope of a batch counts once and replays skip it
+# (more slots than schemas.batch.MAX_BATCH_EVENTS).
+ITEM_SLOTS = 8192
 
 HEARTBEAT_PREFIX = b'{"heartbeat_ms":'
 
@@ -178,51 +194,83 @@ def process_batch(
             state.watermark_ms = max(state.watermark_ms, beat)
             result.heartbeats += 1
             continue
-        try:
-            event = config.rules.validate(record.value, now=arrived)
-            grid_id = resolve_grid(event, grids)
-        except InvalidEvent as exc:
-            result.dead_letters.append(dead_letter_of(record, arrived, exc.kind, exc.field, exc.reason))
-            continue
-        except Exception as exc:  # a bug must cost one record, not the worker: keep it with the reason
-            log.exception("unexpected error on %s[%d]@%d", record.topic, record.partition, record.offset)
-            result.dead_letters.append(dead_letter_of(record, arrived, "internal_error", None, repr(exc)))
-            continue
-        if partition_for_key(grid_id.encode(), config.partitions) != record.partition:
-            # All of a grid's events must pass through one partition for its window state to be exact.
-            result.reroutes.append((grid_id, record))
-            continue
-        event = event if event.grid_id == grid_id else event.with_grid(grid_id)
-        event_ms = event.event_time_ms
-        _end_steps_before(state, config, event_ms, result)
-        key = (event.source, event.type, event.severity)
-        outcome, _ = state.apply(grid_id, event_ms, key, record.offset, event.event_id)
-        late = outcome == Outcome.LATE
-        if late:
-            result.late.append(event)
-        elif outcome == Outcome.APPLIED:
-            result.applied += 1
-        elif outcome == Outcome.REPLAYED:
-            result.replayed += 1
+        if is_batch(record.value):
+            try:
+                envelopes = split_batch(record.value)
+            except InvalidEvent as exc:
+                result.dead_letters.append(dead_letter_of(record, arrived, exc.kind, exc.field, exc.reason))
+                continue
+            result.batches += 1
+            for index, envelope in enumerate(envelopes):
+                item = replace(record, value=envelope, item=index)
+                _take(item, record.offset * ITEM_SLOTS + index, arrived, state, grids, config, result)
         else:
-            result.duplicates += 1
-        result.stored.append((event, record, late))
+            _take(record, record.offset * ITEM_SLOTS, arrived, state, grids, config, result)
 
     if last_done is not None:
         state.done_offset = last_done.offset
         state.done_fingerprint = record_fingerprint(last_done.value)
     _window_rows(state, config, state.watermark_ms, result)
     _provisional(state, config, result)
+    result.live_updates = latest_live(result.live_updates, result.risk_updates)
     state.forget_assessments()
     result.checkpoint = list(state.checkpoint())
     return result
 
 
+def latest_live(live: Sequence[RiskUpdate], logged: Sequence[RiskUpdate]) -> list[RiskUpdate]:
+    """Of a batch's live updates, the newest of each grid, unless a logged update of the grid is as new: the
+    map and ``risk_latest`` only ever need a grid's newest value (the log keeps every decided change)."""
+    newest_logged = {u.grid_id: u.version for u in logged}  # logged in step order: the last is the newest
+    newest: dict[str, RiskUpdate] = {}
+    for update in live:
+        kept = newest.get(update.grid_id)
+        if kept is None or update.version >= kept.version:
+            newest[update.grid_id] = update
+    return [u for g, u in sorted(newest.items()) if u.version > newest_logged.get(g, -1)]
+
+
+def _take(
+    record: Record, position: int, arrived: datetime, state: PartitionState, grids: GridLookup,
+    config: PipelineConfig, result: BatchResult,
+) -> None:  # fmt: skip
+    """Check one envelope, route it, and apply it to the windows (after scoring the steps it ends)."""
+    try:
+        event = config.rules.validate(record.value, now=arrived)
+        grid_id = resolve_grid(event, grids)
+    except InvalidEvent as exc:
+        result.dead_letters.append(dead_letter_of(record, arrived, exc.kind, exc.field, exc.reason))
+        return
+    except Exception as exc:  # a bug must cost one record, not the worker: keep it with the reason
+        log.exception("unexpected error on %s", record.origin)
+        result.dead_letters.append(dead_letter_of(record, arrived, "internal_error", None, repr(exc)))
+        return
+    if partition_for_key(grid_id.encode(), config.partitions) != record.partition:
+        # All of a grid's events must pass through one partition for its window state to be exact.
+        result.reroutes.append((grid_id, record))
+        return
+    event = event if event.grid_id == grid_id else event.with_grid(grid_id)
+    event_ms = event.event_time_ms
+    _end_steps_before(state, config, event_ms, result)
+    key = (event.source, event.type, event.severity)
+    outcome, _ = state.apply(grid_id, event_ms, key, position, event.event_id)
+    late = outcome == Outcome.LATE
+    if late:
+        result.late.append(event)
+    elif outcome == Outcome.APPLIED:
+        result.applied += 1
+    elif outcome == Outcome.REPLAYED:
+        result.replayed += 1
+    else:
+        result.duplicates += 1
+    result.stored.append((event, record, late))
+
+
 def dead_letter_of(record: Record, received_at: datetime, kind: str, field_: str | None, reason: str) -> DeadLetter:
-    """A record the worker read from Kafka and could not use (its origin: topic/partition/offset)."""
+    """A record (or an envelope of a batch record) the worker read from Kafka and could not use."""
     return DeadLetter.of(
-        InvalidEvent(kind, reason, field_), record.value, origin=f"{record.topic}/{record.partition}/{record.offset}",
-        received_at=received_at, source="worker", feed=_claimed_source(record.value),
+        InvalidEvent(kind, reason, field_), record.value, origin=record.origin, received_at=received_at,
+        source="worker", feed=_claimed_source(record.value),
     )  # fmt: skip
 
 
@@ -274,12 +322,17 @@ def _score_step(state: PartitionState, config: PipelineConfig, at_ms: int, resul
         live, shown = judgement.live, judgement.shown
         previous = state.risks.get(grid_id)
         plain = live.score == 0 and shown is Level.GREEN
-        risk = GridRisk(live.score, shown, version, live.dominant_source, live.window_events)
+        risk = GridRisk(live.score, shown, version, live.dominant_source, live.window_events, live.score)
         if (previous is None and plain) or (previous is not None and previous.same_values(risk)):
             if grid_id in state.provisional:  # the map showed a provisional value: put the decided one back
                 result.live_updates.append(_update(state, config, grid_id, judgement, version, previous))
             continue
         update = _update(state, config, grid_id, judgement, version, previous)
+        if previous is not None and not plain and not risk.worth_logging_after(previous):
+            # A small move: the map shows it (decided, not provisional); the log keeps the last logged value.
+            result.live_updates.append(update)
+            state.set_risk(grid_id, replace(risk, logged_score=previous.logged_score))
+            continue
         result.risk_updates.append(update)
         alert = alert_for(
             grid_id, update.previous_level, update.level, update.score, update.as_of, version, update.explanation(),
@@ -301,7 +354,7 @@ def _provisional(state: PartitionState, config: PipelineConfig, result: BatchRes
         judgement = state.judge(grid_id, config.index, config.baseline, at_ms=at_ms)
         live, shown = judgement.live, judgement.shown
         previous = state.risks.get(grid_id)
-        risk = GridRisk(live.score, shown, at_ms, live.dominant_source, live.window_events)
+        risk = GridRisk(live.score, shown, at_ms, live.dominant_source, live.window_events, live.score)
         if previous is None and live.score == 0 and shown is Level.GREEN:
             continue
         if previous is not None and previous.same_values(risk) and grid_id not in state.provisional:

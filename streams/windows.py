@@ -67,8 +67,12 @@ class WindowSpec:
         The last such window starts at ``bucket_start + hop - bucket``; it closes at its end plus the
         lateness allowance. Dropping the bucket sooner would let a still-open window be re-scored without it.
         """
+        return bucket_start <= self.expired_through(watermark_ms)
+
+    def expired_through(self, watermark_ms: int) -> int:
+        """The start of the newest bucket expired at ``watermark_ms`` (see :meth:`is_expired`)."""
         kept = self.hop_seconds + self.allowed_lateness_seconds + self.held_windows * self.bucket_seconds
-        return (bucket_start + kept) * 1000 <= watermark_ms
+        return self.bucket_start(watermark_ms / 1000 - kept)
 
     def last_closed_bucket(self, watermark_ms: int) -> int:
         """Start of the newest bucket that is closed (its lateness allowance has passed)."""
@@ -107,7 +111,7 @@ class WindowSpec:
 @dataclass(slots=True)
 class Bucket:
     counts: dict[CountKey, int] = field(default_factory=dict)
-    applied_offset: int = -1
+    applied_position: int = -1
     # Hashes of the event ids counted, so a second message with the same id (a producer retry) counts once.
     # Capped: past MAX_TRACKED_IDS events a bucket still counts exactly on replay (offsets), not on retries.
     seen: set[int] = field(default_factory=set)
@@ -120,7 +124,7 @@ class Bucket:
 
     def to_bytes(self) -> bytes:
         counts = [[s, t, v, n] for (s, t, v), n in self.counts.items()]
-        return orjson.dumps({"o": self.applied_offset, "c": counts, "s": sorted(self.seen)})
+        return orjson.dumps({"o": self.applied_position, "c": counts, "s": sorted(self.seen)})
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> Bucket:
@@ -128,13 +132,22 @@ class Bucket:
         return cls({(s, t, v): n for s, t, v, n in doc["c"]}, doc["o"], set(doc.get("s", ())))
 
 
+# How far a grid's score (on the index's 0-200 scale, a colour every 50) must move from the last logged value
+# to be logged again with the same colour and dominant source: five rows per colour band at most.
+LOG_SCORE_STEP = 10.0
+
+
 @dataclass(frozen=True, slots=True)
 class GridRisk:
+    """A grid's decided risk, and the score of the last one written to the ``risk_updates`` log (equal to
+    ``score`` when this one was logged; colour and dominant source always equal the logged ones)."""
+
     score: float
     level: Level
     as_of_ms: int
     dominant_source: str
     window_events: int
+    logged_score: float
 
     def same_values(self, other: GridRisk) -> bool:
         """Equal apart from when it was computed."""
@@ -142,16 +155,30 @@ class GridRisk:
             other.score, other.level, other.dominant_source, other.window_events,
         )  # fmt: skip
 
+    def worth_logging_after(self, previous: GridRisk) -> bool:
+        """Whether this decided risk goes to the ``risk_updates`` log, following ``previous``: a new colour or
+        dominant source, or a score at least :data:`LOG_SCORE_STEP` from the last one logged. Smaller moves
+        (a window gaining or losing an event) still reach the map, but not the log: logging every one made
+        the log about one row per event, and publishing it took 90 % of the worker's time."""
+        return (
+            self.level != previous.level
+            or self.dominant_source != previous.dominant_source
+            or abs(self.score - previous.logged_score) >= LOG_SCORE_STEP
+        )
+
     def to_bytes(self) -> bytes:
-        return orjson.dumps([self.score, self.level.value, self.as_of_ms, self.dominant_source, self.window_events])
+        return orjson.dumps([
+            self.score, self.level.value, self.as_of_ms, self.dominant_source, self.window_events, self.logged_score,
+        ])  # fmt: skip
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> GridRisk:
-        score, level, as_of_ms, dominant, events = orjson.loads(raw)
-        return cls(score, Level(level), as_of_ms, dominant, events)
+        score, level, as_of_ms, dominant, events, *logged = orjson.loads(raw)
+        # A checkpoint from before logged_score: that risk was logged as it is.
+        return cls(score, Level(level), as_of_ms, dominant, events, logged[0] if logged else score)
 
 
-GREEN = GridRisk(0.0, Level.GREEN, 0, "", 0)
+GREEN = GridRisk(0.0, Level.GREEN, 0, "", 0, 0.0)
 
 
 MAX_TRACKED_IDS = 5000
@@ -228,10 +255,21 @@ class PartitionState:
     # for its row, the live level and hysteresis, at many steps). An event drops those of the windows whose
     # hour holds its bucket, so an entry never outlives the counts it was read from.
     _assessed: dict[str, dict[int, Assessment]] = field(default_factory=dict, repr=False, compare=False)
+    # The same per-batch memo for the summed counts of a window's buckets before its last (the live window is
+    # read at every step while only its last bucket changes), dropped by an event in any of them ...
+    _earlier: dict[str, dict[int, dict[CountKey, int]]] = field(default_factory=dict, repr=False, compare=False)
+    # ... and for the baseline's expectation per (grid, window end, source), which no event changes.
+    _expected: dict[tuple[str, int, str], tuple[float, float]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
+    # Buckets starting at or before this were dropped by the last expire(): until the threshold moves, nothing
+    # else can have expired (a bucket that old is late: no event creates it again).
+    _expired_through: int | None = field(default=None, repr=False, compare=False)
 
     # --- applying events -------------------------------------------------------------------------------
-    def apply(self, grid_id: str, event_ms: int, key: CountKey, offset: int, event_id: str) -> tuple[str, int]:
-        """Add one event; return (outcome, bucket start). Events must come in offset order."""
+    def apply(self, grid_id: str, event_ms: int, key: CountKey, position: int, event_id: str) -> tuple[str, int]:
+        """Add one event; return (outcome, bucket start). Events must come in order of position (the record's
+        offset, then the envelope's index in a batch record: streams.pipeline.ITEM_SLOTS)."""
         start = self.spec.bucket_start(event_ms / 1000)
         if self.spec.is_late(start, self.watermark_ms):
             return Outcome.LATE, start
@@ -239,19 +277,24 @@ class PartitionState:
         if event_ms > self.watermark_ms:
             self.watermark_ms = event_ms
         bucket = self.buckets.setdefault(grid_id, {}).setdefault(start, Bucket())
-        if offset <= bucket.applied_offset:
+        if position <= bucket.applied_position:
             return Outcome.REPLAYED, start
-        bucket.applied_offset = offset
+        bucket.applied_position = position
         digest = id_hash(event_id)
         if digest in bucket.seen:
             return Outcome.DUPLICATE, start
         if len(bucket.seen) < MAX_TRACKED_IDS:
             bucket.seen.add(digest)
         bucket.counts[key] = bucket.counts.get(key, 0) + 1
+        hop = self.spec.hop_seconds
         assessed = self._assessed.get(grid_id)
         if assessed:
-            for end in [end for end in assessed if start <= end < start + self.spec.hop_seconds]:
+            for end in [end for end in assessed if start <= end < start + hop]:
                 del assessed[end]
+        earlier = self._earlier.get(grid_id)
+        if earlier:
+            for end in [end for end in earlier if start < end < start + hop]:
+                del earlier[end]
         self.pending.add(grid_id)
         self.touched.add((grid_id, start))
         self.unrowed.add((grid_id, start))
@@ -264,12 +307,21 @@ class PartitionState:
     # --- reading windows -------------------------------------------------------------------------------
     def hop_counts(self, grid_id: str, end_bucket_start: int) -> dict[CountKey, int]:
         grid_buckets = self.buckets.get(grid_id, {})
-        total: dict[CountKey, int] = {}
-        for start in self.spec.hop_buckets(end_bucket_start):
-            bucket = grid_buckets.get(start)
-            if bucket is not None:
-                for key, n in bucket.counts.items():
-                    total[key] = total.get(key, 0) + n
+        earlier = self._earlier.setdefault(grid_id, {})
+        before_last = earlier.get(end_bucket_start)
+        if before_last is None:
+            before_last = {}
+            for start in self.spec.hop_buckets(end_bucket_start)[:-1]:
+                bucket = grid_buckets.get(start)
+                if bucket is not None:
+                    for key, n in bucket.counts.items():
+                        before_last[key] = before_last.get(key, 0) + n
+            earlier[end_bucket_start] = before_last
+        total = dict(before_last)
+        last = grid_buckets.get(end_bucket_start)
+        if last is not None:
+            for key, n in last.counts.items():
+                total[key] = total.get(key, 0) + n
         return total
 
     def expectations(
@@ -278,10 +330,15 @@ class PartitionState:
         """What the baseline expects of each source in the hopping window ending with the given bucket."""
         starts = self.spec.hop_buckets(end_bucket_start)
         size = self.spec.bucket_seconds
-        return {
-            source: (baseline.expected(grid_id, source, starts, size), baseline.unit_weight(source))
-            for source in sources
-        }
+        expected = self._expected
+        found: dict[str, tuple[float, float]] = {}
+        for source in sources:
+            key = (grid_id, end_bucket_start, source)
+            value = expected.get(key)
+            if value is None:
+                value = expected[key] = (baseline.expected(grid_id, source, starts, size), baseline.unit_weight(source))
+            found[source] = value
+        return found
 
     def assess_hop(
         self, grid_id: str, end_bucket_start: int, config: IndexConfig, baseline: BaselineModel | None = None
@@ -361,6 +418,10 @@ class PartitionState:
     def expire(self, at_ms: int | None = None) -> list[tuple[str, int]]:
         """Drop buckets no live window needs at ``at_ms`` (default: the watermark); return their keys."""
         at_ms = self.watermark_ms if at_ms is None else at_ms
+        through = self.spec.expired_through(at_ms)
+        if through == self._expired_through:
+            return []
+        self._expired_through = through
         expired = []
         for grid_id, grid_buckets in list(self.buckets.items()):
             for start in [s for s in grid_buckets if self.spec.is_expired(s, at_ms)]:
@@ -379,13 +440,15 @@ class PartitionState:
         self.done_fingerprint = 0
         for grid_id, grid_buckets in self.buckets.items():
             for start, bucket in grid_buckets.items():
-                bucket.applied_offset = -1
+                bucket.applied_position = -1
                 self.touched.add((grid_id, start))
         self.dirty_risks |= set(self.risks)
 
     def forget_assessments(self) -> None:
         """Drop memoised window assessments (they are only valid for the counts they were read from)."""
         self._assessed.clear()
+        self._earlier.clear()
+        self._expected.clear()
 
     # --- checkpoint records (key, value or None for a deletion) ----------------------------------------
     def restore(self, records: Iterable[tuple[str, bytes]]) -> None:

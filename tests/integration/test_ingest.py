@@ -30,6 +30,7 @@ from pingan.dead_letter import MAX_RAW_BYTES, from_message
 from pingan.grids import GridRegistry
 from pingan.partitioning import partition_for_key
 from pingan.settings import Settings
+from schemas.batch import is_batch, split_batch
 from schemas.envelope import parse_event
 from tests.support.events import call110, camera
 from tests.support.kafka import read_topic
@@ -161,8 +162,13 @@ async def test_malformed_bodies_refuse_the_whole_request(gateway: Gateway) -> No
 # --- per-item results, and what reaches the topics ----------------------------------------------------------
 
 
-def _by_event_id(records: Sequence[Any]) -> dict[str, Any]:
-    return {orjson.loads(record.value)["event_id"]: record for record in records}
+def _by_event_id(records: Sequence[Any]) -> dict[str, tuple[Any, bytes]]:
+    """Each envelope on the topic with the record that carried it (alone, or in an event batch record)."""
+    found = {}
+    for record in records:
+        for value in split_batch(record.value) if is_batch(record.value) else [record.value]:
+            found[orjson.loads(value)["event_id"]] = (record, value)
+    return found
 
 
 async def test_a_valid_batch_is_200_with_every_event_on_the_topic_keyed_by_grid(gateway: Gateway) -> None:
@@ -187,15 +193,18 @@ async def test_a_valid_batch_is_200_with_every_event_on_the_topic_keyed_by_grid(
     ]
 
     # The response came after the broker's acks, so everything is readable now.
-    records = _by_event_id(await read_topic(gateway.settings, gateway.settings.topic_events, 42, timeout=10))
+    topic = await read_topic(gateway.settings, gateway.settings.topic_events, 1, timeout=10, settle_ms=500)
+    records = _by_event_id(topic)
     assert len(records) == 42
+    # the request's events for one partition's grids came as one event batch record (the single one alone)
+    assert len(topic) <= gateway.settings.topic_partitions + 1 and sum(is_batch(r.value) for r in topic) >= 1
     partitions = gateway.settings.topic_partitions
     for event in [*events, {"event_id": "ok-single", "grid_id": grids[1]}]:
-        record = records[event["event_id"]]
+        record, value = records[event["event_id"]]
         expected_grid = event.get("grid_id") or grid.grid_id
-        assert record.key == expected_grid.encode()
-        assert record.partition == partition_for_key(record.key, partitions)
-        parsed = parse_event(record.value, now=NOW)  # what the worker will see
+        assert record.key == (None if is_batch(record.value) else expected_grid.encode())
+        assert record.partition == partition_for_key(expected_grid.encode(), partitions)
+        parsed = parse_event(value, now=NOW)  # what the worker will see
         assert (parsed.source, parsed.receive_time) == ("call110", NOW)
     dead = await read_topic(gateway.settings, gateway.settings.topic_dead_letters, 1, timeout=0.5)
     assert dead == []
@@ -230,9 +239,10 @@ async def test_invalid_items_get_per_item_errors_and_go_to_dead_letters_while_va
     assert [r.index for r in body.results if r.status == "accepted"] == [0, 2, 6]
 
     settings = gateway.settings
-    produced = _by_event_id(await read_topic(settings, settings.topic_events, 3, timeout=10))
+    produced = _by_event_id(await read_topic(settings, settings.topic_events, 1, timeout=10, settle_ms=500))
     assert set(produced) == {"good-0", "good-1", "good-2"}
-    assert produced["good-1"].key == g[2].encode()
+    record, _ = produced["good-1"]
+    assert record.partition == partition_for_key(g[2].encode(), settings.topic_partitions)
 
     letters = await read_topic(settings, settings.topic_dead_letters, 4, timeout=10)
     assert len(letters) == 4
@@ -351,9 +361,11 @@ async def test_camera_webhook_maps_a_vendor_batch_and_dead_letters_bad_alerts(ga
     assert answer.results[2].error is not None and answer.results[2].error.kind == "unknown_category"
     assert response.headers["x-request-id"] == answer.request_id
 
-    produced = await read_topic(gateway.settings, gateway.settings.topic_events, 2, timeout=10)
-    assert {r.key for r in produced} == {grid.encode()}
-    assert sorted(parse_event(r.value, now=NOW).type for r in produced) == ["fight", "smoke_fire"]
+    settings = gateway.settings
+    produced = _by_event_id(await read_topic(settings, settings.topic_events, 1, timeout=10, settle_ms=500))
+    partition = partition_for_key(grid.encode(), gateway.settings.topic_partitions)
+    assert {record.partition for record, _ in produced.values()} == {partition}
+    assert sorted(parse_event(value, now=NOW).type for _, value in produced.values()) == ["fight", "smoke_fire"]
     [dead] = await read_topic(gateway.settings, gateway.settings.topic_dead_letters, 1, timeout=10)
     letter = from_message(dead.value, dead.headers, topic=dead.topic, partition=0, offset=0, timestamp_ms=None)
     assert (letter.kind, letter.source, letter.feed) == ("unknown_category", "webhook", "camera")

@@ -21,8 +21,9 @@ from pingan.settings import Settings
 from pingan.topics import ensure_topics, topic_names
 from producers.kafka import EventProducer
 from producers.simulator import CitySimulator, run_simulation
+from schemas.batch import is_batch, split_batch
 from schemas.envelope import parse_event
-from tests.support.kafka import read_topic
+from tests.support.kafka import read_envelopes, read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -80,22 +81,33 @@ async def test_events_arrive_keyed_by_grid_on_the_grids_partition(settings: Sett
     print(f"send_many: {len(events)} events in {elapsed:.3f}s ({len(events) / elapsed:,.0f}/s)")
     assert single.partition == partition_for_key(events[0]["grid_id"].encode(), settings.topic_partitions)
 
-    records = await read_topic(settings, settings.topic_events, len(events) + 2, timeout=60, settle_ms=300)
-    by_id = {orjson.loads(r.value)["event_id"]: r for r in records}
-    assert len(records) == len(by_id) == len(events) + 2
+    # The simulator's events go as event batch records, one partition's grids each; the two sent alone as
+    # plain records keyed by grid (or by nothing, outside every grid: the worker dead-letters it).
+    records = await read_topic(settings, settings.topic_events, 2, timeout=60, settle_ms=1000)
+    by_id = {}
+    for record in records:
+        envelopes = split_batch(record.value) if is_batch(record.value) else [record.value]
+        for value in envelopes:
+            by_id[orjson.loads(value)["event_id"]] = (record, value)
+    assert sum(is_batch(r.value) for r in records) >= settings.topic_partitions and len(records) < len(events) / 50
     assert set(by_id) == {e["event_id"] for e in events} | {"located-only", "outside"}
     partitions_of_grid: dict[str, set[int]] = defaultdict(set)
     for event in events:
-        record = by_id[event["event_id"]]
-        assert record.key == event["grid_id"].encode()
-        assert record.partition == partition_for_key(record.key, settings.topic_partitions)
+        record, value = by_id[event["event_id"]]
+        assert record.partition == partition_for_key(event["grid_id"].encode(), settings.topic_partitions)
         partitions_of_grid[event["grid_id"]].add(record.partition)
-        assert orjson.loads(record.value) == event
-        parse_event(record.value, now=PEAK + timedelta(hours=1))
+        assert orjson.loads(value) == event
+        parse_event(value, now=PEAK + timedelta(hours=1))
     assert all(len(partitions) == 1 for partitions in partitions_of_grid.values())
     assert len({p for ps in partitions_of_grid.values() for p in ps}) == settings.topic_partitions
-    assert by_id["located-only"].key == events[0]["grid_id"].encode()
-    assert by_id["outside"].key is None  # the worker dead-letters it as outside_grids
+    assert by_id["located-only"][0].key == events[0]["grid_id"].encode()
+    assert by_id["outside"][0].key is None  # the worker dead-letters it as outside_grids
+    # the order of a grid's events is kept across and within records
+    order = sorted(by_id.values(), key=lambda item: (item[0].partition, item[0].offset))
+    seen = [orjson.loads(v)["event_id"] for _, v in order]
+    for grid in partitions_of_grid:
+        sent = [e["event_id"] for e in events if e["grid_id"] == grid]
+        assert [i for i in seen if i in set(sent)] == sent
 
 
 async def test_run_simulation_sends_exactly_what_the_simulator_generates(
@@ -118,8 +130,8 @@ async def test_run_simulation_sends_exactly_what_the_simulator_generates(
     )
     assert report.sent == len(expected) > 100
     assert sum(report.by_source.values()) == report.sent
-    records = await read_topic(settings, settings.topic_events, len(expected), timeout=60, settle_ms=300)
-    assert sorted(orjson.loads(r.value)["event_id"] for r in records) == sorted(e["event_id"] for e in expected)
+    envelopes = await read_envelopes(settings, settings.topic_events, len(expected), timeout=60)
+    assert sorted(orjson.loads(e)["event_id"] for e in envelopes) == sorted(e["event_id"] for e in expected)
 
 
 async def test_stop_event_ends_a_run_and_flushes(settings: Settings, registry: GridRegistry) -> None:
@@ -135,7 +147,7 @@ async def test_stop_event_ends_a_run_and_flushes(settings: Settings, registry: G
     assert report.started == PEAK and report.ended == PEAK + timedelta(seconds=60)
     assert report.bursts == 5 and report.sent > 0
     assert report.by_source["call110"] >= 3  # the demo bursts' first minute is in there
-    assert len(await read_topic(settings, settings.topic_events, report.sent, timeout=60, settle_ms=300)) == report.sent
+    assert len(await read_envelopes(settings, settings.topic_events, report.sent, timeout=60)) == report.sent
 
 
 async def test_an_unreachable_broker_is_a_clear_error() -> None:

@@ -9,6 +9,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 
 from pingan.settings import Settings
+from schemas.batch import is_batch, split_batch
 
 
 async def produce(settings: Settings, topic: str, messages: list[tuple[bytes | None, bytes]]) -> None:
@@ -47,3 +48,18 @@ async def read_topic(
     finally:
         await consumer.stop()
     return records
+
+
+async def read_envelopes(
+    settings: Settings, topic: str, expected: int, *, timeout: float = 30.0, settle_ms: int = 300
+) -> list[bytes]:
+    """The envelopes on ``topic``, event batch records (schemas/batch.py) opened, once ``expected`` of them
+    arrived or the timeout passed (then ``settle_ms`` more, to see any beyond the expected)."""
+    envelopes: list[bytes] = []
+    deadline = time.monotonic() + timeout
+    while True:
+        left = max(0.1, deadline - time.monotonic())
+        records = await read_topic(settings, topic, 1, timeout=left, settle_ms=settle_ms)
+        envelopes = [e for r in records for e in (split_batch(r.value) if is_batch(r.value) else [r.value])]
+        if len(envelopes) >= expected or time.monotonic() >= deadline:
+            return envelopes

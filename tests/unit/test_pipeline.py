@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -12,7 +13,7 @@ from pingan.partitioning import partition_for_key
 from pingan.settings import Settings
 from streams.pipeline import PipelineConfig, Record, process_batch
 from streams.risk_index import load_config
-from streams.windows import PartitionState, WindowSpec
+from streams.windows import LOG_SCORE_STEP, PartitionState, WindowSpec
 
 INDEX = load_config(Settings().risk_config_path)
 SPEC = WindowSpec(300, 3600, 120, INDEX.quiet_windows)
@@ -261,7 +262,7 @@ def _latest_rows(results) -> dict:
 
 def _final(state: PartitionState) -> tuple:
     return (
-        {g: {s: (b.counts, b.applied_offset) for s, b in bs.items()} for g, bs in state.buckets.items()},
+        {g: {s: (b.counts, b.applied_position) for s, b in bs.items()} for g, bs in state.buckets.items()},
         {g: (r.score, r.level) for g, r in state.risks.items()},
         state.watermark_ms,
     )
@@ -388,3 +389,29 @@ def test_history_has_every_scored_window_also_those_without_events_of_their_own(
     assert sorted(g1) == hour  # the window of each bucket whose hour holds the calls, and no other
     assert g1[hour[0]][0] == 4 and all(events == 0 for events, *_ in (g1[h] for h in hour[1:]))
     assert {g1[h][2:] for h in hour} == {g1[hour[0]][2:]}  # same score and level all hour: the same four calls
+
+
+def test_the_log_keeps_colour_source_and_ten_point_moves_and_the_map_gets_every_step() -> None:
+    """A grid climbing slowly: the map gets a value at every batch; the risk log only colour or dominant-source
+    changes and moves of LOG_SCORE_STEP or more from the last logged score."""
+    climb = [call(f"c{i}", "G1", T0 + timedelta(seconds=20 * i), "help", severity=1) for i in range(90)]
+    results = _replay(records(*climb), 1)  # a batch per event
+    logged = [u for r in results for u in r.risk_updates]
+    shown = [u for r in results for u in (*r.risk_updates, *r.live_updates)]
+    assert len(logged) >= 2 and len(shown) > 3 * len(logged)  # small moves reached the map only
+    assert len({u.score for u in shown}) > 2 * len(logged)
+    for before, after in itertools.pairwise(logged):
+        assert (
+            after.level != before.level
+            or after.dominant_source != before.dominant_source
+            or abs(after.score - before.score) >= LOG_SCORE_STEP
+        ), (before, after)
+    for update in (u for r in results for u in r.live_updates if not u.provisional):
+        # a decided value the map was shown but the log was not: within a step of the last logged one
+        last = max((u for u in logged if u.version <= update.version), key=lambda u: u.version)
+        assert update.level == last.level and abs(update.score - last.score) < LOG_SCORE_STEP
+    # one batch: the same log, and the map gets only the grid's newest value, the same as batch by batch
+    [whole] = _replay(records(*climb), 10_000)
+    assert whole.risk_updates == logged and len(whole.live_updates) <= 1
+    newest = max([*whole.risk_updates, *whole.live_updates], key=lambda u: u.version)
+    assert newest == max(shown, key=lambda u: u.version)

@@ -49,7 +49,7 @@ def test_apply_counts_skips_replays_and_flags_late_events() -> None:
     assert state.apply("G1", ms(T0 + 10), KEY, 0, "a") == (Outcome.APPLIED, T0)
     assert state.apply("G1", ms(T0 + 20), KEY, 1, "b") == (Outcome.APPLIED, T0)
     assert state.buckets["G1"][T0].counts == {KEY: 2}
-    assert state.buckets["G1"][T0].applied_offset == 1
+    assert state.buckets["G1"][T0].applied_position == 1
     # a redelivered offset is already in the bucket
     assert state.apply("G1", ms(T0 + 10), KEY, 0, "a") == (Outcome.REPLAYED, T0)
     # a new message carrying an event id already counted (a producer retry) is not counted again
@@ -105,7 +105,7 @@ def test_checkpoint_round_trip_restores_the_same_state() -> None:
     state = PartitionState(SPEC)
     state.apply("G1", ms(T0 + 1), KEY, 7, "a")
     state.apply("G1", ms(T0 + 2), ("camera", "fight", 4), 8, "b")
-    state.set_risk("G1", GridRisk(83.3, Level.YELLOW, ms(T0 + 2), "camera", 2))
+    state.set_risk("G1", GridRisk(83.3, Level.YELLOW, ms(T0 + 2), "camera", 2, 83.3))
     state.scored_ms = ms(T0 + 1)
     state.done_offset = 8
     records = list(state.checkpoint())
@@ -124,7 +124,7 @@ def test_a_restore_ignores_the_records_of_a_batch_that_did_not_finish() -> None:
     watermark record: the restored state is batch 1's, exactly, and batch 2's records are deleted first thing."""
     state = PartitionState(SPEC)
     state.apply("G1", ms(T0 + 1), KEY, 7, "a")
-    state.set_risk("G1", GridRisk(50.0, Level.YELLOW, ms(T0 + 1), "call110", 1))
+    state.set_risk("G1", GridRisk(50.0, Level.YELLOW, ms(T0 + 1), "call110", 1, 50.0))
     state.done_offset = 7
     first = list(state.checkpoint())
     state.apply("G1", ms(T0 + 2), KEY, 8, "b")
@@ -173,7 +173,7 @@ def test_bucket_serialisation_keeps_severity_as_int() -> None:
 def test_a_log_that_began_again_keeps_the_counts_and_rewrites_the_checkpoint() -> None:
     state = PartitionState(SPEC)
     state.apply("G1", ms(T0 + 1), KEY, 7000, "a")
-    state.set_risk("G1", GridRisk(50.0, Level.YELLOW, ms(T0 + 1), "call110", 1))
+    state.set_risk("G1", GridRisk(50.0, Level.YELLOW, ms(T0 + 1), "call110", 1, 50.0))
     state.done_offset = 7000
     list(state.checkpoint())
     state.restart_log()
@@ -188,7 +188,8 @@ def test_a_log_that_began_again_keeps_the_counts_and_rewrites_the_checkpoint() -
 
 def test_a_changelog_of_the_older_format_is_not_trusted_and_is_deleted() -> None:
     """Records written before they carried their batch (b|grid|start, r|grid, a 3-item watermark)."""
-    old = [(f"b|G1|{T0}", Bucket({KEY: 2}, 7).to_bytes()), ("r|G1", GridRisk(50.0, Level.YELLOW, 0, "", 2).to_bytes()),
+    risk = GridRisk(50.0, Level.YELLOW, 0, "", 2, 50.0)
+    old = [(f"b|G1|{T0}", Bucket({KEY: 2}, 7).to_bytes()), ("r|G1", risk.to_bytes()),
            ("wm", orjson.dumps([ms(T0 + 1), T0, 7]))]  # fmt: skip
     restored = PartitionState(SPEC)
     restored.restore(old)
