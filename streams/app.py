@@ -47,6 +47,7 @@ from pingan.store.client import DriverExecutor, connect
 from pingan.topics import ensure_topics
 from schemas.payloads import SOURCE_PAYLOADS
 from streams.baseline import BaselineModel
+from streams.log_loss import LogLossKeeper
 from streams.pipeline import BatchResult, PipelineConfig, Record, dead_letter_of, heartbeat_record, process_batch
 from streams.risk_index import IndexConfig
 from streams.windows import PartitionState, WindowSpec, record_fingerprint
@@ -128,6 +129,12 @@ class StorageWriter:
             "ClickHouse insert", lambda: loop.run_in_executor(self._thread, self._run, work), (StorageUnavailable,),
             stopping=self._stopping,
         )  # fmt: skip
+
+    async def call(self, work: Callable[[DriverExecutor], T]) -> T:
+        """Run ``work`` with this writer's client on its thread, retried while ClickHouse is away."""
+        done: list[T] = []
+        await self._retried(lambda client: done.append(work(client)))
+        return done[-1]
 
     def close(self) -> None:
         """Let go of ClickHouse without waiting for an insert that hangs (a stop must not wait out a timeout)."""
@@ -244,6 +251,8 @@ class Worker:
             timedelta(seconds=settings.max_future_seconds),
         ))  # fmt: skip
         self.storage = StorageWriter(settings, stopping=lambda: app.should_stop)
+        self.keeper = LogLossKeeper(settings.worker_id, settings.topic_events, self.spec, self.pipeline,
+                                    self.storage.call, clock)  # fmt: skip
         self.refused_messages = 0
         self.last_record: dict[int, float] = {}  # partition -> time.monotonic() of its last record
         self.log_losses = 0  # partitions whose input log was found shorter than their checkpoint
@@ -271,6 +280,13 @@ class Worker:
         await self.table.changelog_topic.maybe_declare()
         for partition in lost:
             self.state_for(partition).restart_log()
+        await self.keeper.log_lost(lost, self.states)
+
+    async def prepare(self, partitions: Sequence[int]) -> None:
+        """Restore the state of newly assigned partitions, rebuilt from ClickHouse where it was lost."""
+        for partition in partitions:
+            if partition not in self.states:
+                self.states[partition] = await self.keeper.restored(partition, self.state_for(partition))
 
     def forget(self, partitions: set[int]) -> None:
         """Set aside the state of partitions this worker no longer owns: if one comes back, the changelog says
@@ -478,6 +494,7 @@ class LogWatch:
         self.bootstrap = bootstrap
         self.done: Callable[[int], tuple[int, int]] = lambda partition: (-1, 0)
         self.on_log_lost: Callable[[dict[int, tuple[int, int]]], Awaitable[None]] = lambda lost: asyncio.sleep(0)
+        self.prepare: Callable[[Sequence[int]], Awaitable[None]] = lambda partitions: asyncio.sleep(0)
 
     async def fingerprints(self, topic: str, offsets: Mapping[int, int]) -> dict[int, int | None]:
         """The fingerprint of the record at each partition's offset, None where there is none: read with a
@@ -527,6 +544,7 @@ def rewinding_consumer(topic: str, watch: LogWatch) -> type[faust_kafka.Consumer
             mine = sorted(tp for tp in self.assignment() if tp.topic == topic)
             if not mine:
                 return
+            await watch.prepare([tp.partition for tp in mine])
             ends = await self.highwaters(*mine)
             lost: dict[int, tuple[int, int]] = {}
             checked = {}
@@ -643,6 +661,7 @@ def create_app(
     worker.table = table
     watch.done = worker.checkpointed
     watch.on_log_lost = worker.on_log_lost
+    watch.prepare = worker.prepare
 
     @app.agent(events_topic, name="risk-index")
     async def risk_index_agent(stream: faust.StreamT) -> None:
