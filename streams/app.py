@@ -558,6 +558,8 @@ def rewinding_consumer(topic: str, watch: LogWatch) -> type[faust_kafka.Consumer
                     checked[tp.partition] = (done_offset, fingerprint)
             if checked:  # long enough, but is it the same log? The record the checkpoint ended on must be there
                 found = await watch.fingerprints(topic, {p: offset for p, (offset, _) in checked.items()})
+                log.info("partitions of %s checked against their checkpoint (offset, fingerprint): %s; found there: %s",
+                         topic, checked, found)  # fmt: skip
                 for partition, (offset, fingerprint) in checked.items():
                     if found[partition] != fingerprint:
                         lost[partition] = (offset + 1, ends.get(TopicPartition(topic, partition), -1))
@@ -585,6 +587,28 @@ def rewinding_consumer(topic: str, watch: LogWatch) -> type[faust_kafka.Consumer
                          [tp.partition for tp in never_committed], topic)  # fmt: skip
                 for tp in never_committed:
                     await self.seek_in_thread(tp, 0)
+
+        async def seek_to_committed(self) -> Mapping[Any, int | None]:
+            """Seek each assigned partition to its committed offset, skipping a partition revoked meanwhile.
+
+            aiokafka's seek_to_committed asks for one partition's committed offset at a time (an await each) and
+            then seeks it. Faust's getmany calls it when it finds the flow stopped, which is in the middle of a
+            rebalance: a partition revoked during one of those awaits made the seek raise IllegalStateError "No
+            current assignment for partition" (seen on rejoins). A revoked partition needs no seek: the next
+            assignment's recovery seeks every partition it assigns."""
+            return await self._thread.call_thread(self._seek_assigned_to_committed)
+
+        async def _seek_assigned_to_committed(self) -> dict[Any, int | None]:
+            consumer = self._thread._ensure_consumer()
+            committed: dict[Any, int | None] = {}
+            for tp in sorted(consumer.assignment()):
+                offset = await consumer.committed(tp)
+                if tp not in consumer.assignment():
+                    continue
+                committed[tp] = offset
+                if offset and offset > 0:
+                    consumer.seek(tp, offset)
+            return committed
 
         async def seek_in_thread(self, tp: Any, offset: int) -> None:
             """Faust's seek calls aiokafka from the caller's thread while the consumer's own thread fetches;
@@ -628,8 +652,9 @@ def create_app(
         topic_replication_factor=settings.topic_replication,
         consumer_auto_offset_reset="earliest",
         broker_commit_interval=1.0,
-        # A restarted worker rejoins its group quickly instead of waiting out a 30 s default.
-        broker_session_timeout=10.0,
+        # A SIGKILLed worker's partitions wait out this before the group notices (10 s measured ~20 s from SIGKILL
+        # to ready); heartbeats run on the consumer's own thread, so a busy batch does not miss them.
+        broker_session_timeout=6.0,
         broker_heartbeat_interval=1.0,
         stream_buffer_maxsize=max(settings.batch_max_events * 2, 4096),
         web_enabled=False,
