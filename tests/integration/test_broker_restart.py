@@ -30,7 +30,6 @@ from api.app import create_app
 from pingan import services
 from pingan.grids import GridRegistry
 from pingan.settings import Settings
-from pingan.store import events
 from pingan.store.client import connect
 from pingan.store.migrate import prepare_database
 from pingan.topics import ensure_topics
@@ -38,6 +37,7 @@ from tests.support.events import call110
 from tests.support.kafka import produce
 from tests.support.multi_worker import differences, results
 from tests.support.processes import ChildProcess, wait_for
+from tests.support.stored import distinct_events
 
 pytestmark = pytest.mark.integration
 log = logging.getLogger(__name__)
@@ -57,14 +57,6 @@ def _stream(grid_ids: list[str], start: datetime, first: int, count: int = PER_P
     return messages
 
 
-def _distinct(settings: Settings) -> int:
-    executor = connect(settings)
-    try:
-        return events.count_distinct(executor)
-    finally:
-        executor.close()
-
-
 def _by_partition(settings: Settings) -> list[tuple]:
     executor = connect(settings)
     try:
@@ -79,7 +71,7 @@ def _by_partition(settings: Settings) -> list[tuple]:
 def _stored_within(settings: Settings, expected: int, worker: ChildProcess, what: str) -> float:
     started = time.monotonic()
     try:
-        wait_for(lambda: _distinct(settings) == expected, timeout=STORED_WITHIN_S, what=what)
+        wait_for(lambda: distinct_events(settings) == expected, timeout=STORED_WITHIN_S, what=what)
     except AssertionError as exc:
         raise AssertionError(f"{exc}; stored per partition (events, first, last offset): {_by_partition(settings)}"
                              f"\n{worker.log_tail(30)}") from None  # fmt: skip
@@ -165,7 +157,7 @@ async def test_a_broker_that_comes_back_empty_loses_no_later_event_and_the_map_i
         await ensure_topics(mine)
         await produce(mine, mine.topic_events, phases[0])
         workers.append(ChildProcess("worker", mine, tmp_path / "worker.log").start())
-        wait_for(lambda: _distinct(mine) == PER_PHASE, timeout=90, what="the first phase stored")
+        wait_for(lambda: distinct_events(mine) == PER_PHASE, timeout=90, what="the first phase stored")
         assert (await api.losses())["log_losses"]["detected"] == []
 
         # 1. The broker restarts under the running worker.
@@ -212,7 +204,9 @@ async def test_a_broker_that_comes_back_empty_loses_no_later_event_and_the_map_i
         assert all(rebuilding == 0 for _, rebuilding in counted.values())
 
         # The map matches the undisturbed run once the rebuild is done.
-        wait_for(lambda: _distinct(reference) == 4 * PER_PHASE, timeout=90, what="the reference stored everything")
+        wait_for(
+            lambda: distinct_events(reference) == 4 * PER_PHASE, timeout=90, what="the reference stored everything"
+        )
         mine_db, reference_db = connect(mine), connect(reference)
         try:
             compared = ("windows", "risk", "alerts")

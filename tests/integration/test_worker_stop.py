@@ -18,13 +18,12 @@ import pytest
 from pingan import services
 from pingan.grids import GridRegistry
 from pingan.settings import Settings
-from pingan.store import events
-from pingan.store.client import connect
 from pingan.store.migrate import prepare_database
 from pingan.topics import ensure_topics
 from tests.support.events import call110
 from tests.support.kafka import produce
 from tests.support.processes import ChildProcess, wait_for
+from tests.support.stored import distinct_events
 
 pytestmark = pytest.mark.integration
 log = logging.getLogger(__name__)
@@ -42,14 +41,6 @@ def _stop_seconds(child: ChildProcess) -> float:
     except subprocess.TimeoutExpired:
         raise AssertionError(f"SIGTERM: still running after {STOP_WITHIN_S:.0f}s\n{child.log_tail()}") from None
     return time.monotonic() - began
-
-
-def _stored(settings: Settings) -> int:
-    executor = connect(settings)
-    try:
-        return events.count_distinct(executor)
-    finally:
-        executor.close()
 
 
 async def test_sigterm_stops_a_worker_within_5_s_while_rebalancing_and_while_the_broker_is_gone(
@@ -73,7 +64,7 @@ async def test_sigterm_stops_a_worker_within_5_s_while_rebalancing_and_while_the
         await produce(mine, mine.topic_events, stream)
         first, second = workers
         first.start()
-        wait_for(lambda: _stored(mine) > 0, timeout=60, what="the first worker storing")
+        wait_for(lambda: distinct_events(mine) > 0, timeout=60, what="the first worker storing")
 
         # Rebalancing: the second worker is joining the group (the first is revoking and rejoining meanwhile).
         second.start()
@@ -82,7 +73,7 @@ async def test_sigterm_stops_a_worker_within_5_s_while_rebalancing_and_while_the
         rebalancing = _stop_seconds(second)
 
         # The broker gone: fetches, heartbeats and commits fail and are retried.
-        wait_for(lambda: _stored(mine) == len(stream), timeout=60, what="every event stored")
+        wait_for(lambda: distinct_events(mine) == len(stream), timeout=60, what="every event stored")
         services.down(mine)
         wait_for(lambda: "Connect call failed" in first.log_tail(50), timeout=30, what="the worker missing the broker")
         broker_gone = _stop_seconds(first)
