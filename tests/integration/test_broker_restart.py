@@ -10,12 +10,19 @@ Two losses, one test (each broker restart costs seconds):
    survived to tell, but ClickHouse holds the partitions' events ("state_lost"): the window state is replayed
    from ClickHouse ("clickhouse").
 A reference worker reads all the events in one undisturbed log into a database of its own meanwhile.
+
+At the end, on the same services: SIGTERM stops a worker within 5 s while it is joining the group (a
+rebalance) and while the broker is gone (fetches, heartbeats and commits failing). A graceful stop that would
+take longer is cut short by streams.stopping.PromptWorker, which loses nothing. Waiting out ClickHouse is in
+test_clickhouse_restart.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import signal
+import subprocess
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -45,6 +52,7 @@ log = logging.getLogger(__name__)
 PER_PHASE = 1500
 # The acceptance bound: every event produced after the restart is stored within this, with no manual restart.
 STORED_WITHIN_S = 60
+STOP_WITHIN_S = 5.0
 
 
 def _stream(grid_ids: list[str], start: datetime, first: int, count: int = PER_PHASE) -> list[tuple[bytes, bytes]]:
@@ -76,6 +84,18 @@ def _stored_within(settings: Settings, expected: int, worker: ChildProcess, what
         raise AssertionError(f"{exc}; stored per partition (events, first, last offset): {_by_partition(settings)}"
                              f"\n{worker.log_tail(30)}") from None  # fmt: skip
     return time.monotonic() - started
+
+
+def _stop_seconds(child: ChildProcess) -> float:
+    """SIGTERM, and the seconds until the process is gone (fails past STOP_WITHIN_S)."""
+    assert child.process is not None and child.alive, child.log_tail()
+    began = time.monotonic()
+    child.process.send_signal(signal.SIGTERM)
+    try:
+        child.process.wait(timeout=STOP_WITHIN_S)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"SIGTERM: still running after {STOP_WITHIN_S:.0f}s\n{child.log_tail()}") from None
+    return time.monotonic() - began
 
 
 class Api:
@@ -227,6 +247,18 @@ async def test_a_broker_that_comes_back_empty_loses_no_later_event_and_the_map_i
             reference_db.close()
         log.info("stored after the restart within %.1fs, after the second within %.1fs", first_recovery,
                  second_recovery)  # fmt: skip
+
+        # SIGTERM while rebalancing: another member is joining the group (the running worker rejoins meanwhile).
+        joiner = ChildProcess("worker", mine.model_copy(update={"data_dir": tmp_path / "joiner"}), tmp_path / "j.log")
+        workers.append(joiner.start())
+        wait_for(lambda: "(Re-)joining group" in joiner.log_tail(200), timeout=60, what="the new member joining")
+        assert "Successfully synced group" not in joiner.log_tail(200), "joined already: no rebalance to stop in"
+        rebalancing = _stop_seconds(joiner)
+        # SIGTERM with the broker gone.
+        services.down(mine)
+        wait_for(lambda: "Connect call failed" in workers[1].log_tail(50), timeout=30, what="the worker missing it")
+        broker_gone = _stop_seconds(workers[1])
+        log.info("SIGTERM to exit: rebalancing %.1fs, broker gone %.1fs", rebalancing, broker_gone)
     finally:
         for worker_process in workers:
             worker_process.stop()
