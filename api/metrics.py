@@ -3,8 +3,9 @@
 Request latency is measured by a middleware per route template (``/v1/grids/{grid_id}``, never the raw
 path, so label cardinality stays bounded). The rest is read at scrape time: the map snapshot's age and
 version from memory, the worker's lag per partition from the broker (the readiness probe's clients), and
-from ClickHouse the events stored per source in the last minutes, dead letters per kind and alerts per
-level. Each app has a registry of its own (tests build many apps in one process).
+from ClickHouse the events stored per source in the last minutes, dead letters per kind, alerts per level
+and the lost logs the worker detected per partition (with those whose window state is still being rebuilt).
+Each app has a registry of its own (tests build many apps in one process).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, His
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pingan.clock import Clock
-from pingan.store import alerts, dead_letters, events
+from pingan.store import alerts, dead_letters, events, log_losses
 from pingan.store.client import Executor
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,13 @@ class ApiMetrics:
                                  ["source"], registry=r)  # fmt: skip
         self.dead_letters = Gauge("pingan_dead_letters", "dead letters stored, per kind", ["kind"], registry=r)
         self.alerts = Gauge("pingan_alerts", "alerts stored, per level and kind", ["level", "kind"], registry=r)
+        self.log_losses = Gauge("pingan_worker_log_losses",
+                                "lost logs the worker detected since the table began (broker came back empty, topic "
+                                "recreated, changelog empty), per topic, partition and reason",
+                                ["topic", "partition", "reason"], registry=r)  # fmt: skip
+        self.rebuilding = Gauge("pingan_worker_log_loss_rebuilding",
+                                "of those, detections whose window state is not yet whole again",
+                                ["topic", "partition", "reason"], registry=r)  # fmt: skip
         self.scrape_errors = Gauge("pingan_metrics_source_up", "1 when the source answered this scrape",
                                    ["source"], registry=r)  # fmt: skip
 
@@ -74,6 +82,7 @@ class ApiMetrics:
                                                    event_time_floor=now - RATE_EVENT_TIME_FLOOR)  # fmt: skip
             kinds = dead_letters.count_by_kind(executor)
             by_level = alerts.count_by_level(executor)
+            losses = log_losses.count_by_partition(executor)
         except Exception as exc:  # metrics must still answer with what they have
             log.warning("metrics: ClickHouse figures unavailable: %s", exc)
             self.scrape_errors.labels("clickhouse").set(0)
@@ -88,6 +97,11 @@ class ApiMetrics:
         self.alerts.clear()
         for (level, kind), count in by_level.items():
             self.alerts.labels(level, kind).set(count)
+        self.log_losses.clear()
+        self.rebuilding.clear()
+        for (topic, partition, reason), (detected, pending) in losses.items():
+            self.log_losses.labels(topic, str(partition), reason).set(detected)
+            self.rebuilding.labels(topic, str(partition), reason).set(pending)
 
     async def render(self, resources: Any) -> bytes:
         snapshots = resources.snapshots

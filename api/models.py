@@ -277,16 +277,45 @@ class PartitionLag(BaseModel):
     lag: int
 
 
+class LogLoss(BaseModel):
+    detected_at: str
+    worker: str
+    topic: str
+    partition: int
+    reason: Literal["log_lost", "state_lost"] = Field(
+        description="log_lost: the input log was shorter than what was done in it, or held other records; "
+        "state_lost: the window-state changelog held nothing while ClickHouse had the partition's events"
+    )
+    done_offset: int = Field(description="records done in the old log (-1: unknown)")
+    end_offset: int = Field(description="where the log ended when found lost (-1: unknown)")
+    restart_offset: int = Field(description="where reading went on in the new log")
+    rebuilt: bool
+    rebuilt_from: Literal["kept", "clickhouse"] | None = Field(
+        description="kept: the worker still had the state; clickhouse: replayed from the stored events"
+    )
+    rebuilt_events: int
+    rebuilt_at: str | None
+
+
+class LogLosses(BaseModel):
+    since: str | None = None
+    rebuilding: int | None = Field(default=None, description="detections whose window state is not whole yet")
+    detected: list[LogLoss] | None = None
+    error: str | None = None
+
+
 class WorkerCheck(BaseModel):
-    status: Literal["ok", "lagging", "idle", "not_consuming", "no_topic", "unknown"] = Field(
+    status: Literal["ok", "lagging", "idle", "not_consuming", "no_topic", "unknown", "rebuilding"] = Field(
         description="ok; lagging above the threshold; idle/not_consuming when the group never committed; "
-        "no_topic when the events topic does not exist; unknown when the lag could not be read"
+        "no_topic when the events topic does not exist; unknown when the lag could not be read; rebuilding "
+        "while a partition whose log was lost has its window state rebuilt"
     )
     group: str
     topic: str
     lag: int | None = Field(description="events not yet processed, summed over partitions")
     partitions: list[PartitionLag] | None = None
     error: str | None = None
+    log_losses: LogLosses | None = Field(default=None, description="lost logs the worker detected in the last 24 h")
 
 
 class ReadyChecks(BaseModel):

@@ -1,4 +1,5 @@
-"""Readiness probes: the broker answers metadata, ClickHouse answers a query, the worker keeps up.
+"""Readiness probes: the broker answers metadata, ClickHouse answers a query, the worker keeps up, and what
+the worker found when the broker lost a log (``log_losses``, written by the worker: see streams/log_loss.py).
 
 Every probe has a hard deadline, so a blackholed broker or a stuck server makes ``/readyz`` say 503
 within a few seconds instead of hanging the caller.
@@ -9,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from datetime import timedelta
 from typing import Any
 
 import anyio.to_thread
@@ -16,7 +18,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from api.storage import Storage
+from pingan.clock import Clock
 from pingan.settings import Settings
+from pingan.store import log_losses
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +28,8 @@ PROBE_TIMEOUT_SECONDS = 2.0
 # Above this many unprocessed events the worker is reported "lagging" (reported only: the API still
 # serves what ClickHouse has, and a backlog after a restart is normal).
 LAG_WARNING_EVENTS = 100_000
+# Lost logs detected this recently are shown in /readyz (older ones stay in ClickHouse and in /metrics).
+LOG_LOSS_WINDOW = timedelta(hours=24)
 
 
 def _describe(exc: BaseException) -> str:
@@ -178,3 +184,34 @@ async def check_clickhouse(storage: Storage, timeout: float = PROBE_TIMEOUT_SECO
     except Exception as exc:
         return {"ok": False, "latency_ms": _elapsed_ms(started), "error": _describe(exc)}
     return {"ok": True, "latency_ms": _elapsed_ms(started), "version": version}
+
+
+async def check_log_losses(storage: Storage, clock: Clock, timeout: float = PROBE_TIMEOUT_SECONDS) -> dict[str, Any]:
+    """The lost logs the worker detected in the last LOG_LOSS_WINDOW, newest first, and how many partitions
+    still wait for their window state to be rebuilt.
+
+    The worker's own record: the API cannot tell a lost log from the broker's answers (Tansu reports a lower
+    bound of a partition's end, so a committed offset beyond it is normal there)."""
+    since = clock.now() - LOG_LOSS_WINDOW
+
+    def read() -> list[log_losses.LogLoss]:
+        return log_losses.recent(storage.executor, since)
+
+    try:
+        async with asyncio.timeout(timeout):
+            found = await anyio.to_thread.run_sync(read, abandon_on_cancel=True)
+    except Exception as exc:
+        return {"error": _describe(exc)}
+    return {
+        "since": since.isoformat(),
+        "rebuilding": sum(1 for loss in found if not loss.rebuilt),
+        "detected": [loss.document() for loss in found],
+    }
+
+
+def with_log_losses(worker: dict[str, Any], losses: dict[str, Any]) -> dict[str, Any]:
+    """The worker's report with its lost logs; its status says "rebuilding" while a partition's state is not
+    whole again (the API still serves what ClickHouse holds, so it stays ready)."""
+    if losses.get("rebuilding"):
+        worker = {**worker, "status": "rebuilding"}
+    return {**worker, "log_losses": losses}

@@ -60,8 +60,8 @@ def report(runs: list[ScenarioResult], rate: float) -> list[str]:
     watched = ", ".join(f"{name}: {count}" for name, count in counts.items())
     lines += [
         "",
-        f"Group results identical to the single worker's in {identical} of {len(runs)} runs (the others lost "
-        "events: see the run lines above). "
+        f"Group results identical to the single worker's in {identical} of {len(runs)} runs (see the run lines "
+        "above for the others: lost events, or the rows that differ). "
         f"Worker log lines over all runs: {watched}.",
         "",
     ]
@@ -98,6 +98,11 @@ def main() -> None:
                     result = failed.result
                 runs.append(result)
                 print(f"run {index}: " + "; ".join(str(s) for s in result.stalls), flush=True)
+                if result.group and differences(result.group, result.single):
+                    # what differed, and what the group's workers said about lost logs and holes
+                    print(f"run {index} differs: {differences(result.group, result.single)}", flush=True)
+                    for line in result.log_lines("ERROR")[:20]:
+                        print(f"run {index}: {line[:300]}", flush=True)
         finally:
             services.down(settings)
         lines = report(runs, args.rate)  # reads the runs' worker logs, inside the temporary directory

@@ -47,6 +47,7 @@ from pingan.store.client import DriverExecutor, connect
 from pingan.topics import ensure_topics
 from schemas.payloads import SOURCE_PAYLOADS
 from streams.baseline import BaselineModel
+from streams.log_loss import LogLossKeeper
 from streams.pipeline import BatchResult, PipelineConfig, Record, dead_letter_of, heartbeat_record, process_batch
 from streams.risk_index import IndexConfig
 from streams.windows import PartitionState, WindowSpec, record_fingerprint
@@ -128,6 +129,12 @@ class StorageWriter:
             "ClickHouse insert", lambda: loop.run_in_executor(self._thread, self._run, work), (StorageUnavailable,),
             stopping=self._stopping,
         )  # fmt: skip
+
+    async def call(self, work: Callable[[DriverExecutor], T]) -> T:
+        """Run ``work`` with this writer's client on its thread, retried while ClickHouse is away."""
+        done: list[T] = []
+        await self._retried(lambda client: done.append(work(client)))
+        return done[-1]
 
     def close(self) -> None:
         """Let go of ClickHouse without waiting for an insert that hangs (a stop must not wait out a timeout)."""
@@ -257,9 +264,12 @@ class Worker:
             timedelta(seconds=settings.max_future_seconds),
         ))  # fmt: skip
         self.storage = StorageWriter(settings, stopping=lambda: app.should_stop)
+        self.keeper = LogLossKeeper(settings.worker_id, settings.topic_events, self.spec, self.pipeline,
+                                    self.storage.call, clock)  # fmt: skip
         self.refused_messages = 0
         self.last_record: dict[int, float] = {}  # partition -> time.monotonic() of its last record
         self.log_losses = 0  # partitions whose input log was found shorter than their checkpoint
+        self.anchors: dict[int, tuple[int, int]] = {}  # partition -> (offset, fingerprint): see anchor
         self.rereads = 0  # times a partition was read again from a hole in what was delivered
         self.states: dict[int, PartitionState] = {}
         self.set_aside: dict[int, PartitionState] = {}  # revoked partitions' states (see forget)
@@ -275,6 +285,18 @@ class Worker:
         state = self.state_for(partition)
         return state.done_offset, state.done_fingerprint
 
+    def anchor(self, partition: int) -> tuple[int, int]:
+        """The record to check a partition's log against at an assignment: the first done point this process saw
+        since the last check, else the checkpoint's. A broker that came back empty is fetched from the old
+        position until the group notices: records of the new log then follow the old ones, and the checkpoint's
+        own record is one of the new log's; an older one tells the logs apart."""
+        return self.anchors.get(partition) or self.checkpointed(partition)
+
+    def log_checked(self, partitions: Sequence[int]) -> None:
+        """These partitions' logs are the ones their state was built from: check from their done points on."""
+        for partition in partitions:
+            self.anchors.pop(partition, None)
+
     async def on_log_lost(self, lost: dict[int, tuple[int, int]]) -> None:
         """The input log of these partitions began again (see rewinding_consumer): recreate the topics that went
         with it, and restart the partitions' offsets. What was counted stays counted (duplicates are then told by
@@ -284,6 +306,14 @@ class Worker:
         await self.table.changelog_topic.maybe_declare()
         for partition in lost:
             self.state_for(partition).restart_log()
+        self.log_checked(list(lost))  # the new log is checked from its own done points on
+        await self.keeper.log_lost(lost, self.states)
+
+    async def prepare(self, partitions: Sequence[int]) -> None:
+        """Restore the state of newly assigned partitions, rebuilt from ClickHouse where it was lost."""
+        for partition in partitions:
+            if partition not in self.states:
+                self.states[partition] = await self.keeper.restored(partition, self.state_for(partition))
 
     def forget(self, partitions: set[int]) -> None:
         """Set aside the state of partitions this worker no longer owns: if one comes back, the changelog says
@@ -362,6 +392,8 @@ class Worker:
             self.last_record[partition] = time.monotonic()
             result = process_batch(records, self.state_for(partition), self.grids, self.pipeline, now=now)
             results.append((partition, result))
+            if partition not in self.anchors and result.checkpoint:
+                self.anchors[partition] = self.checkpointed(partition)
         processed = time.perf_counter()
         await self.storage.write([r for _, r in results], now)
         stored = time.perf_counter()
@@ -503,7 +535,10 @@ class LogWatch:
     def __init__(self, bootstrap: str) -> None:
         self.bootstrap = bootstrap
         self.done: Callable[[int], tuple[int, int]] = lambda partition: (-1, 0)
+        self.anchor: Callable[[int], tuple[int, int]] = lambda partition: (-1, 0)
+        self.log_checked: Callable[[Sequence[int]], None] = lambda partitions: None
         self.on_log_lost: Callable[[dict[int, tuple[int, int]]], Awaitable[None]] = lambda lost: asyncio.sleep(0)
+        self.prepare: Callable[[Sequence[int]], Awaitable[None]] = lambda partitions: asyncio.sleep(0)
 
     async def fingerprints(self, topic: str, offsets: Mapping[int, int]) -> dict[int, int | None]:
         """The fingerprint of the record at each partition's offset, None where there is none: read with a
@@ -514,10 +549,8 @@ class LogWatch:
         try:
             tps = {partition: TopicPartition(topic, partition) for partition in offsets}
             consumer.assign(list(tps.values()))
-            ends = await consumer.end_offsets(list(tps.values()))
+            # No look at the end first (a lower bound on Tansu): a seek past the end finds no record there.
             for partition, offset in offsets.items():
-                if offset >= ends.get(tps[partition], 0):
-                    continue
                 consumer.seek(tps[partition], offset)
                 batch = await consumer.getmany(tps[partition], timeout_ms=FINGERPRINT_WAIT_MS, max_records=1)
                 for record in batch.get(tps[partition], []):
@@ -548,11 +581,22 @@ def rewinding_consumer(topic: str, watch: LogWatch) -> type[faust_kafka.Consumer
     """
 
     class Consumer(faust_kafka.Consumer):
+        _positioning: asyncio.Lock | None = None
+
         async def perform_seek(self) -> None:
+            # Faust seeks from the recovery and from getmany, which can overlap: one positioning at a time, so a
+            # lost log is acted on once and the second sees the state the first left.
+            if self._positioning is None:
+                self._positioning = asyncio.Lock()
+            async with self._positioning:
+                await self._position()
+
+        async def _position(self) -> None:
             await super().perform_seek()
             mine = sorted(tp for tp in self.assignment() if tp.topic == topic)
             if not mine:
                 return
+            await watch.prepare([tp.partition for tp in mine])
             ends = await self.highwaters(*mine)
             lost: dict[int, tuple[int, int]] = {}
             checked = {}
@@ -560,12 +604,18 @@ def rewinding_consumer(topic: str, watch: LogWatch) -> type[faust_kafka.Consumer
                 done_offset, fingerprint = watch.done(tp.partition)
                 done = max(done_offset + 1, self._committed_offset.get(tp) or 0)
                 end = ends.get(tp)
-                if end is not None and done > end:
+                anchor, anchored = watch.anchor(tp.partition)
+                if anchor >= 0 and anchored:
+                    # A record the state was built from decides: Tansu reports a partition's end as the first offset
+                    # of its last produce request + 1, so an end before ``done`` proves nothing on its own (it made
+                    # a whole log look lost when the last request held several records).
+                    checked[tp.partition] = (anchor, anchored)
+                elif end is not None and done > end:
                     lost[tp.partition] = (done, end)
-                elif done_offset >= 0 and fingerprint:
-                    checked[tp.partition] = (done_offset, fingerprint)
-            if checked:  # long enough, but is it the same log? The record the checkpoint ended on must be there
+            if checked:  # is it the same log? The record the checkpoint ended on must be there
                 found = await watch.fingerprints(topic, {p: offset for p, (offset, _) in checked.items()})
+                log.info("partitions of %s checked against their checkpoint (offset, fingerprint): %s; found there: %s",
+                         topic, checked, found)  # fmt: skip
                 for partition, (offset, fingerprint) in checked.items():
                     if found[partition] != fingerprint:
                         lost[partition] = (offset + 1, ends.get(TopicPartition(topic, partition), -1))
@@ -578,6 +628,7 @@ def rewinding_consumer(topic: str, watch: LogWatch) -> type[faust_kafka.Consumer
                 for tp in mine:
                     if tp.partition in lost:
                         self._forget_offsets(tp)
+            watch.log_checked([p for p in checked if p not in lost])
             for tp in mine:
                 done_offset, _ = watch.done(tp.partition)
                 committed = self._committed_offset.get(tp) or 0
@@ -593,6 +644,28 @@ def rewinding_consumer(topic: str, watch: LogWatch) -> type[faust_kafka.Consumer
                          [tp.partition for tp in never_committed], topic)  # fmt: skip
                 for tp in never_committed:
                     await self.seek_in_thread(tp, 0)
+
+        async def seek_to_committed(self) -> Mapping[Any, int | None]:
+            """Seek each assigned partition to its committed offset, skipping a partition revoked meanwhile.
+
+            aiokafka's seek_to_committed asks for one partition's committed offset at a time (an await each) and
+            then seeks it. Faust's getmany calls it when it finds the flow stopped, which is in the middle of a
+            rebalance: a partition revoked during one of those awaits made the seek raise IllegalStateError "No
+            current assignment for partition" (seen on rejoins). A revoked partition needs no seek: the next
+            assignment's recovery seeks every partition it assigns."""
+            return await self._thread.call_thread(self._seek_assigned_to_committed)
+
+        async def _seek_assigned_to_committed(self) -> dict[Any, int | None]:
+            consumer = self._thread._ensure_consumer()
+            committed: dict[Any, int | None] = {}
+            for tp in sorted(consumer.assignment()):
+                offset = await consumer.committed(tp)
+                if tp not in consumer.assignment():
+                    continue
+                committed[tp] = offset
+                if offset and offset > 0:
+                    consumer.seek(tp, offset)
+            return committed
 
         async def seek_in_thread(self, tp: Any, offset: int) -> None:
             """Faust's seek calls aiokafka from the caller's thread while the consumer's own thread fetches;
@@ -636,13 +709,18 @@ def create_app(
         topic_replication_factor=settings.topic_replication,
         consumer_auto_offset_reset="earliest",
         broker_commit_interval=1.0,
-        # A restarted worker rejoins its group quickly instead of waiting out a 30 s default.
-        broker_session_timeout=10.0,
+        # A SIGKILLed worker's partitions wait out this before the group notices (10 s measured ~20 s from SIGKILL
+        # to ready); heartbeats run on the consumer's own thread, so a busy batch does not miss them.
+        broker_session_timeout=6.0,
         broker_heartbeat_interval=1.0,
         stream_buffer_maxsize=max(settings.batch_max_events * 2, 4096),
         web_enabled=False,
         # Faust waits 3 s after each rebalance by default; nothing here needs that pause.
         stream_recovery_delay=0.0,
+        # Faust's check that a changelog's highwater is not below the offset it wrote is for RocksDB files left
+        # from another log; with memory stores it only misfires on Tansu, whose highwater is a lower bound (it
+        # crashed a worker that kept its partitions across a rebalance). A lost changelog is found by LogWatch.
+        recovery_consistency_check=False,
         producer_acks=-1,
         # Faust's default 16 KB batches made every batch's risk and dead-letter messages a few hundred produce
         # round trips (30 s for 15,000 messages); 1 MiB batches and a 5 ms linger take a few.
@@ -672,7 +750,10 @@ def create_app(
     )
     worker.table = table
     watch.done = worker.checkpointed
+    watch.anchor = worker.anchor
+    watch.log_checked = worker.log_checked
     watch.on_log_lost = worker.on_log_lost
+    watch.prepare = worker.prepare
 
     @app.agent(events_topic, name="risk-index")
     async def risk_index_agent(stream: faust.StreamT) -> None:

@@ -6,8 +6,6 @@ import asyncio
 import logging
 import time
 
-import faust
-
 from pingan.baselines import baseline_model
 from pingan.errors import StorageError
 from pingan.feeds import FeedRules, feeds_without_index, index_document, load_feeds
@@ -18,6 +16,7 @@ from pingan.store.migrate import prepare_database
 from pingan.topics import ensure_topics
 from streams.app import create_app
 from streams.risk_index import parse_config
+from streams.stopping import PromptWorker
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +60,6 @@ def run_worker(settings: Settings, *, loglevel: str = "INFO") -> None:
         settings.worker_id, len(registry.grids), index.version, baseline.version,
     )  # fmt: skip
     try:
-        faust.Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()
+        PromptWorker(app, loglevel=loglevel, quiet=True).execute_from_commandline()
     finally:
         worker.storage.close()

@@ -13,7 +13,7 @@ from api.deps import ExecutorDep, ResourcesDep
 from api.errors import error_response
 from api.metrics import MEDIA_TYPE as METRICS_MEDIA_TYPE
 from api.models import DeadLettersResponse, ErrorBody, Health, NotReady, Ready
-from api.readiness import check_clickhouse
+from api.readiness import check_clickhouse, check_log_losses, with_log_losses
 from api.responses import OrjsonResponse
 from api.views import redacted_letter
 from pingan.store import dead_letters
@@ -66,8 +66,11 @@ async def readyz(resources: ResourcesDep, caller: CallerDep) -> Response:
     reported but does not make the API unready: the API still serves what ClickHouse holds. The checks
     (hosts' errors, lag per partition) are shown to a key of any role only.
     """
-    (broker, worker), clickhouse = await asyncio.gather(resources.kafka.check(), check_clickhouse(resources.storage))
-    checks = {"broker": broker, "clickhouse": clickhouse, "worker": worker}
+    (broker, worker), clickhouse, losses = await asyncio.gather(
+        resources.kafka.check(), check_clickhouse(resources.storage),
+        check_log_losses(resources.storage, resources.clock),
+    )  # fmt: skip
+    checks = {"broker": broker, "clickhouse": clickhouse, "worker": with_log_losses(worker, losses)}
     failed = [name for name in ("broker", "clickhouse") if not checks[name]["ok"]]
     details = {"checks": checks} if caller is not None else {}
     if failed:

@@ -68,3 +68,32 @@ def stored_since_by_source(executor: Executor, since: datetime, *, event_time_fl
         {"floor": event_time_floor, "since": since},
     )
     return {source: int(n) for source, n in rows}
+
+
+def open_window_events(
+    executor: Executor, partition: int, *, span_seconds: int, floor: datetime
+) -> list[tuple[str, str, str, str, int, int]]:
+    """The on-time events of one input partition that windows still open at its newest stored event can read:
+    (event_id, grid_id, source, type, severity, event time in ms), each event once, oldest first. What the
+    worker replays when a partition's window state was lost (streams.rebuild). ``floor`` bounds the search for
+    the newest event (ClickHouse prunes the days before it); ``span_seconds`` reaches back from it."""
+    params = {"partition": partition, "floor": floor}
+    newest = executor.query(
+        "SELECT toUInt32(max(event_time)) FROM events "
+        "WHERE event_time >= %(floor)s AND kafka_partition = %(partition)s AND late = 0",
+        params,
+    )[0][0]
+    if not newest:
+        return []
+    rows = executor.query(
+        """
+        SELECT event_id, grid_id, source, type, severity, toUInt64(toUInt32(event_time)) * 1000 + event_time_ms AS ms
+        FROM events
+        WHERE event_time >= toDateTime(%(since)s) AND kafka_partition = %(partition)s AND late = 0
+        ORDER BY ms, event_id
+        LIMIT 1 BY event_id
+        """,
+        {**params, "since": max(int(newest) - span_seconds, int(floor.timestamp()))},
+    )
+    return [(event_id, grid_id, source, kind, int(severity), int(ms)) for event_id, grid_id, source, kind, severity, ms
+            in rows]  # fmt: skip

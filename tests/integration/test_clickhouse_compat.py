@@ -42,7 +42,7 @@ NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)  # first window of the sample history
 TABLES = [
     "alert_actions", "alerts", "baseline_cells", "baseline_grids", "baselines", "dead_letters", "events", "grid_units",
-    "grid_windows",
+    "grid_windows", "log_losses",
     "published_index", "risk_latest", "risk_updates", "schema_migrations", "unit_risk",
 ]  # fmt: skip
 

@@ -1,0 +1,48 @@
+"""A deadline on the worker's stop: SIGTERM ends the process within STOP_DEADLINE_SECONDS, whatever it is doing.
+
+Faust stops gracefully (agents, then the consumer: a last commit and a LeaveGroup, so the group rebalances at
+once instead of after a session timeout), but a graceful stop can wait: on a rebalance in progress, on changelog
+recovery, on a broker that does not answer. Past the deadline the process exits without finishing. That loses
+nothing: a batch's offsets are acknowledged only after its writes and its checkpoint, so what was not committed
+is read again by whoever gets the partition, and the checkpoint makes that replay exact (streams/app.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from typing import Any
+
+import faust
+
+log = logging.getLogger(__name__)
+
+# Below the 5 s a supervisor (and docs/architecture.md) promises, with room for the interpreter to exit.
+STOP_DEADLINE_SECONDS = 4.0
+
+
+def _exit_now(deadline: float) -> None:
+    log.warning("the worker did not stop within %.0fs of the signal; exiting now (what was not committed is "
+                "read again by the next owner of its partitions)", deadline)  # fmt: skip
+    logging.shutdown()
+    os._exit(0)
+
+
+class PromptWorker(faust.Worker):
+    """Faust's worker with the stop deadline armed at the first SIGTERM or SIGINT."""
+
+    stop_deadline_seconds = STOP_DEADLINE_SECONDS
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._deadline: threading.Timer | None = None
+
+    def _schedule_shutdown(self, signal: signal.Signals) -> None:
+        if self._deadline is None:
+            # A thread, not the event loop: the loop may be what is stuck.
+            self._deadline = threading.Timer(self.stop_deadline_seconds, _exit_now, (self.stop_deadline_seconds,))
+            self._deadline.daemon = True
+            self._deadline.start()
+        super()._schedule_shutdown(signal)
