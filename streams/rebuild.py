@@ -37,7 +37,7 @@ class StoredEvent:
 def replay_span_seconds(spec: WindowSpec) -> int:
     """How far before the newest stored event the replay must start: the oldest bucket a window still open at
     that watermark (or held by hysteresis) can read (the same span ``WindowSpec.is_expired`` keeps)."""
-    return spec.hop_seconds + spec.allowed_lateness_seconds + spec.held_windows * spec.bucket_seconds
+    return spec.kept_seconds
 
 
 def rebuild_state(rows: Iterable[StoredEvent], spec: WindowSpec, config: PipelineConfig) -> PartitionState:

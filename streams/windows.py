@@ -69,10 +69,15 @@ class WindowSpec:
         """
         return bucket_start <= self.expired_through(watermark_ms)
 
+    @property
+    def kept_seconds(self) -> int:
+        """How long a bucket is kept after its start: until the last window whose hour includes it (or that
+        hysteresis holds) has closed."""
+        return self.hop_seconds + self.allowed_lateness_seconds + self.held_windows * self.bucket_seconds
+
     def expired_through(self, watermark_ms: int) -> int:
         """The start of the newest bucket expired at ``watermark_ms`` (see :meth:`is_expired`)."""
-        kept = self.hop_seconds + self.allowed_lateness_seconds + self.held_windows * self.bucket_seconds
-        return self.bucket_start(watermark_ms / 1000 - kept)
+        return self.bucket_start(watermark_ms / 1000 - self.kept_seconds)
 
     def last_closed_bucket(self, watermark_ms: int) -> int:
         """Start of the newest bucket that is closed (its lateness allowance has passed)."""

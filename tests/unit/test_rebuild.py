@@ -71,7 +71,7 @@ def test_stored_events_become_buckets_of_a_state_that_starts_the_new_log() -> No
     assert state.scored_ms == ms(T0) + 300_000 - 1  # the step the last event left
     # The old log's offsets are gone: a record at offset 0 of the new log is applied, not taken as a replay.
     assert state.done_offset == -1 and state.done_fingerprint == 0
-    assert {b.applied_offset for buckets in state.buckets.values() for b in buckets.values()} == {-1}
+    assert {b.applied_position for buckets in state.buckets.values() for b in buckets.values()} == {-1}
     assert state.touched == {("G1", start), ("G2", start + 300)}  # all of it goes to the new changelog
     assert state.pending == state.provisional == {"G2"}
     # The same event id again (a producer retry, or the new log re-delivering what was stored) counts once.
