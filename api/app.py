@@ -38,10 +38,10 @@ from pingan.clock import Clock, SystemClock
 from pingan.errors import StorageError
 from pingan.feeds import index_document, load_feeds
 from pingan.grids import GridRegistry
+from pingan.index.scoring import parse_config
+from pingan.index.spatial import parse_spatial
 from pingan.settings import Settings
 from pingan.store import risk as risk_store
-from streams.risk_index import parse_config
-from streams.spatial import parse_spatial
 
 log = logging.getLogger(__name__)
 

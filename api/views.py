@@ -9,10 +9,10 @@ from datetime import datetime
 from typing import Any
 
 from pingan.grids import Grid, GridRegistry
+from pingan.index.baseline import HOURS_PER_WEEK, BaselineModel
+from pingan.index.scoring import IndexConfig
+from pingan.index.spatial import SpatialConfig, shown_level, spatial_lift
 from producers.adapters.base import redact, scrub_text
-from streams.baseline import HOURS_PER_WEEK, BaselineModel
-from streams.risk_index import IndexConfig
-from streams.spatial import SpatialConfig, shown_level, spatial_lift
 
 LEVELS = ("green", "yellow", "orange", "red")  # mildest first
 GREEN = "green"

@@ -31,14 +31,14 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from pingan import services
 from pingan.baselines import grid_profiles
 from pingan.grids import GridRegistry
+from pingan.index.baseline import BaselineModel
+from pingan.index.scoring import load_config
 from pingan.settings import Settings
 from pingan.store import events
 from pingan.store.client import connect
 from pingan.store.migrate import prepare_database
 from pingan.topics import ensure_topics
-from streams.baseline import BaselineModel
 from streams.pipeline import PipelineConfig, Record, process_batch
-from streams.risk_index import load_config
 from streams.windows import PartitionState, WindowSpec
 from tests.support.processes import ChildProcess, free_port
 

@@ -13,10 +13,10 @@ from datetime import datetime, timedelta
 
 from pingan.errors import ConfigError
 from pingan.grids import Grid, GridRegistry
+from pingan.index.baseline import PRIOR_VERSION, BaselineModel, GridProfile, LearnedBaseline, learn
+from pingan.index.scoring import IndexConfig
 from pingan.store import baselines
 from pingan.store.client import Executor
-from streams.baseline import PRIOR_VERSION, BaselineModel, GridProfile, LearnedBaseline, learn
-from streams.risk_index import IndexConfig
 
 log = logging.getLogger(__name__)
 

@@ -13,11 +13,11 @@ from pingan.baselines import learn_snapshot
 from pingan.clock import Clock, SystemClock
 from pingan.feeds import index_document, load_feeds
 from pingan.grids import GridRegistry
+from pingan.index.scoring import parse_config
 from pingan.settings import Settings
 from pingan.store import baselines
 from pingan.store.client import connect
 from pingan.store.migrate import prepare_database
-from streams.risk_index import parse_config
 
 
 def _learn(settings: Settings, args: argparse.Namespace, clock: Clock | None = None) -> int:

@@ -21,8 +21,8 @@ from enum import StrEnum
 
 import orjson
 
-from streams.baseline import BaselineModel
-from streams.risk_index import Assessment, Expectations, IndexConfig, Level, assess, shown_level
+from pingan.index.baseline import BaselineModel
+from pingan.index.scoring import Assessment, Expectations, IndexConfig, Level, assess, shown_level
 
 log = logging.getLogger(__name__)
 

@@ -12,12 +12,12 @@ from pingan.baselines import baseline_model
 from pingan.errors import StorageError
 from pingan.feeds import FeedRules, feeds_without_index, index_document, load_feeds
 from pingan.grids import GridRegistry
+from pingan.index.scoring import parse_config
 from pingan.settings import Settings
 from pingan.store.client import connect
 from pingan.store.migrate import prepare_database
 from pingan.topics import ensure_topics
 from streams.app import create_app
-from streams.risk_index import parse_config
 
 log = logging.getLogger(__name__)
 

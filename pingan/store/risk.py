@@ -12,7 +12,7 @@ import orjson
 from pingan.store.client import Executor, Rejected, insert_isolating
 
 if TYPE_CHECKING:
-    from streams.risk_index import Assessment, Level, SourceAssessment
+    from pingan.index.scoring import Assessment, Level, SourceAssessment
     from streams.windows import Hold
 
 COLUMNS = (

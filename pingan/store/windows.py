@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from pingan.store.client import Executor, Rejected, insert_isolating
 
 if TYPE_CHECKING:
-    from streams.risk_index import Assessment, IndexConfig
+    from pingan.index.scoring import Assessment, IndexConfig
 
 TABLE = "grid_windows"
 COLUMNS = (

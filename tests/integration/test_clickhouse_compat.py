@@ -25,14 +25,14 @@ from pingan.clock import FixedClock
 from pingan.dead_letter import DeadLetter
 from pingan.errors import InvalidEvent
 from pingan.grids import Grid, GridRegistry, ring_area_centroid
+from pingan.index.baseline import BaselineModel, GridProfile
+from pingan.index.scoring import load_config
 from pingan.published_index import period_containing, publish
 from pingan.settings import Settings
 from pingan.store import alerts, baselines, dead_letters, events, grid_units, published, risk, server, units, windows
 from pingan.store.client import DriverExecutor, Executor, connect
 from pingan.store.migrate import load_migrations, migrate
 from schemas.envelope import Event
-from streams.baseline import BaselineModel, GridProfile
-from streams.risk_index import load_config
 from tests.support import small_city
 from tests.support.chdb_executor import ChdbExecutor
 

@@ -24,11 +24,11 @@ from api.ingest_models import IngestResponse
 from pingan.errors import StorageError
 from pingan.feeds import index_document, load_feeds
 from pingan.grids import GridRegistry
+from pingan.index.scoring import assess, parse_config
 from pingan.settings import REPO_ROOT, Settings
 from pingan.store import dead_letters, events, risk
 from pingan.store.client import connect
 from pingan.topics import ensure_topics
-from streams.risk_index import assess, parse_config
 from tests.support.kafka import read_topic
 from tests.support.processes import ChildProcess, run_cli, wait_for
 

@@ -14,13 +14,13 @@ import pytest
 from pingan.errors import StorageError
 from pingan.feeds import index_document, load_feeds
 from pingan.grids import GridRegistry
+from pingan.index.scoring import assess, parse_config
 from pingan.settings import REPO_ROOT, Settings
 from pingan.store import events, risk
 from pingan.store.client import connect
 from pingan.topics import ensure_topics
 from producers.adapters import adapter_for, publisher_for
 from producers.adapters.tailer import FileTailer
-from streams.risk_index import assess, parse_config
 from tests.plugins.alarm_column import FEEDS_TOML, AlarmColumnPayload
 from tests.support.kafka import read_topic
 from tests.support.plugins import write_dist_info

@@ -22,9 +22,9 @@ from pingan.feeds import (
     payload_models,
     read_feeds_config,
 )
+from pingan.index.scoring import parse_config
 from pingan.settings import Settings
 from schemas.payloads import SOURCE_PAYLOADS, AppReportCategory, Call110Category, CameraAnalytic
-from streams.risk_index import parse_config
 from tests.plugins.alarm_column import FEEDS_TOML, AlarmColumnPayload
 from tests.support.plugins import write_dist_info
 

@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 import pytest
 
 from pingan.errors import InvalidEvent
+from pingan.index.scoring import Level, load_config, shown_level
 from pingan.settings import Settings
 from pingan.store.alerts import alert_for, decode_cursor, encode_cursor
-from streams.risk_index import Level, load_config, shown_level
 from streams.windows import PartitionState, WindowSpec
 
 GREEN, YELLOW, ORANGE, RED = Level.GREEN, Level.YELLOW, Level.ORANGE, Level.RED

@@ -8,10 +8,10 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 
+from pingan.index.scoring import load_config
 from pingan.partitioning import partition_for_key
 from pingan.settings import Settings
 from streams.pipeline import PipelineConfig, Record, process_batch
-from streams.risk_index import load_config
 from streams.windows import PartitionState, WindowSpec
 
 INDEX = load_config(Settings().risk_config_path)

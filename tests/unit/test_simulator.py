@@ -12,6 +12,7 @@ import orjson
 import pytest
 
 from pingan.grids import GridRegistry
+from pingan.index.scoring import Level, assess, load_config
 from pingan.settings import Settings
 from producers.simulator import (
     DAILY_EVENTS,
@@ -23,7 +24,6 @@ from producers.simulator import (
 )
 from schemas.envelope import parse_event
 from schemas.payloads import PSEUDONYM_PATTERN
-from streams.risk_index import Level, assess, load_config
 
 KEY = b"unit-test-key"
 # 2026-11-23 19:00 China time, the evening peak.

@@ -18,9 +18,9 @@ from api.views import build_snapshot
 from pingan.config_files import read_toml
 from pingan.errors import ConfigError
 from pingan.grids import Grid, GridRegistry, ring_area_centroid
+from pingan.index.scoring import IndexConfig, Level
+from pingan.index.spatial import Lift, SpatialConfig, getis_ord, parse_spatial, shown_level, spatial_lift
 from pingan.settings import Settings
-from streams.risk_index import IndexConfig, Level
-from streams.spatial import Lift, SpatialConfig, getis_ord, parse_spatial, shown_level, spatial_lift
 
 LEVELS = IndexConfig(version="t", yellow=50.0, orange=100.0, red=150.0, severity_multiplier={}, sources={})
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)

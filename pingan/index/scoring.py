@@ -16,8 +16,8 @@ from typing import Any
 
 from pingan.config_files import read_toml
 from pingan.errors import ConfigError
-from streams.baseline import BaselineConfig, parse_baseline
-from streams.surprise import poisson_surprise
+from pingan.index.baseline import BaselineConfig, parse_baseline
+from pingan.index.surprise import poisson_surprise
 
 
 class Level(StrEnum):
@@ -225,7 +225,7 @@ def _corroborated(index: float, events: int, config: IndexConfig) -> float:
     return index
 
 
-# Per source: (expected weighted count in the window, unit weight), from streams.baseline.BaselineModel.
+# Per source: (expected weighted count in the window, unit weight), from pingan.index.baseline.BaselineModel.
 Expectations = Mapping[str, tuple[float, float]]
 
 
