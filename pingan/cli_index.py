@@ -16,6 +16,7 @@ from typing import Any
 
 from pingan.clock import Clock, SystemClock
 from pingan.grids import GridRegistry
+from pingan.index.rollup import DEFAULT_TOP, ROLLUP_LEVELS, UnitRisk, roll_up, scores_from_rows
 from pingan.published_index import (
     PERIOD_KINDS,
     Publication,
@@ -23,7 +24,6 @@ from pingan.published_index import (
     load_config,
     publish,
 )
-from pingan.rollup import DEFAULT_TOP, ROLLUP_LEVELS, UnitRisk, roll_up, scores_from_rows
 from pingan.settings import Settings
 from pingan.store import risk, units
 from pingan.store.client import DriverExecutor, Executor, connect

@@ -13,7 +13,7 @@ from api.index_models import UnitRiskDetail, UnitsRiskResponse
 from api.models import ErrorBody
 from api.responses import OrjsonResponse, dumps
 from api.routes.risk import current_risk
-from pingan.rollup import LEVELS, members, roll_up, roll_up_unit, scores_from_rows
+from pingan.index.rollup import LEVELS, members, roll_up, roll_up_unit, scores_from_rows
 
 router = APIRouter(prefix="/v1/units", tags=["units"])
 

@@ -1,4 +1,4 @@
-"""SQL of the ``unit_risk`` table: snapshots of the roll-ups (pingan.rollup), one row per unit and instant."""
+"""SQL of the ``unit_risk`` table: snapshots of the roll-ups (pingan.index.rollup), one row per unit and instant."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from pingan.rollup import UnitRisk
+from pingan.index.rollup import UnitRisk
 from pingan.store.client import Executor
 
 TABLE = "unit_risk"

@@ -358,7 +358,7 @@ async def test_every_api_query_runs_on_both_engines(settings: Settings, chdb_exe
         assert chdb_executor.query(sql, params) == rows, sql
 
 
-# --- roll-ups and the published index (pingan.rollup, pingan.published_index) ---------------------------
+# --- roll-ups and the published index (pingan.index.rollup, pingan.published_index) ---------------------------
 
 
 def load_index_sample(executor: Executor) -> None:
