@@ -9,8 +9,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.models import GridRisk, Level
+from pingan.index.levels import UnitLevel
 
-UnitLevel = Literal["community", "subdistrict", "district", "police_station"]
 PeriodKind = Literal["day", "week", "month"]
 FlagChange = Literal["entered", "left", "still", ""]
 

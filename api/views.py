@@ -10,11 +10,11 @@ from typing import Any
 
 from pingan.grids import Grid, GridRegistry
 from pingan.index.baseline import HOURS_PER_WEEK, BaselineModel
+from pingan.index.levels import LEVELS
 from pingan.index.scoring import IndexConfig
 from pingan.index.spatial import SpatialConfig, shown_level, spatial_lift
 from producers.adapters.base import redact, scrub_text
 
-LEVELS = ("green", "yellow", "orange", "red")  # mildest first
 GREEN = "green"
 
 

@@ -39,10 +39,10 @@ from typing import Any, Final
 import orjson
 
 from pingan.errors import ConfigError
+from pingan.index.levels import UNIT_LEVELS
 
 __all__ = [
     "GRID_TYPES",
-    "UNIT_LEVELS",
     "Grid",
     "GridRegistry",
     "Unit",
@@ -55,7 +55,6 @@ Point = tuple[float, float]
 Ring = tuple[Point, ...]
 BBox = tuple[float, float, float, float]  # min lon, min lat, max lon, max lat
 
-UNIT_LEVELS: Final = ("district", "subdistrict", "community", "police_station")
 # The grid types the demo district uses. Others are allowed: the risk index does not depend on the type,
 # and a real deployment brings its own vocabulary.
 GRID_TYPES: Final = ("urban", "rural", "commercial", "transport_hub", "school_zone", "industrial", "scenic")

@@ -18,12 +18,12 @@ from typing import Protocol
 from pingan.dead_letter import DeadLetter
 from pingan.errors import InvalidEvent
 from pingan.feeds import FeedRules
+from pingan.index.alerts import Alert, alert_for
 from pingan.index.baseline import BaselineModel
-from pingan.index.scoring import IndexConfig, Level
+from pingan.index.levels import Level
+from pingan.index.records import RiskUpdate, WindowRow
+from pingan.index.scoring import IndexConfig
 from pingan.partitioning import partition_for_key
-from pingan.store.alerts import Alert, alert_for
-from pingan.store.risk import RiskUpdate
-from pingan.store.windows import WindowRow
 from schemas.envelope import EARLIEST_TIME, Event, decode_object
 from schemas.payloads import SOURCE_PAYLOADS
 from streams.windows import GridRisk, Judgement, Outcome, PartitionState, record_fingerprint

@@ -15,7 +15,7 @@ from api.deps import ExecutorDep, ResourcesDep
 from api.errors import ApiError
 from api.models import ErrorBody
 from api.responses import OrjsonResponse
-from pingan.errors import InvalidEvent
+from pingan.errors import InvalidCursor
 from pingan.store import alerts
 from pingan.store.client import Executor
 
@@ -28,7 +28,7 @@ SSE_KEEPALIVE_SECONDS = 15.0
 def _page(executor: Executor, after: str | None, limit: int) -> list[dict[str, Any]]:
     try:
         return alerts.after(executor, after, limit=limit)
-    except InvalidEvent as exc:
+    except InvalidCursor as exc:
         raise ApiError(422, "invalid_cursor", exc.reason, exc.field) from None
 
 

@@ -16,6 +16,7 @@ from api.index_models import FlaggedResponse, IndexResponse
 from api.models import ErrorBody
 from api.params import storable_day
 from api.responses import OrjsonResponse
+from pingan.index.levels import UnitLevel
 from pingan.published_index import flagged_lists, period_containing
 from pingan.store import published
 from pingan.store.client import Executor
@@ -24,7 +25,7 @@ router = APIRouter(prefix="/v1/index", tags=["published index"])
 
 PeriodParam = Annotated[Literal["day", "week", "month"], Path(description="day, ISO week (Monday first) or month")]
 UnitParam = Annotated[
-    Literal["community", "subdistrict", "district", "police_station"],
+    UnitLevel,
     Query(description="unit level; the shipped config publishes community and police_station"),
 ]
 DateParam = Annotated[

@@ -10,28 +10,14 @@ import math
 from bisect import bisect_right
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from pingan.config_files import read_toml
 from pingan.errors import ConfigError
 from pingan.index.baseline import BaselineConfig, parse_baseline
+from pingan.index.levels import Level
 from pingan.index.surprise import poisson_surprise
-
-
-class Level(StrEnum):
-    GREEN = "green"
-    YELLOW = "yellow"
-    ORANGE = "orange"
-    RED = "red"
-
-    @property
-    def rank(self) -> int:
-        return _LEVEL_RANK[self]
-
-
-_LEVEL_RANK = {Level.GREEN: 0, Level.YELLOW: 1, Level.ORANGE: 2, Level.RED: 3}
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
+from pingan.index.levels import UNIT_LEVELS
 from pingan.store.client import Executor
 
 if TYPE_CHECKING:
@@ -23,12 +24,7 @@ if TYPE_CHECKING:
 TABLE = "published_index"
 
 # Unit level -> its column in grid_units: the whitelist that stands in for an identifier parameter.
-UNIT_COLUMNS = {
-    "community": "community_id",
-    "subdistrict": "subdistrict_id",
-    "district": "district_id",
-    "police_station": "police_station_id",
-}
+UNIT_COLUMNS = {level: f"{level}_id" for level in UNIT_LEVELS}
 
 
 def unit_column(unit_level: str) -> str:

@@ -36,6 +36,7 @@ from api.models import (
 )
 from pingan.clock import FixedClock
 from pingan.grids import GridRegistry
+from pingan.index.records import RiskUpdate, WindowRow
 from pingan.settings import Settings
 from pingan.store import dead_letters, risk, windows
 from pingan.store.client import Executor, connect
@@ -108,8 +109,8 @@ async def api_without_spatial(settings: Settings, tmp_path: Path) -> AsyncIterat
         yield running
 
 
-def _update(grid_id: str, score: float, level: str, version: int = 1, minutes_ago: int = 5) -> risk.RiskUpdate:
-    return risk.RiskUpdate(
+def _update(grid_id: str, score: float, level: str, version: int = 1, minutes_ago: int = 5) -> RiskUpdate:
+    return RiskUpdate(
         grid_id, NOW - timedelta(minutes=minutes_ago), score, level, "", 12, "call110", {"call110": score}, "2026.1",
         version,
     )  # fmt: skip
@@ -235,8 +236,8 @@ async def test_a_cluster_lifts_a_yellow_neighbour_and_a_lone_yellow_stays(api: A
 
 def _window(
     grid_id: str, start: datetime, events: int, score: float, level: str, version: int = 1
-) -> windows.WindowRow:
-    return windows.WindowRow(
+) -> WindowRow:
+    return WindowRow(
         grid_id, start, 300, events, float(events), {"call110": events}, {"call110/criminal": events}, score, level,
         "2026.1", version,
     )  # fmt: skip

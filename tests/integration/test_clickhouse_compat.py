@@ -25,7 +25,9 @@ from pingan.clock import FixedClock
 from pingan.dead_letter import DeadLetter
 from pingan.errors import InvalidEvent
 from pingan.grids import Grid, GridRegistry, ring_area_centroid
+from pingan.index.alerts import alert_for, encode_cursor
 from pingan.index.baseline import BaselineModel, GridProfile
+from pingan.index.records import RiskUpdate, WindowRow
 from pingan.index.scoring import load_config
 from pingan.published_index import period_containing, publish
 from pingan.settings import Settings
@@ -70,8 +72,8 @@ def _event(event_id: str, source: str, grid_id: str, minute: int, *, lon: float 
     )  # fmt: skip
 
 
-def _window(grid_id: str, minute: int, n: int, score: float, level: str, version: int) -> windows.WindowRow:
-    return windows.WindowRow(
+def _window(grid_id: str, minute: int, n: int, score: float, level: str, version: int) -> WindowRow:
+    return WindowRow(
         grid_id=grid_id, window_start=T0 + timedelta(minutes=minute), window_seconds=300, events=n,
         weighted=round(n * 1.5, 3), source_counts={"call110": n - 1, "camera": 1},
         type_counts={"call110/criminal": n - 1, "camera/crowd": 1}, score=score, level=level,
@@ -79,8 +81,8 @@ def _window(grid_id: str, minute: int, n: int, score: float, level: str, version
     )  # fmt: skip
 
 
-def _risk(grid_id: str, score: float, level: str, version: int, previous: str = "") -> risk.RiskUpdate:
-    return risk.RiskUpdate(
+def _risk(grid_id: str, score: float, level: str, version: int, previous: str = "") -> RiskUpdate:
+    return RiskUpdate(
         grid_id, NOW - timedelta(minutes=5), score, level, previous, 7, "call110" if score else "", {}, "2026.1",
         version,
     )  # fmt: skip
@@ -148,7 +150,7 @@ def load_sample(executor: Executor) -> None:
     risk.insert(executor, [_risk("G0001", 72.0, "orange", 2, "yellow"), _risk("G0003", 0.0, "green", 1)])
     at = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
     raised = [
-        alerts.alert_for(grid, before, after, score, at, version, {"top_types": []}, "v1")
+        alert_for(grid, before, after, score, at, version, {"top_types": []}, "v1")
         for grid, before, after, score, version in [
             ("G0002", "yellow", "red", 160.0, 5), ("G0001", "", "orange", 110.0, 5), ("G0002", "red", "green", 0.0, 9),
         ]
@@ -168,7 +170,7 @@ def run_store_reads(executor: Executor) -> dict[str, Any]:
         "risk.explanation": risk.explanation(executor, "G0001"),
         "risk.explanation.none": risk.explanation(executor, "G0404"),
         "alerts.after": alerts.after(executor, None),
-        "alerts.after.cursor": alerts.after(executor, alerts.encode_cursor(5, "G0001")),
+        "alerts.after.cursor": alerts.after(executor, encode_cursor(5, "G0001")),
         "alerts.newest": alerts.newest(executor, 2),
         "windows.history.300": windows.history(executor, "G0001", T0, T0 + timedelta(hours=3), 300),
         "windows.history.900": windows.history(executor, "G0001", T0, T0 + timedelta(hours=3), 900),

@@ -12,7 +12,8 @@ import pytest
 from pingan.baselines import grid_profiles
 from pingan.grids import GridRegistry
 from pingan.index.baseline import BaselineModel
-from pingan.index.scoring import Level, assess, load_config
+from pingan.index.levels import Level
+from pingan.index.scoring import assess, load_config
 from pingan.settings import Settings
 from pingan.store import dead_letters, events
 from pingan.store.client import connect

@@ -21,7 +21,8 @@ from pingan.index.baseline import (
     learn,
     parse_baseline,
 )
-from pingan.index.scoring import Level, assess, load_config
+from pingan.index.levels import Level
+from pingan.index.scoring import assess, load_config
 from pingan.index.surprise import MAX_SURPRISE, log_lower_regularized_gamma, poisson_surprise
 from pingan.settings import Settings
 from streams.windows import PartitionState, WindowSpec

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from pingan.errors import ConfigError
-from pingan.index.scoring import Level, assess, level_for, load_config, parse_config, sub_index
+from pingan.index.levels import Level
+from pingan.index.scoring import assess, level_for, load_config, parse_config, sub_index
 from pingan.settings import Settings
 
 CALL_BREAKPOINTS = ((0.0, 0.0), (3.0, 50.0), (8.0, 100.0), (16.0, 150.0), (32.0, 200.0))

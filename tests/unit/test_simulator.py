@@ -12,7 +12,8 @@ import orjson
 import pytest
 
 from pingan.grids import GridRegistry
-from pingan.index.scoring import Level, assess, load_config
+from pingan.index.levels import Level
+from pingan.index.scoring import assess, load_config
 from pingan.settings import Settings
 from producers.simulator import (
     DAILY_EVENTS,

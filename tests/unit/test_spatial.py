@@ -18,7 +18,8 @@ from api.views import build_snapshot
 from pingan.config_files import read_toml
 from pingan.errors import ConfigError
 from pingan.grids import Grid, GridRegistry, ring_area_centroid
-from pingan.index.scoring import IndexConfig, Level
+from pingan.index.levels import Level
+from pingan.index.scoring import IndexConfig
 from pingan.index.spatial import Lift, SpatialConfig, getis_ord, parse_spatial, shown_level, spatial_lift
 from pingan.settings import Settings
 
