@@ -16,14 +16,14 @@ from typing import Any
 
 from pingan.clock import Clock, SystemClock
 from pingan.grids import GridRegistry
-from pingan.index.rollup import DEFAULT_TOP, ROLLUP_LEVELS, UnitRisk, roll_up, scores_from_rows
-from pingan.published_index import (
+from pingan.index.published import (
     PERIOD_KINDS,
     Publication,
     last_complete_period,
     load_config,
     publish,
 )
+from pingan.index.rollup import DEFAULT_TOP, ROLLUP_LEVELS, UnitRisk, roll_up, scores_from_rows
 from pingan.settings import Settings
 from pingan.store import risk, units
 from pingan.store.client import DriverExecutor, Executor, connect

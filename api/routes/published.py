@@ -17,7 +17,7 @@ from api.models import ErrorBody
 from api.params import storable_day
 from api.responses import OrjsonResponse
 from pingan.index.levels import UnitLevel
-from pingan.published_index import flagged_lists, period_containing
+from pingan.index.published import flagged_lists, period_containing
 from pingan.store import published
 from pingan.store.client import Executor
 

@@ -27,9 +27,9 @@ from pingan.errors import InvalidEvent
 from pingan.grids import Grid, GridRegistry, ring_area_centroid
 from pingan.index.alerts import alert_for, encode_cursor
 from pingan.index.baseline import BaselineModel, GridProfile
+from pingan.index.published import period_containing, publish
 from pingan.index.records import RiskUpdate, WindowRow
 from pingan.index.scoring import load_config
-from pingan.published_index import period_containing, publish
 from pingan.settings import Settings
 from pingan.store import alerts, baselines, dead_letters, events, grid_units, published, risk, server, units, windows
 from pingan.store.client import DriverExecutor, Executor, connect
@@ -360,7 +360,7 @@ async def test_every_api_query_runs_on_both_engines(settings: Settings, chdb_exe
         assert chdb_executor.query(sql, params) == rows, sql
 
 
-# --- roll-ups and the published index (pingan.index.rollup, pingan.published_index) ---------------------------
+# --- roll-ups and the published index (pingan.index.rollup, pingan.index.published) ---------------------------
 
 
 def load_index_sample(executor: Executor) -> None:

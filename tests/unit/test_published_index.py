@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from pingan.errors import ConfigError
-from pingan.published_index import (
+from pingan.index.published import (
     FlagRule,
     Period,
     Scored,
