@@ -21,9 +21,9 @@ from pingan.index.published import (
     Publication,
     last_complete_period,
     load_config,
-    publish,
 )
 from pingan.index.rollup import DEFAULT_TOP, ROLLUP_LEVELS, UnitRisk, roll_up, scores_from_rows
+from pingan.publishing import publish
 from pingan.settings import Settings
 from pingan.store import risk, units
 from pingan.store.client import DriverExecutor, Executor, connect

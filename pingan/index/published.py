@@ -1,9 +1,9 @@
 """The published public-safety index (平安指数, "the PM2.5 way"): daily, weekly and monthly scores per
 community and per police station, ranked, with the change on the previous period and the flagged list.
 
-The method is in docs/risk-index.md ("The published index") and deploy/config/published-index.toml. The
-aggregation SQL lives in :mod:`pingan.store.published`; everything else here is pure (config, periods,
-weights, scores, ranks, flags) except :func:`publish`, which runs one publication against an Executor.
+The method is in docs/risk-index.md ("The published index") and deploy/config/published-index.toml. Pure
+(config, periods, weights, scores, ranks, flags): the aggregation SQL lives in :mod:`pingan.store.published`
+and :func:`pingan.publishing.publish` runs one publication against ClickHouse.
 """
 
 from __future__ import annotations
@@ -19,14 +19,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pingan.config_files import read_toml
 from pingan.errors import ConfigError
-from pingan.grids import GridRegistry
-from pingan.store import grid_units
-from pingan.store import published as store
-from pingan.store.client import Executor
+from pingan.index.levels import UNIT_LEVELS
 
 __all__ = [
     "PERIOD_KINDS",
-    "UNIT_COLUMNS",
     "FlagDiff",
     "FlagRule",
     "Period",
@@ -42,13 +38,11 @@ __all__ = [
     "load_config",
     "parse_config",
     "period_containing",
-    "publish",
     "ratio_score",
     "score_units",
 ]
 
 PERIOD_KINDS: Final = ("day", "week", "month")
-UNIT_COLUMNS: Final = store.UNIT_COLUMNS  # unit level -> its column in grid_units
 PER_RESIDENTS: Final = 10_000
 
 Counts = Mapping[tuple[str, str, int], int]  # (source, type, severity) -> distinct events
@@ -173,8 +167,8 @@ def parse_config(document: Mapping[str, Any]) -> PublishedConfig:
         raise ConfigError(f"baseline_periods must give {', '.join(PERIOD_KINDS)}, each at least 1")
     if not 0 < config.orange < config.yellow < config.green <= 100:
         raise ConfigError("bands must satisfy 0 < orange < yellow < green <= 100")
-    if not flags or not set(flags) <= set(UNIT_COLUMNS):
-        raise ConfigError(f"flag.<level> tables must name unit levels among {', '.join(UNIT_COLUMNS)}")
+    if not flags or not set(flags) <= set(UNIT_LEVELS):
+        raise ConfigError(f"flag.<level> tables must name unit levels among {', '.join(UNIT_LEVELS)}")
     if any(rule.worst_n < 0 or rule.min_incidents < 0 for rule in flags.values()) or config.min_population < 1:
         raise ConfigError("worst_n and min_incidents must be >= 0 and min_population >= 1")
     return config
@@ -473,63 +467,6 @@ class Publication:
             (u.current.unit.unit_id for u in rows if u.flagged),
             (u.current.unit.unit_id for u in rows if u.previously_flagged),
         )
-
-
-def publish(
-    executor: Executor,
-    registry: GridRegistry,
-    config: PublishedConfig,
-    kind: str,
-    day: date,
-    *,
-    now: datetime,
-) -> Publication:
-    """Compute and store the index of the ``kind`` period containing ``day``, for every published level.
-
-    Idempotent: the same events, registry and config give the same rows under the same keys. The previous
-    period is recomputed from the events with the same config rather than read back, so the change never
-    compares two configurations.
-    """
-    synced = grid_units.sync(executor, registry, now=now)
-    period = period_containing(kind, day)
-    previous = period.previous()
-    history = config.baseline_periods[kind]
-    zone = config.zone
-    sources = config.counted_sources
-
-    populations = store.district_populations(executor)
-    earliest, _ = previous.back(history).utc_bounds(zone)
-    _, latest = period.utc_bounds(zone)
-    weighted_by_day: dict[str, dict[date, float]] = {}
-    for district_id, local_day, source, event_type, severity, incidents in store.district_daily_counts(
-        executor, sources, earliest, latest, config.timezone
-    ):
-        by_day = weighted_by_day.setdefault(district_id, {})
-        by_day[local_day] = by_day.get(local_day, 0.0) + incidents * config.event_weight(source, event_type, severity)
-
-    def baselines(p: Period) -> dict[str, float]:
-        return {d: baseline_rate(weighted_by_day.get(d, {}), pop, p, history) for d, pop in populations.items()}
-
-    baseline_now, baseline_before = baselines(period), baselines(previous)
-    results: dict[str, list[PublishedUnit]] = {}
-    for unit_level in config.unit_levels:
-        units = [
-            UnitInfo(unit_id, _unit_name(registry, unit_id), district_id, population)
-            for unit_id, district_id, population in store.units(executor, unit_level)
-        ]
-        current = score_units(units, store.unit_counts(executor, unit_level, sources, *period.utc_bounds(zone)),
-                              baseline_now, config)  # fmt: skip
-        earlier = score_units(units, store.unit_counts(executor, unit_level, sources, *previous.utc_bounds(zone)),
-                              baseline_before, config)  # fmt: skip
-        rows = build_units(period, unit_level, current, earlier, config)
-        store.insert(executor, rows, computed_at=now)
-        results[unit_level] = rows
-    return Publication(period, results, synced)
-
-
-def _unit_name(registry: GridRegistry, unit_id: str) -> str:
-    unit = registry.unit(unit_id)
-    return unit.name if unit is not None else unit_id
 
 
 # --- reading a publication back (the API) -------------------------------------------------------------

@@ -17,8 +17,8 @@ from api.deps import ResourcesDep, get_executor
 from api.index_models import FlaggedResponse, IndexResponse, UnitRiskDetail, UnitsRiskResponse
 from api.models import ErrorBody
 from pingan.clock import FixedClock
-from pingan.index.published import publish
 from pingan.index.records import RiskUpdate
+from pingan.publishing import publish
 from pingan.settings import Settings
 from pingan.store import risk
 from pingan.store.client import Executor, connect

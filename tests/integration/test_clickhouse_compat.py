@@ -27,9 +27,10 @@ from pingan.errors import InvalidEvent
 from pingan.grids import Grid, GridRegistry, ring_area_centroid
 from pingan.index.alerts import alert_for, encode_cursor
 from pingan.index.baseline import BaselineModel, GridProfile
-from pingan.index.published import period_containing, publish
+from pingan.index.published import period_containing
 from pingan.index.records import RiskUpdate, WindowRow
 from pingan.index.scoring import load_config
+from pingan.publishing import publish
 from pingan.settings import Settings
 from pingan.store import alerts, baselines, dead_letters, events, grid_units, published, risk, server, units, windows
 from pingan.store.client import DriverExecutor, Executor, connect

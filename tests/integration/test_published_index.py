@@ -12,8 +12,8 @@ import pytest
 from pingan.cli_index import add_index_parser, describe, rollup_snapshot
 from pingan.clock import FixedClock
 from pingan.grids import GridRegistry
-from pingan.index.published import publish
 from pingan.index.records import RiskUpdate
+from pingan.publishing import publish
 from pingan.settings import Settings
 from pingan.store import grid_units, published, risk, units
 from pingan.store.client import DriverExecutor, connect
