@@ -9,7 +9,7 @@ Method (docs/evaluation.md says the same for readers):
    training event; the hierarchy comes from the data's own areas (Toronto neighbourhoods; Minneapolis
    precincts and neighbourhoods).
 2. **Feeds**: ``deploy/config/real/feeds.toml`` maps each dataset category to (type, severity) and gives the
-   index weights; the index config is built the worker's way (``pingan.feeds.index_document``: shipped
+   index weights; the index config is built the worker's way (``pingan.index.loading.load_index``: shipped
    risk-index.toml plus the feeds' sections).
 3. **Baseline**: the worker's own ``pingan.index.baseline.learn`` over the training period (Toronto 2014-2019,
    Minneapolis January-September), scored through ``pingan.index.baseline.BaselineModel``.
@@ -51,11 +51,12 @@ from bench.docs_sections import record_run, replace_section
 from bench.evaluate_index import ALERTING, Timeline
 from bench.real_feeds import HEARTBEAT, envelope
 from bench.real_sources import LOADERS, Dataset
-from pingan.feeds import FeedRules, category_key, index_document, load_feeds
+from pingan.feeds import FeedRules, category_key, load_feeds
 from pingan.gridgen import LabelledPoint, generate_registry
 from pingan.grids import GridRegistry
 from pingan.index.baseline import BaselineModel, GridProfile, hour_of_week, learn
-from pingan.index.scoring import IndexConfig, parse_config
+from pingan.index.loading import load_index
+from pingan.index.scoring import IndexConfig
 from pingan.settings import REPO_ROOT, Settings
 from streams.pipeline import PipelineConfig, Record, process_batch
 from streams.windows import PartitionState, WindowSpec
@@ -120,7 +121,7 @@ def prepare(
     if risk_config is not None:
         settings = Settings(feeds_config_path=REAL_FEEDS, risk_config_path=risk_config)
     feeds = load_feeds(settings, entry_points=[])
-    index = parse_config(index_document(settings, feeds))  # as the worker builds it
+    index = load_index(settings, feeds).config  # as the worker builds it
     if prior_minimum is not None:
         default = replace(index.baseline.default_prior, minimum=prior_minimum)
         index = replace(index, version=f"{index.version}+default-prior-minimum-{prior_minimum:g}",
