@@ -29,7 +29,6 @@ from pingan.index.alerts import alert_for, encode_cursor
 from pingan.index.baseline import BaselineModel, GridProfile
 from pingan.index.published import period_containing
 from pingan.index.records import RiskUpdate, WindowRow
-from pingan.index.scoring import load_config
 from pingan.publishing import publish
 from pingan.settings import Settings
 from pingan.store import alerts, baselines, dead_letters, events, grid_units, published, risk, server, units, windows
@@ -38,6 +37,7 @@ from pingan.store.migrate import load_migrations, migrate
 from schemas.envelope import Event
 from tests.support import small_city
 from tests.support.chdb_executor import ChdbExecutor
+from tests.support.defaults import shipped_index
 
 pytestmark = pytest.mark.integration
 
@@ -159,7 +159,7 @@ def load_sample(executor: Executor) -> None:
     alerts.insert(executor, [a for a in raised if a is not None])
     _load_feed_letters(executor)
     load_index_sample(executor)
-    learn_snapshot(executor, load_config(Settings().risk_config_path), now=NOW, weeks=1)
+    learn_snapshot(executor, shipped_index(), now=NOW, weeks=1)
 
 
 def run_store_reads(executor: Executor) -> dict[str, Any]:
@@ -442,7 +442,7 @@ def run_baseline_work(executor: Executor) -> dict[str, Any]:
     """Learn a baseline from the sample events, store it, list it and load it back."""
     migrate(executor)
     load_sample(executor)
-    index = load_config(Settings().risk_config_path)
+    index = shipped_index()
     report = learn_snapshot(executor, index, now=NOW, weeks=1)
     newest = baselines.newest(executor)
     return {
@@ -477,7 +477,7 @@ def test_baseline_learning_agrees_on_both_engines(server_executor: DriverExecuto
     # One grid's slice (as the API reads it) gives that grid the same expectations as the whole snapshot.
     assert got["loaded.grid"].cells == {("G0001", "call110"): {9: 6.0}} and got["missing.grid"] is None
     assert got["loaded"].grids == {"G0001", "G0002"} and got["loaded.grid"].grids == {"G0001"}
-    index = load_config(Settings().risk_config_path)
+    index = shipped_index()
     grids = [GridProfile("G0001", "urban", 500), GridProfile("G0002", "urban", 500)]
     whole = BaselineModel(index.baseline, grids, got["loaded"])
     one = BaselineModel(index.baseline, grids[:1], got["loaded.grid"])

@@ -22,12 +22,12 @@ from pingan.index.baseline import (
     parse_baseline,
 )
 from pingan.index.levels import Level
-from pingan.index.scoring import assess, load_config
+from pingan.index.scoring import assess
 from pingan.index.surprise import MAX_SURPRISE, log_lower_regularized_gamma, poisson_surprise
-from pingan.settings import Settings
 from streams.windows import PartitionState, WindowSpec
+from tests.support.defaults import shipped_index
 
-INDEX = load_config(Settings().risk_config_path)
+INDEX = shipped_index()
 
 
 # --- surprise -----------------------------------------------------------------------------------------------

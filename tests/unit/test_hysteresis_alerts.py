@@ -9,12 +9,12 @@ import pytest
 from pingan.errors import InvalidCursor, InvalidEvent
 from pingan.index.alerts import alert_for, decode_cursor, encode_cursor
 from pingan.index.levels import Level
-from pingan.index.scoring import load_config, shown_level
-from pingan.settings import Settings
+from pingan.index.scoring import shown_level
 from streams.windows import PartitionState, WindowSpec
+from tests.support.defaults import shipped_index
 
 GREEN, YELLOW, ORANGE, RED = Level.GREEN, Level.YELLOW, Level.ORANGE, Level.RED
-INDEX = load_config(Settings().risk_config_path)
+INDEX = shipped_index()
 
 
 @pytest.mark.parametrize(

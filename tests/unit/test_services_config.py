@@ -18,6 +18,7 @@ from pydantic import SecretStr
 from pingan import services
 from pingan.errors import ConfigError, ServiceError
 from pingan.settings import Settings
+from tests.support.defaults import default_settings
 
 
 def _settings(tmp_path: Path, **overrides: object) -> Settings:
@@ -35,7 +36,7 @@ def _settings(tmp_path: Path, **overrides: object) -> Settings:
         "clickhouse_managed": None,
     }
     values.update(overrides)
-    return Settings(**values)
+    return default_settings(**values)
 
 
 # --- managed or external --------------------------------------------------------------------------------
