@@ -170,7 +170,7 @@ def test_a_service_that_dies_at_start_fails_with_its_log(own_settings: Settings,
     def crashing_broker(binary: object, spec: svc.ServiceSpec) -> list[str]:
         return [sys.executable, "-c", "import sys; print('broker says: boom', flush=True); sys.exit(3)"]
 
-    monkeypatch.setattr(svc, "kafka_argv", crashing_broker)
+    monkeypatch.setattr(svc.supervision, "kafka_argv", crashing_broker)
     with pytest.raises(ServiceError) as failure:
         svc.up(own_settings)
     message = str(failure.value)

@@ -247,7 +247,7 @@ def test_unreadable_or_missing_pid_files_mean_not_running(tmp_path):
 
 
 def test_a_missing_server_names_the_install_command_when_not_root(monkeypatch):
-    monkeypatch.setattr(services, "clickhouse_server_command", lambda: None)
+    monkeypatch.setattr(services.supervision, "clickhouse_server_command", lambda: None)
     monkeypatch.setattr(services.os, "geteuid", lambda: 1000)
     with pytest.raises(ServiceError, match=r"apt-get install -y clickhouse-server clickhouse-client"):
         services.ensure_clickhouse_installed()
@@ -260,7 +260,7 @@ def test_root_installs_the_debian_packages(monkeypatch):
     class Done:
         returncode = 0
 
-    monkeypatch.setattr(services, "clickhouse_server_command", lambda: found.pop(0))
+    monkeypatch.setattr(services.supervision, "clickhouse_server_command", lambda: found.pop(0))
     monkeypatch.setattr(services.os, "geteuid", lambda: 0)
     monkeypatch.setattr(services.shutil, "which", lambda name, path=None: "/usr/bin/apt-get")
     monkeypatch.setattr(services.subprocess, "run", lambda argv, **kwargs: runs.append(argv) or Done())
