@@ -692,7 +692,7 @@ class FeedRules:
     whole-number ``severity``, not ``"4"`` or ``4.0``) plus the feed's own rule: ``type`` one of the types of
     the feed's category table (a feed with an empty table accepts any type). The worker, the
     ingest gateway and the adapters (tailer, webhooks, replay) all call it, so a record gets the same answer
-    whichever way it comes in. Grid resolution comes after it (``streams.pipeline.resolve_grid``).
+    whichever way it comes in. Grid resolution comes after it (``pingan.grids.resolve_grid``).
     """
 
     payload_models: Mapping[str, type[BaseModel]]
