@@ -40,7 +40,6 @@ import hashlib
 import importlib
 import importlib.metadata
 import io
-import itertools
 import re
 import unicodedata
 import zoneinfo
@@ -56,6 +55,7 @@ from pydantic import BaseModel
 
 from pingan.config_files import read_toml
 from pingan.errors import ConfigError, InvalidEvent
+from pingan.index.scoring import parse_breakpoints
 from schemas.envelope import Event, parse_event
 from schemas.payloads import SOURCE_PAYLOADS, DevicePayload
 
@@ -421,7 +421,7 @@ def _number(where: str, value: Any) -> float:
 
 
 def _index(where: str, raw: Any) -> IndexSection:
-    """Checked as far as the shape goes; the worker's parse_config checks the breakpoints again at start-up."""
+    """Checked as the worker's parse_config checks risk-index.toml's sections (the same breakpoint rules)."""
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{where} must be a table")
     unknown = set(raw) - _INDEX_KEYS
@@ -432,15 +432,7 @@ def _index(where: str, raw: Any) -> IndexSection:
     weights = raw.get("type_weights", {})
     if not isinstance(weights, Mapping):
         raise ConfigError(f"{where}.type_weights must be a table of type = weight")
-    try:
-        points = tuple((float(x), float(y)) for x, y in raw["breakpoints"])
-    except (TypeError, ValueError):
-        raise ConfigError(f"{where}.breakpoints must be [[count, index], ...]") from None
-    if len(points) < 2 or points[0] != (0.0, 0.0):
-        raise ConfigError(f"{where}.breakpoints must start at [0, 0] and have at least two points")
-    for (x0, y0), (x1, y1) in itertools.pairwise(points):
-        if not (x1 > x0 and y1 > y0):
-            raise ConfigError(f"{where}.breakpoints must increase strictly in both columns")
+    points = parse_breakpoints(where, raw["breakpoints"])
     return IndexSection(
         default_weight=_number(f"{where}.default_weight", raw.get("default_weight", 1.0)),
         type_weights={str(k): _number(f"{where}.type_weights.{k}", v) for k, v in weights.items()},

@@ -62,8 +62,9 @@ class IndexConfig:
         return weight
 
 
-def _breakpoints(section: str, raw: Any) -> tuple[tuple[float, float], ...]:
-    where = section if section == "surprise" else f"sources.{section}"
+def parse_breakpoints(where: str, raw: Any) -> tuple[tuple[float, float], ...]:
+    """Piecewise-linear breakpoints ``[[value, index], ...]`` from [0, 0], strictly increasing in both columns;
+    ``where`` names the table in errors. risk-index.toml's sections and the feeds' index sections both pass here."""
     try:
         points = tuple((float(x), float(y)) for x, y in raw)
     except (TypeError, ValueError) as exc:
@@ -74,6 +75,10 @@ def _breakpoints(section: str, raw: Any) -> tuple[tuple[float, float], ...]:
         if not (x1 > x0 and y1 > y0):
             raise ConfigError(f"{where}.breakpoints must increase strictly in both columns")
     return points
+
+
+def _breakpoints(section: str, raw: Any) -> tuple[tuple[float, float], ...]:
+    return parse_breakpoints(section if section == "surprise" else f"sources.{section}", raw)
 
 
 def parse_config(document: Mapping[str, Any]) -> IndexConfig:
