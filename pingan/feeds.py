@@ -55,7 +55,7 @@ from pydantic import BaseModel
 
 from pingan.config_files import read_toml
 from pingan.errors import ConfigError, InvalidEvent
-from pingan.index.scoring import parse_breakpoints
+from pingan.index.scoring import SourceConfig, parse_breakpoints
 from schemas.envelope import Event, parse_event
 from schemas.payloads import SOURCE_PAYLOADS, DevicePayload
 
@@ -70,7 +70,6 @@ __all__ = [
     "FeedCounts",
     "FeedRules",
     "FeedSpec",
-    "IndexSection",
     "Mapper",
     "Place",
     "PlaceTable",
@@ -113,22 +112,6 @@ class TypeMapping:
 
     type: str
     severity: int
-
-
-@dataclass(frozen=True)
-class IndexSection:
-    """The risk-index section of one source, as in ``[sources.NAME]`` of risk-index.toml."""
-
-    default_weight: float
-    type_weights: Mapping[str, float]
-    breakpoints: tuple[tuple[float, float], ...]
-
-    def as_document(self) -> dict[str, Any]:
-        return {
-            "default_weight": self.default_weight,
-            "type_weights": dict(self.type_weights),
-            "breakpoints": [list(point) for point in self.breakpoints],
-        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,7 +216,7 @@ class FeedSpec:
     payload_model: type[BaseModel]
     description: str = ""
     mapping: Mapping[str, TypeMapping] = field(default_factory=dict)
-    index: IndexSection | None = None
+    index: SourceConfig | None = None
     mapper: Mapper | str | None = None
     topic: str | None = None
     timezone: str = DEFAULT_TIMEZONE
@@ -420,7 +403,7 @@ def _number(where: str, value: Any) -> float:
     return float(value)
 
 
-def _index(where: str, raw: Any) -> IndexSection:
+def _index(where: str, raw: Any) -> SourceConfig:
     """Checked as the worker's parse_config checks risk-index.toml's sections (the same breakpoint rules)."""
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{where} must be a table")
@@ -433,7 +416,7 @@ def _index(where: str, raw: Any) -> IndexSection:
     if not isinstance(weights, Mapping):
         raise ConfigError(f"{where}.type_weights must be a table of type = weight")
     points = parse_breakpoints(where, raw["breakpoints"])
-    return IndexSection(
+    return SourceConfig(
         default_weight=_number(f"{where}.default_weight", raw.get("default_weight", 1.0)),
         type_weights={str(k): _number(f"{where}.type_weights.{k}", v) for k, v in weights.items()},
         breakpoints=points,

@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pingan.config_files import read_toml
 from pingan.errors import ConfigError
 from pingan.index.levels import UNIT_LEVELS
+from pingan.index.scoring import TypeWeights
 
 __all__ = [
     "PERIOD_KINDS",
@@ -59,18 +60,12 @@ class FlagRule:
 
 
 @dataclass(frozen=True)
-class SourceWeights:
-    default_weight: float
-    type_weights: Mapping[str, float]
-
-
-@dataclass(frozen=True)
 class PublishedConfig:
     version: str
     timezone: str
     min_population: int
     severity_multiplier: Mapping[int, float]
-    sources: Mapping[str, SourceWeights]
+    sources: Mapping[str, TypeWeights]
     baseline_periods: Mapping[str, int]
     breakpoints: tuple[tuple[float, float], ...]
     green: float
@@ -94,9 +89,7 @@ class PublishedConfig:
         weights = self.sources.get(source)
         if weights is None:
             return 0.0
-        return weights.type_weights.get(event_type, weights.default_weight) * self.severity_multiplier.get(
-            severity, 1.0
-        )
+        return weights.weight(event_type) * self.severity_multiplier.get(severity, 1.0)
 
     def band(self, score: float) -> str:
         if score >= self.green:
@@ -128,7 +121,7 @@ def parse_config(document: Mapping[str, Any]) -> PublishedConfig:
     try:
         timezone = str(document["timezone"])
         sources = {
-            str(name): SourceWeights(
+            str(name): TypeWeights(
                 float(body.get("default_weight", 1.0)),
                 {str(k): float(v) for k, v in body.get("type_weights", {}).items()},
             )

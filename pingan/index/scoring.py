@@ -21,13 +21,29 @@ from pingan.index.surprise import poisson_surprise
 
 
 @dataclass(frozen=True)
-class SourceConfig:
+class TypeWeights:
+    """How much one event of each type of a source weighs (before the severity multiplier)."""
+
     default_weight: float
     type_weights: Mapping[str, float]
-    breakpoints: tuple[tuple[float, float], ...]
 
     def weight(self, event_type: str) -> float:
         return self.type_weights.get(event_type, self.default_weight)
+
+
+@dataclass(frozen=True)
+class SourceConfig(TypeWeights):
+    """One source's section of the index (``[sources.NAME]`` of risk-index.toml, or a feed's ``index``)."""
+
+    breakpoints: tuple[tuple[float, float], ...]
+
+    def as_document(self) -> dict[str, Any]:
+        """The section as risk-index.toml writes it (a feed's section merged into the index document)."""
+        return {
+            "default_weight": self.default_weight,
+            "type_weights": dict(self.type_weights),
+            "breakpoints": [list(point) for point in self.breakpoints],
+        }
 
 
 @dataclass(frozen=True)

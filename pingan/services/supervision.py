@@ -56,7 +56,6 @@ CLICKHOUSE_PACKAGES = ("clickhouse-server", "clickhouse-client")
 _APT_INSTALL = f"apt-get update && apt-get install -y {' '.join(CLICKHOUSE_PACKAGES)}"
 
 
-
 # --------------------------------------------------------------------------------------------------------------
 # Binaries
 # --------------------------------------------------------------------------------------------------------------

@@ -13,7 +13,6 @@ from pingan.errors import ConfigError
 from pingan.feeds import (
     BUILTIN_FEEDS,
     FeedSpec,
-    IndexSection,
     TypeMapping,
     build_feeds,
     feeds_without_index,
@@ -23,7 +22,7 @@ from pingan.feeds import (
     read_feeds_config,
 )
 from pingan.index.loading import load_index
-from pingan.index.scoring import parse_config
+from pingan.index.scoring import SourceConfig, parse_config
 from pingan.index.spatial import parse_spatial
 from pingan.settings import Settings
 from schemas.payloads import SOURCE_PAYLOADS, AppReportCategory, Call110Category, CameraAnalytic
@@ -292,7 +291,7 @@ def test_a_feed_without_any_index_section_is_reported() -> None:
 
 
 def test_index_section_round_trips() -> None:
-    section = IndexSection(1.0, {"a": 2.0}, ((0.0, 0.0), (1.0, 50.0)))
+    section = SourceConfig(1.0, {"a": 2.0}, ((0.0, 0.0), (1.0, 50.0)))
     assert section.as_document() == {
         "default_weight": 1.0,
         "type_weights": {"a": 2.0},
