@@ -61,7 +61,7 @@ def grid_risk(grid: Grid, row: Mapping[str, Any] | None) -> dict[str, Any]:
 def apply_spatial(
     items: Sequence[dict[str, Any]], registry: GridRegistry, config: SpatialConfig, levels: IndexConfig
 ) -> None:
-    """Lift, in place, the shown score and level of grids whose neighbours are hot too (streams/spatial.py).
+    """Lift, in place, the shown score and level of grids whose neighbours are hot too (pingan/index/spatial.py).
 
     Here and not in the worker because the statistics need every grid and its neighbours, which one worker
     partition does not have. ``items`` must be every grid of the registry: a grid left out would count as

@@ -1,6 +1,6 @@
 """Learn baselines from the events in ClickHouse, and load the one a worker scores against.
 
-The maths is in streams/baseline.py; the SQL in pingan/store/baselines.py. This module joins them:
+The maths is in pingan/index/baseline.py; the SQL in pingan/store/baselines.py. This module joins them:
 ``learn_snapshot`` (the ``pingan baselines learn`` job) and ``baseline_model`` (worker start-up).
 """
 

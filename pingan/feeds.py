@@ -808,5 +808,5 @@ def read_risk_document(path: Path) -> dict[str, Any]:
 
 
 def index_document(settings: Settings, feeds: Mapping[str, FeedSpec]) -> dict[str, Any]:
-    """The document the worker gives ``streams.risk_index.parse_config``: risk-index.toml + feed sections."""
+    """The document the worker gives ``pingan.index.scoring.parse_config``: risk-index.toml + feed sections."""
     return merge_index_document(read_risk_document(settings.risk_config_path), feeds)

@@ -1,5 +1,5 @@
 """SQL of ``baselines``, ``baseline_cells`` and ``baseline_grids``: learned snapshots of what is normal per
-grid (streams/baseline.py)."""
+grid (pingan/index/baseline.py)."""
 
 from __future__ import annotations
 

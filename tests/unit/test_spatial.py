@@ -1,4 +1,4 @@
-"""The spatial term (streams/spatial.py): Getis-Ord Gi and Gi* against numbers worked out by hand, the lift
+"""The spatial term (pingan/index/spatial.py): Getis-Ord Gi and Gi* against numbers worked out by hand, the lift
 rules, the [spatial] table, and the map snapshot that applies them (api/views.py)."""
 
 from __future__ import annotations
