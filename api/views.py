@@ -10,12 +10,12 @@ from typing import Any
 
 from pingan.grids import Grid, GridRegistry
 from pingan.index.baseline import HOURS_PER_WEEK, BaselineModel
-from pingan.index.levels import LEVELS
+from pingan.index.levels import LEVELS, Level
 from pingan.index.scoring import IndexConfig
 from pingan.index.spatial import SpatialConfig, shown_level, spatial_lift
 from producers.adapters.base import redact, scrub_text
 
-GREEN = "green"
+GREEN = Level.GREEN.value
 
 
 def close_ring(polygon: Sequence[tuple[float, float]]) -> list[list[float]]:

@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pingan.config_files import read_toml
 from pingan.errors import ConfigError
-from pingan.index.levels import UNIT_LEVELS
+from pingan.index.levels import UNIT_LEVELS, Level
 from pingan.index.scoring import TypeWeights
 
 __all__ = [
@@ -92,13 +92,14 @@ class PublishedConfig:
         return weights.weight(event_type) * self.severity_multiplier.get(severity, 1.0)
 
     def band(self, score: float) -> str:
+        # Higher is safer here (a score out of 100, as published): green at the top, red below orange.
         if score >= self.green:
-            return "green"
+            return Level.GREEN.value
         if score >= self.yellow:
-            return "yellow"
+            return Level.YELLOW.value
         if score >= self.orange:
-            return "orange"
-        return "red"
+            return Level.ORANGE.value
+        return Level.RED.value
 
 
 def _score_breakpoints(raw: Any) -> tuple[tuple[float, float], ...]:

@@ -23,7 +23,7 @@ from datetime import datetime
 from typing import Any, Final
 
 from pingan.grids import Grid, GridRegistry
-from pingan.index.levels import LEVELS, UNIT_LEVELS, rank_of
+from pingan.index.levels import LEVELS, UNIT_LEVELS, Level, rank_of
 
 __all__ = [
     "LEVELS",
@@ -51,7 +51,7 @@ class GridScore:
     dominant_source: str | None = None
 
 
-_UNASSESSED: Final = GridScore(0.0, "green")
+_UNASSESSED: Final = GridScore(0.0, Level.GREEN.value)
 
 
 @dataclass(frozen=True, slots=True)
