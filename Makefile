@@ -22,7 +22,8 @@ $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
 	touch $(STAMP)
 
-# The local ClickHouse server (pingan/services.py runs it with a config of its own, not the system one).
+# The local ClickHouse server (pingan/services/ runs it with a config of its own, not the system one). This
+# setup step is the only place that installs it; `pingan services up` only reports a missing server.
 clickhouse:
 	@if command -v clickhouse-server >/dev/null 2>&1 || [ -x /usr/sbin/clickhouse-server ] \
 		|| command -v clickhouse >/dev/null 2>&1; then \

@@ -38,12 +38,11 @@ from api.storage import Storage
 from api.views import RiskSnapshot, build_snapshot, shapes_body
 from pingan.clock import Clock, SystemClock
 from pingan.errors import StorageError
-from pingan.feeds import index_document, load_feeds
+from pingan.feeds import load_feeds
 from pingan.grids import GridRegistry
+from pingan.index.loading import load_index
 from pingan.settings import Settings
 from pingan.store import risk as risk_store
-from streams.risk_index import parse_config
-from streams.spatial import parse_spatial
 
 log = logging.getLogger(__name__)
 
@@ -75,9 +74,8 @@ def create_app(settings: Settings, *, registry: GridRegistry | None = None, cloc
         gateway = IngestGateway.create(settings, grid_registry, clock, feeds=feeds)
         # The worker's own index document (risk-index.toml + feed sections): the map's spatial term colours
         # lifted scores with the worker's bands. A bad file stops start-up, as it stops the worker.
-        risk_document = index_document(settings, feeds)
-        risk_index = parse_config(risk_document)
-        spatial = parse_spatial(risk_document)
+        loaded = load_index(settings, feeds)
+        risk_index, spatial = loaded.config, loaded.spatial
         storage = Storage(settings)
         try:
             # Bounded: a server that accepts connections but never answers must not keep the API (and its

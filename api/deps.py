@@ -18,10 +18,10 @@ from api.snapshot import SnapshotStore
 from api.storage import Storage
 from pingan.clock import Clock
 from pingan.grids import GridRegistry
+from pingan.index.scoring import IndexConfig
+from pingan.index.spatial import SpatialConfig
 from pingan.settings import Settings
 from pingan.store.client import Executor
-from streams.risk_index import IndexConfig
-from streams.spatial import SpatialConfig
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.incident_models import HandlingFigures
 from api.models import GridRisk, Level
+from pingan.index.levels import UnitLevel
 
-UnitLevel = Literal["community", "subdistrict", "district", "police_station"]
 PeriodKind = Literal["day", "week", "month"]
 FlagChange = Literal["entered", "left", "still", ""]
 

@@ -3,7 +3,7 @@
 Body: one envelope (a JSON object), or a batch ``{"events": [envelope, ...]}`` of up to ``ingest_max_batch``.
 Each item is checked with the one validation every way in shares (:meth:`pingan.feeds.FeedRules.validate`:
 :func:`schemas.envelope.parse_event` and the feed's type and severity rules), then
-:func:`streams.pipeline.resolve_grid`, so anything the gateway accepts the worker accepts too, and a
+:func:`pingan.grids.resolve_grid`, so anything the gateway accepts the worker accepts too, and a
 producer learns about a bad event at once instead of finding it later among the dead letters.
 """
 
@@ -21,7 +21,7 @@ from api.errors import ApiError, error_body
 from pingan.dead_letter import DeadLetter
 from pingan.errors import InvalidEvent
 from pingan.feeds import FeedRules
-from streams.pipeline import GridLookup, resolve_grid
+from pingan.grids import GridLookup, resolve_grid
 
 __all__ = [
     "Accepted",

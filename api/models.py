@@ -8,7 +8,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-Level = Literal["green", "yellow", "orange", "red"]
+from pingan.index.levels import LevelName
+
+Level = LevelName
 
 _AS_OF = "2026-11-23T14:05:00Z"
 

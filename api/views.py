@@ -9,13 +9,13 @@ from datetime import datetime
 from typing import Any
 
 from pingan.grids import Grid, GridRegistry
+from pingan.index.baseline import HOURS_PER_WEEK, BaselineModel
+from pingan.index.levels import LEVELS, Level
+from pingan.index.scoring import IndexConfig
+from pingan.index.spatial import SpatialConfig, shown_level, spatial_lift
 from producers.adapters.base import redact, scrub_text
-from streams.baseline import HOURS_PER_WEEK, BaselineModel
-from streams.risk_index import IndexConfig
-from streams.spatial import SpatialConfig, shown_level, spatial_lift
 
-LEVELS = ("green", "yellow", "orange", "red")  # mildest first
-GREEN = "green"
+GREEN = Level.GREEN.value
 
 
 def close_ring(polygon: Sequence[tuple[float, float]]) -> list[list[float]]:
@@ -61,7 +61,7 @@ def grid_risk(grid: Grid, row: Mapping[str, Any] | None) -> dict[str, Any]:
 def apply_spatial(
     items: Sequence[dict[str, Any]], registry: GridRegistry, config: SpatialConfig, levels: IndexConfig
 ) -> None:
-    """Lift, in place, the shown score and level of grids whose neighbours are hot too (streams/spatial.py).
+    """Lift, in place, the shown score and level of grids whose neighbours are hot too (pingan/index/spatial.py).
 
     Here and not in the worker because the statistics need every grid and its neighbours, which one worker
     partition does not have. ``items`` must be every grid of the registry: a grid left out would count as

@@ -13,7 +13,7 @@ over those 15 minutes, but at least m calls: grids expect 0.05-0.8 calls an hour
 a fraction of one call; the floor makes the sizes 3, 5 and 10 calls. Grids are drawn across the whole range
 of base rates, from quiet residential grids to the railway station.
 
-Baseline: the worker's own learning code (streams.baseline.learn) over ``--history-weeks`` weeks of
+Baseline: the worker's own learning code (pingan.index.baseline.learn) over ``--history-weeks`` weeks of
 incident-free simulated history before the evaluated hours (0: the type/population prior alone).
 
 Metrics:
@@ -38,11 +38,11 @@ import orjson
 
 from bench.docs_sections import record_run, replace_section
 from pingan.grids import GridRegistry
+from pingan.index.baseline import BaselineModel, GridProfile, LearnedBaseline, hour_of_week, learn
+from pingan.index.scoring import IndexConfig, load_config
 from pingan.settings import REPO_ROOT, Settings
 from producers.simulator import CitySimulator
-from streams.baseline import BaselineModel, GridProfile, LearnedBaseline, hour_of_week, learn
 from streams.pipeline import PipelineConfig, Record, process_batch
-from streams.risk_index import IndexConfig, load_config
 from streams.windows import PartitionState, WindowSpec
 
 START = datetime(2026, 11, 2, 0, 0, tzinfo=UTC)  # 08:00 in the district (Asia/Shanghai)

@@ -9,10 +9,10 @@ Method (docs/evaluation.md says the same for readers):
    training event; the hierarchy comes from the data's own areas (Toronto neighbourhoods; Minneapolis
    precincts and neighbourhoods).
 2. **Feeds**: ``deploy/config/real/feeds.toml`` maps each dataset category to (type, severity) and gives the
-   index weights; the index config is built the worker's way (``pingan.feeds.index_document``: shipped
+   index weights; the index config is built the worker's way (``pingan.index.loading.load_index``: shipped
    risk-index.toml plus the feeds' sections).
-3. **Baseline**: the worker's own ``streams.baseline.learn`` over the training period (Toronto 2014-2019,
-   Minneapolis January-September), scored through ``streams.baseline.BaselineModel``.
+3. **Baseline**: the worker's own ``pingan.index.baseline.learn`` over the training period (Toronto 2014-2019,
+   Minneapolis January-September), scored through ``pingan.index.baseline.BaselineModel``.
 4. **Incidents**: per base-rate quintile of grids (quintiles of the grids' training event rate) and per
    multiplier 2x / 3x / 5x, ``--per-cell`` incidents at random times of the evaluation period. An incident
    adds (m - 1) x the grid's own hour-of-week expectation over 15 minutes, but at least 3 events, of the
@@ -51,13 +51,14 @@ from bench.docs_sections import record_run, replace_section
 from bench.evaluate_index import ALERTING, Timeline
 from bench.real_feeds import HEARTBEAT, envelope
 from bench.real_sources import LOADERS, Dataset
-from pingan.feeds import FeedRules, category_key, index_document, load_feeds
+from pingan.feeds import FeedRules, category_key, load_feeds
 from pingan.gridgen import LabelledPoint, generate_registry
 from pingan.grids import GridRegistry
+from pingan.index.baseline import BaselineModel, GridProfile, hour_of_week, learn
+from pingan.index.loading import load_index
+from pingan.index.scoring import IndexConfig
 from pingan.settings import REPO_ROOT, Settings
-from streams.baseline import BaselineModel, GridProfile, hour_of_week, learn
 from streams.pipeline import PipelineConfig, Record, process_batch
-from streams.risk_index import IndexConfig, parse_config
 from streams.windows import PartitionState, WindowSpec
 
 REAL_FEEDS = REPO_ROOT / "deploy" / "config" / "real" / "feeds.toml"
@@ -120,7 +121,7 @@ def prepare(
     if risk_config is not None:
         settings = Settings(feeds_config_path=REAL_FEEDS, risk_config_path=risk_config)
     feeds = load_feeds(settings, entry_points=[])
-    index = parse_config(index_document(settings, feeds))  # as the worker builds it
+    index = load_index(settings, feeds).config  # as the worker builds it
     if prior_minimum is not None:
         default = replace(index.baseline.default_prior, minimum=prior_minimum)
         index = replace(index, version=f"{index.version}+default-prior-minimum-{prior_minimum:g}",

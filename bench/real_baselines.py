@@ -34,7 +34,7 @@ _MONDAY_OFFSET_HOURS = 72
 
 
 def hour_of_week(epoch_s: np.ndarray) -> np.ndarray:
-    """The same convention as streams.baseline.hour_of_week (UTC, Monday 00:00 = 0), vectorised."""
+    """The same convention as pingan.index.baseline.hour_of_week (UTC, Monday 00:00 = 0), vectorised."""
     return ((np.floor(epoch_s / 3600).astype(np.int64) + _MONDAY_OFFSET_HOURS) % HOURS_PER_WEEK).astype(np.int64)
 
 

@@ -22,14 +22,14 @@ import orjson
 from pingan import services
 from pingan.baselines import grid_profiles
 from pingan.grids import GridRegistry
+from pingan.index.baseline import BaselineModel
+from pingan.index.scoring import load_config
 from pingan.settings import Settings
 from pingan.store import events, risk, windows
 from pingan.store.client import connect
 from pingan.store.migrate import prepare_database
 from producers.simulator import CitySimulator
-from streams.baseline import BaselineModel
 from streams.pipeline import PipelineConfig, Record, process_batch
-from streams.risk_index import load_config
 from streams.windows import PartitionState, WindowSpec
 from tests.support.processes import free_port
 

@@ -36,6 +36,8 @@ from pingan import services
 from pingan.baselines import grid_profiles
 from pingan.grids import GridRegistry
 from pingan.partitioning import partition_for_key
+from pingan.index.baseline import BaselineModel
+from pingan.index.scoring import load_config
 from pingan.settings import Settings
 from pingan.store import events
 from pingan.store.client import connect
@@ -45,7 +47,6 @@ from schemas.batch import batched, encode_batch, is_batch
 from schemas.envelope import parse_event
 from streams.baseline import BaselineModel
 from streams.pipeline import PipelineConfig, Record, process_batch
-from streams.risk_index import load_config
 from streams.windows import PartitionState, WindowSpec
 from tests.support.processes import ChildProcess, free_port
 

@@ -1,6 +1,6 @@
 """Learn baselines from the events in ClickHouse, and load the one a worker scores against.
 
-The maths is in streams/baseline.py; the SQL in pingan/store/baselines.py. This module joins them:
+The maths is in pingan/index/baseline.py; the SQL in pingan/store/baselines.py. This module joins them:
 ``learn_snapshot`` (the ``pingan baselines learn`` job) and ``baseline_model`` (worker start-up).
 """
 
@@ -13,10 +13,10 @@ from datetime import datetime, timedelta
 
 from pingan.errors import ConfigError
 from pingan.grids import Grid, GridRegistry
+from pingan.index.baseline import PRIOR_VERSION, BaselineModel, GridProfile, LearnedBaseline, learn
+from pingan.index.scoring import IndexConfig
 from pingan.store import baselines
 from pingan.store.client import Executor
-from streams.baseline import PRIOR_VERSION, BaselineModel, GridProfile, LearnedBaseline, learn
-from streams.risk_index import IndexConfig
 
 log = logging.getLogger(__name__)
 

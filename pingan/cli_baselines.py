@@ -11,17 +11,17 @@ from typing import Any
 
 from pingan.baselines import learn_snapshot
 from pingan.clock import Clock, SystemClock
-from pingan.feeds import index_document, load_feeds
+from pingan.feeds import load_feeds
 from pingan.grids import GridRegistry
+from pingan.index.loading import load_index
 from pingan.settings import Settings
 from pingan.store import baselines
 from pingan.store.client import connect
 from pingan.store.migrate import prepare_database
-from streams.risk_index import parse_config
 
 
 def _learn(settings: Settings, args: argparse.Namespace, clock: Clock | None = None) -> int:
-    index = parse_config(index_document(settings, load_feeds(settings)))  # the weights the worker uses
+    index = load_index(settings, load_feeds(settings)).config  # the weights the worker uses
     registry = GridRegistry.load(settings.grid_registry_path)
     weeks = args.weeks or settings.baseline_history_weeks
     prepare_database(settings)

@@ -130,7 +130,7 @@ def replay_decision(
     an envelope (gateway, worker) is checked by the feed rules and the grid registry. A row whose bytes were
     truncated cannot be replayed.
     """
-    from streams.pipeline import resolve_grid
+    from pingan.grids import resolve_grid
 
     origin = row["origin"]
     raw = row["raw"].encode()

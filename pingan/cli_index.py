@@ -16,14 +16,15 @@ from typing import Any
 
 from pingan.clock import Clock, SystemClock
 from pingan.grids import GridRegistry
-from pingan.published_index import (
+from pingan.index.levels import Level
+from pingan.index.published import (
     PERIOD_KINDS,
     Publication,
     last_complete_period,
     load_config,
-    publish,
 )
-from pingan.rollup import DEFAULT_TOP, ROLLUP_LEVELS, UnitRisk, roll_up, scores_from_rows
+from pingan.index.rollup import DEFAULT_TOP, ROLLUP_LEVELS, UnitRisk, roll_up, scores_from_rows
+from pingan.publishing import publish
 from pingan.settings import Settings
 from pingan.store import risk, units
 from pingan.store.client import DriverExecutor, Executor, connect
@@ -38,6 +39,9 @@ class RollupSnapshot:
     @property
     def rows(self) -> int:
         return sum(len(found) for found in self.units.values())
+
+
+_NOT_GREEN_WORST_FIRST = tuple(level.value for level in reversed(Level) if level is not Level.GREEN)
 
 
 def rollup_snapshot(
@@ -72,7 +76,7 @@ def _rollup(settings: Settings, args: argparse.Namespace, clock: Clock | None = 
         executor.close()
     print(f"unit_risk: {snapshot.rows} rows as of {snapshot.as_of.isoformat()}")
     for level, found in snapshot.units.items():
-        counts = {colour: sum(1 for u in found if u.level == colour) for colour in ("red", "orange", "yellow")}
+        counts = {colour: sum(1 for u in found if u.level == colour) for colour in _NOT_GREEN_WORST_FIRST}
         print(f"  {level:<15} {len(found):>4} units  " + "  ".join(f"{k} {v}" for k, v in counts.items()))
     return 0
 

@@ -1,4 +1,4 @@
-"""``pingan services up|down|status``: the local broker and ClickHouse (see pingan/services.py).
+"""``pingan services up|down|status``: the local broker and ClickHouse (see pingan/services/).
 
 Wired into the main parser by ``add_services_parser(subparsers)``; each handler takes the settings and the
 parsed arguments and returns an exit code, like the other commands.

@@ -29,7 +29,7 @@ from xml.sax.saxutils import escape
 from pingan.errors import ConfigError, ServiceError, StorageError
 from pingan.services import (
     clickhouse_argv,
-    ensure_clickhouse_installed,
+    clickhouse_command,
     free_loopback_ports,
     probe_clickhouse,
     service_paths,
@@ -297,7 +297,7 @@ def running_cluster(cluster: LocalCluster, *, timeout: float = START_TIMEOUT_S) 
         processes.append(zookeeper)
         # Before the replicas: a server that finds no ZooKeeper at start-up fails its first ON CLUSTER query.
         _wait("zookeeper", lambda: probe_zookeeper(cluster.zookeeper_port), zookeeper, deadline)
-        command = ensure_clickhouse_installed()
+        command = clickhouse_command()
         servers = []
         for replica in cluster.replicas:
             config_path = write_replica_files(cluster, replica)

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 import httpx
 
 from pingan import services
+from pingan.index.levels import Level
 from pingan.settings import Settings
 
 READY_TIMEOUT_S = 90.0
@@ -71,7 +72,7 @@ def wait_until_coloured(url: str, children: list[subprocess.Popen[bytes]], timeo
                 body = client.get(url).json()
                 summary = body.get("summary", {})
                 if len(body.get("grids", [])) >= 900 and sum(n for lvl, n in summary.get("levels", {}).items()
-                                                              if lvl != "green") > 0:  # fmt: skip
+                                                              if lvl != Level.GREEN) > 0:  # fmt: skip
                     return body
                 last = f"{len(body.get('grids', []))} grids, levels {summary.get('levels')}"
             except (httpx.HTTPError, ValueError) as exc:

@@ -3,6 +3,7 @@
 PinganError
 ├── ConfigError            settings or config files are wrong; fix and restart
 ├── InvalidEvent           one input record is unusable; carries kind, field and reason; dead-lettered
+├── InvalidCursor          a feed position (the alerts' ``after``) this API never returned; a 422 to the caller
 ├── ServiceError           a local service (broker, ClickHouse) could not be started, stopped or reached
 └── StorageError           ClickHouse rejected or could not take a request
     ├── StorageUnavailable can succeed later (connection refused or lost, timeout, overload): retried
@@ -34,6 +35,15 @@ class InvalidEvent(PinganError):
         self.field = field
         where = f" at {field}" if field else ""
         super().__init__(f"{kind}{where}: {reason}")
+
+
+class InvalidCursor(PinganError):
+    """A cursor that no page of the alert feed returned: the caller's request is wrong, nothing is dead-lettered."""
+
+    def __init__(self, reason: str, field: str) -> None:
+        self.reason = reason
+        self.field = field
+        super().__init__(f"{field}: {reason}")
 
 
 class ServiceError(PinganError):

@@ -40,7 +40,6 @@ import hashlib
 import importlib
 import importlib.metadata
 import io
-import itertools
 import re
 import unicodedata
 import zoneinfo
@@ -56,6 +55,7 @@ from pydantic import BaseModel
 
 from pingan.config_files import read_toml
 from pingan.errors import ConfigError, InvalidEvent
+from pingan.index.scoring import SourceConfig, parse_breakpoints
 from schemas.envelope import Event, parse_event
 from schemas.payloads import SOURCE_PAYLOADS, DevicePayload
 
@@ -70,7 +70,6 @@ __all__ = [
     "FeedCounts",
     "FeedRules",
     "FeedSpec",
-    "IndexSection",
     "Mapper",
     "Place",
     "PlaceTable",
@@ -113,22 +112,6 @@ class TypeMapping:
 
     type: str
     severity: int
-
-
-@dataclass(frozen=True)
-class IndexSection:
-    """The risk-index section of one source, as in ``[sources.NAME]`` of risk-index.toml."""
-
-    default_weight: float
-    type_weights: Mapping[str, float]
-    breakpoints: tuple[tuple[float, float], ...]
-
-    def as_document(self) -> dict[str, Any]:
-        return {
-            "default_weight": self.default_weight,
-            "type_weights": dict(self.type_weights),
-            "breakpoints": [list(point) for point in self.breakpoints],
-        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,7 +216,7 @@ class FeedSpec:
     payload_model: type[BaseModel]
     description: str = ""
     mapping: Mapping[str, TypeMapping] = field(default_factory=dict)
-    index: IndexSection | None = None
+    index: SourceConfig | None = None
     mapper: Mapper | str | None = None
     topic: str | None = None
     timezone: str = DEFAULT_TIMEZONE
@@ -420,8 +403,8 @@ def _number(where: str, value: Any) -> float:
     return float(value)
 
 
-def _index(where: str, raw: Any) -> IndexSection:
-    """Checked as far as the shape goes; the worker's parse_config checks the breakpoints again at start-up."""
+def _index(where: str, raw: Any) -> SourceConfig:
+    """Checked as the worker's parse_config checks risk-index.toml's sections (the same breakpoint rules)."""
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{where} must be a table")
     unknown = set(raw) - _INDEX_KEYS
@@ -432,16 +415,8 @@ def _index(where: str, raw: Any) -> IndexSection:
     weights = raw.get("type_weights", {})
     if not isinstance(weights, Mapping):
         raise ConfigError(f"{where}.type_weights must be a table of type = weight")
-    try:
-        points = tuple((float(x), float(y)) for x, y in raw["breakpoints"])
-    except (TypeError, ValueError):
-        raise ConfigError(f"{where}.breakpoints must be [[count, index], ...]") from None
-    if len(points) < 2 or points[0] != (0.0, 0.0):
-        raise ConfigError(f"{where}.breakpoints must start at [0, 0] and have at least two points")
-    for (x0, y0), (x1, y1) in itertools.pairwise(points):
-        if not (x1 > x0 and y1 > y0):
-            raise ConfigError(f"{where}.breakpoints must increase strictly in both columns")
-    return IndexSection(
+    points = parse_breakpoints(where, raw["breakpoints"])
+    return SourceConfig(
         default_weight=_number(f"{where}.default_weight", raw.get("default_weight", 1.0)),
         type_weights={str(k): _number(f"{where}.type_weights.{k}", v) for k, v in weights.items()},
         breakpoints=points,
@@ -692,7 +667,7 @@ class FeedRules:
     whole-number ``severity``, not ``"4"`` or ``4.0``) plus the feed's own rule: ``type`` one of the types of
     the feed's category table (a feed with an empty table accepts any type). The worker, the
     ingest gateway and the adapters (tailer, webhooks, replay) all call it, so a record gets the same answer
-    whichever way it comes in. Grid resolution comes after it (``streams.pipeline.resolve_grid``).
+    whichever way it comes in. Grid resolution comes after it (``pingan.grids.resolve_grid``).
     """
 
     payload_models: Mapping[str, type[BaseModel]]
@@ -833,5 +808,5 @@ def read_risk_document(path: Path) -> dict[str, Any]:
 
 
 def index_document(settings: Settings, feeds: Mapping[str, FeedSpec]) -> dict[str, Any]:
-    """The document the worker gives ``streams.risk_index.parse_config``: risk-index.toml + feed sections."""
+    """The document the worker gives ``pingan.index.scoring.parse_config``: risk-index.toml + feed sections."""
     return merge_index_document(read_risk_document(settings.risk_config_path), feeds)

@@ -34,20 +34,26 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import orjson
 
-from pingan.errors import ConfigError
+from pingan.errors import ConfigError, InvalidEvent
+from pingan.index.levels import UNIT_LEVELS
+
+if TYPE_CHECKING:
+    from schemas.envelope import Event
 
 __all__ = [
     "GRID_TYPES",
-    "UNIT_LEVELS",
     "Grid",
+    "GridLookup",
     "GridRegistry",
+    "Located",
     "Unit",
     "normalise_ring",
     "point_in_ring",
+    "resolve_grid",
     "ring_area_centroid",
 ]
 
@@ -55,7 +61,6 @@ Point = tuple[float, float]
 Ring = tuple[Point, ...]
 BBox = tuple[float, float, float, float]  # min lon, min lat, max lon, max lat
 
-UNIT_LEVELS: Final = ("district", "subdistrict", "community", "police_station")
 # The grid types the demo district uses. Others are allowed: the risk index does not depend on the type,
 # and a real deployment brings its own vocabulary.
 GRID_TYPES: Final = ("urban", "rural", "commercial", "transport_hub", "school_zone", "industrial", "scenic")
@@ -407,3 +412,30 @@ class GridRegistry:
 
     def __contains__(self, grid_id: object) -> bool:
         return grid_id in self._by_id
+
+
+# --- the grid of an event: the same answer for the worker, the ingest gateway and the adapters ---------
+
+
+class Located(Protocol):
+    @property
+    def grid_id(self) -> str: ...
+
+
+class GridLookup(Protocol):
+    def get(self, grid_id: str) -> Located | None: ...
+
+    def locate(self, lon: float, lat: float) -> Located | None: ...
+
+
+def resolve_grid(event: Event, grids: GridLookup) -> str:
+    """The grid an event belongs to: its own grid_id if known, else the grid containing its location."""
+    if event.grid_id is not None:
+        if grids.get(event.grid_id) is None:
+            raise InvalidEvent("unknown_grid", f"grid {event.grid_id!r} is not in the grid registry", "grid_id")
+        return event.grid_id
+    assert event.lon is not None and event.lat is not None  # parse_event guarantees a place
+    grid = grids.locate(event.lon, event.lat)
+    if grid is None:
+        raise InvalidEvent("outside_grids", f"({event.lon}, {event.lat}) is outside every grid", "location")
+    return grid.grid_id

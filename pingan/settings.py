@@ -14,11 +14,12 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """Whether a host name or address (IPv6 with or without brackets) is this machine's loopback."""
     if host == "localhost":
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
 
@@ -147,13 +148,13 @@ class Settings(BaseSettings):
     def kafka_is_managed(self) -> bool:
         if self.kafka_managed is not None:
             return self.kafka_managed
-        return all(_is_loopback(hostport.rsplit(":", 1)[0]) for hostport in self.kafka_bootstrap.split(","))
+        return all(is_loopback(hostport.rsplit(":", 1)[0]) for hostport in self.kafka_bootstrap.split(","))
 
     @property
     def clickhouse_is_managed(self) -> bool:
         if self.clickhouse_managed is not None:
             return self.clickhouse_managed
-        return _is_loopback(self.clickhouse_host)
+        return is_loopback(self.clickhouse_host)
 
     @property
     def cors_origin_list(self) -> list[str]:
@@ -161,7 +162,7 @@ class Settings(BaseSettings):
 
     @property
     def api_on_loopback(self) -> bool:
-        return _is_loopback(self.api_host)
+        return is_loopback(self.api_host)
 
     @property
     def open_read(self) -> bool:

@@ -40,6 +40,8 @@ from pingan.dead_letter import DeadLetter, to_message
 from pingan.errors import StorageUnavailable
 from pingan.feeds import FeedRules
 from pingan.grids import GridRegistry
+from pingan.index.baseline import BaselineModel
+from pingan.index.scoring import IndexConfig
 from pingan.partitioning import partition_for_key
 from pingan.settings import Settings
 from pingan.store import alerts, dead_letters, events, risk, windows
@@ -49,7 +51,6 @@ from schemas.payloads import SOURCE_PAYLOADS
 from streams.baseline import BaselineModel
 from streams.log_loss import LogLossKeeper
 from streams.pipeline import BatchResult, PipelineConfig, Record, dead_letter_of, heartbeat_record, process_batch
-from streams.risk_index import IndexConfig
 from streams.windows import PartitionState, WindowSpec, record_fingerprint
 
 log = logging.getLogger(__name__)

@@ -13,11 +13,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
-from typing import Protocol
 
 from pingan.dead_letter import DeadLetter, batch_origin
 from pingan.errors import InvalidEvent
 from pingan.feeds import FeedRules
+from pingan.grids import GridLookup, resolve_grid
+from pingan.index.alerts import Alert, alert_for
+from pingan.index.baseline import BaselineModel
+from pingan.index.levels import Level
+from pingan.index.records import RiskUpdate, WindowRow
+from pingan.index.scoring import IndexConfig
 from pingan.partitioning import partition_for_key
 from pingan.store.alerts import Alert, alert_for
 from pingan.store.risk import RiskUpdate
@@ -25,22 +30,9 @@ from pingan.store.windows import WindowRow
 from schemas.batch import is_batch, split_batch
 from schemas.envelope import EARLIEST_TIME, Event, decode_object
 from schemas.payloads import SOURCE_PAYLOADS
-from streams.baseline import BaselineModel
-from streams.risk_index import IndexConfig, Level
 from streams.windows import GridRisk, Judgement, Outcome, PartitionState, record_fingerprint
 
 log = logging.getLogger(__name__)
-
-
-class Located(Protocol):
-    @property
-    def grid_id(self) -> str: ...
-
-
-class GridLookup(Protocol):
-    def get(self, grid_id: str) -> object | None: ...
-
-    def locate(self, lon: float, lat: float) -> Located | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,19 +127,6 @@ def received_at(record: Record, now: datetime, max_future: timedelta) -> datetim
     if record.timestamp_ms is None or not _storable_ms(record.timestamp_ms, now, max_future):
         return None
     return datetime.fromtimestamp(record.timestamp_ms / 1000, UTC)
-
-
-def resolve_grid(event: Event, grids: GridLookup) -> str:
-    """The grid an event belongs to: its own grid_id if known, else the grid containing its location."""
-    if event.grid_id is not None:
-        if grids.get(event.grid_id) is None:
-            raise InvalidEvent("unknown_grid", f"grid {event.grid_id!r} is not in the grid registry", "grid_id")
-        return event.grid_id
-    assert event.lon is not None and event.lat is not None  # parse_event guarantees a place
-    grid = grids.locate(event.lon, event.lat)
-    if grid is None:
-        raise InvalidEvent("outside_grids", f"({event.lon}, {event.lat}) is outside every grid", "location")
-    return grid.grid_id
 
 
 def process_batch(

@@ -21,8 +21,10 @@ from enum import StrEnum
 
 import orjson
 
-from streams.baseline import BaselineModel
-from streams.risk_index import Assessment, Expectations, IndexConfig, Level, assess, shown_level
+from pingan.index.baseline import BaselineModel
+from pingan.index.levels import Level
+from pingan.index.records import Hold
+from pingan.index.scoring import Assessment, Expectations, IndexConfig, assess, shown_level
 
 log = logging.getLogger(__name__)
 
@@ -204,18 +206,6 @@ class Outcome(StrEnum):
     REPLAYED = "replayed"  # already in the bucket before a restart: skipped
     DUPLICATE = "duplicate"  # another message with an event id already counted: skipped
     LATE = "late"
-
-
-@dataclass(frozen=True, slots=True)
-class Hold:
-    """The closed window that holds a grid's colour above its live level (hysteresis)."""
-
-    window_start: int  # epoch seconds: the hour that holds the colour starts here...
-    window_end: int  # ...and ends here (it closed this long ago plus the lateness allowance)
-    score: float
-    level: Level
-    # Epoch seconds from which the colour steps down, if the windows that close before then stay lower.
-    steps_down_at: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,8 +8,9 @@ import time
 
 from pingan.baselines import baseline_model
 from pingan.errors import StorageError
-from pingan.feeds import FeedRules, feeds_without_index, index_document, load_feeds
+from pingan.feeds import FeedRules, load_feeds
 from pingan.grids import GridRegistry
+from pingan.index.loading import load_index
 from pingan.settings import Settings
 from pingan.store.client import connect
 from pingan.store.migrate import prepare_database
@@ -40,9 +41,9 @@ def run_worker(settings: Settings, *, loglevel: str = "INFO") -> None:
     registry = GridRegistry.load(settings.grid_registry_path)
     # Feeds (built-in, plugins, feeds.toml) decide which sources are accepted and add index sections.
     feeds = load_feeds(settings)
-    index_doc = index_document(settings, feeds)
-    index = parse_config(index_doc)
-    for name in feeds_without_index(index_doc, feeds):
+    loaded = load_index(settings, feeds)
+    index = loaded.config
+    for name in loaded.unweighted_feeds:
         log.warning("feed %s has no risk-index section: its events are stored but weigh nothing", name)
     _wait_for_storage(settings)
     executor = connect(settings)

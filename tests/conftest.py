@@ -8,30 +8,43 @@ topic prefix and ClickHouse database, so tests never see each other's data.
 from __future__ import annotations
 
 import logging
+import os
 import uuid
 from collections.abc import Iterator
 
 import pytest
 from clickhouse_driver import Client
 
+from pingan.grids import GridRegistry
 from pingan.services import free_loopback_ports, running_services
 from pingan.settings import Settings
+from pingan.store.client import connect
+from tests.support.defaults import default_settings, shipped_registry
 
 log = logging.getLogger(__name__)
 
 
 def clickhouse_client_for(settings: Settings, *, database: str = "", user: str | None = None,
                           password: str | None = None) -> Client:  # fmt: skip
-    """A clickhouse-driver client to the settings' server; the caller disconnects it."""
-    return Client(
-        host=settings.clickhouse_host,
-        port=settings.clickhouse_port,
-        user=user or settings.clickhouse_user,
-        password=settings.clickhouse_password.get_secret_value() if password is None else password,
-        database=database or "default",
-        connect_timeout=5,
-        send_receive_timeout=60,
-    )
+    """A clickhouse-driver client to the settings' server (the store's own connect); the caller disconnects it.
+    Tests use the client itself: they assert ClickHouse's own error codes, which the store's errors wrap."""
+    return connect(settings, database=database, user=user, password=password).client
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_pingan_environment() -> Iterator[None]:
+    """Nothing in the suite sees the developer's ``PINGAN_*`` (a CLI's main, the evaluation and the processes
+    the tests start build their Settings from the environment): only what a test sets itself."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name in [name for name in os.environ if name.startswith("PINGAN_")]:
+            patch.delenv(name)
+        yield
+
+
+@pytest.fixture(scope="session")
+def registry() -> GridRegistry:
+    """The demo district (deploy/data/grids.json), loaded once for the session; nothing mutates it."""
+    return shipped_registry()
 
 
 @pytest.fixture(scope="session")
@@ -39,7 +52,7 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     """Settings pointing at a broker and a ClickHouse started for this session (stopped at its end)."""
     kafka_port, clickhouse_port, clickhouse_http_port = free_loopback_ports(3)
     session_id = uuid.uuid4().hex[:8]
-    settings = Settings(
+    settings = default_settings(
         data_dir=tmp_path_factory.mktemp("services"),
         kafka_bootstrap=f"127.0.0.1:{kafka_port}",
         kafka_managed=True,

@@ -27,6 +27,7 @@ from api.responses import OrjsonResponse
 from api.scopes import Scope, require_grid, visible
 from pingan.errors import InvalidEvent, ServiceError
 from pingan.incidents import ACTION_KINDS, OUTCOMES, STATUSES, Action, Book, handling_figures, request_problem
+from pingan.errors import InvalidCursor
 from pingan.store import alerts
 from pingan.store.client import Executor
 
@@ -39,7 +40,7 @@ SSE_KEEPALIVE_SECONDS = 15.0
 def _page(executor: Executor, after: str | None, limit: int) -> list[dict[str, Any]]:
     try:
         return alerts.after(executor, after, limit=limit)
-    except InvalidEvent as exc:
+    except InvalidCursor as exc:
         raise ApiError(422, "invalid_cursor", exc.reason, exc.field) from None
 
 

@@ -21,6 +21,8 @@ from api.responses import OrjsonResponse
 from api.scopes import units_touching
 from pingan.incidents import handling_figures
 from pingan.published_index import flagged_lists, period_containing
+from pingan.index.levels import UnitLevel
+from pingan.index.published import flagged_lists, period_containing
 from pingan.store import published
 from pingan.store.client import Executor
 
@@ -28,7 +30,7 @@ router = APIRouter(prefix="/v1/index", tags=["published index"])
 
 PeriodParam = Annotated[Literal["day", "week", "month"], Path(description="day, ISO week (Monday first) or month")]
 UnitParam = Annotated[
-    Literal["community", "subdistrict", "district", "police_station"],
+    UnitLevel,
     Query(description="unit level; the shipped config publishes community and police_station"),
 ]
 DateParam = Annotated[

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path
 from starlette.responses import Response
@@ -16,11 +16,13 @@ from api.responses import OrjsonResponse, dumps
 from api.routes.risk import current_risk
 from api.scopes import roll_up_in_scope, units_touching
 from pingan.rollup import LEVELS, members, roll_up, roll_up_unit, scores_from_rows
+from pingan.index.levels import LEVELS, UnitLevel
+from pingan.index.rollup import members, roll_up, roll_up_unit, scores_from_rows
 
 router = APIRouter(prefix="/v1/units", tags=["units"])
 
 UnitLevelParam = Annotated[
-    Literal["community", "subdistrict", "district", "police_station"],
+    UnitLevel,
     Path(description="community, subdistrict, district or police_station"),
 ]
 

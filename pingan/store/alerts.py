@@ -2,92 +2,39 @@
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
-from pingan.errors import InvalidEvent
+from pingan.index.alerts import Alert, alert_document, decode_cursor
 from pingan.store.client import Executor, Rejected, insert_isolating
 
 COLUMNS = (
     "alert_id", "grid_id", "kind", "level", "previous_level", "score", "as_of", "version", "explanation",
     "config_version",
 )  # fmt: skip
-ALERT_LEVELS = ("orange", "red")
-_RANK = {"": 0, "green": 0, "yellow": 1, "orange": 2, "red": 3}
 
 
-@dataclass(frozen=True)
-class Alert:
-    grid_id: str
-    kind: str  # "escalation" | "de-escalation"
-    level: str
-    previous_level: str
-    score: float
-    as_of: datetime
-    version: int
-    explanation: dict[str, Any]
-    config_version: str
-
-    @property
-    def alert_id(self) -> str:
-        return f"{self.grid_id}:{self.version}"
-
-    def as_row(self) -> tuple[Any, ...]:
-        return (
-            self.alert_id, self.grid_id, self.kind, self.level, self.previous_level, self.score,
-            int(self.as_of.timestamp()), self.version, orjson.dumps(self.explanation).decode(), self.config_version,
-        )  # fmt: skip
-
-    def to_json(self) -> bytes:
-        return orjson.dumps(alert_document(self.as_row()))
-
-
-def alert_for(
-    grid_id: str, previous: str, level: str, score: float, as_of: datetime, version: int, explanation: dict,
-    config_version: str,
-) -> Alert | None:  # fmt: skip
-    """An alert when a grid rises into orange/red or falls from it; None for any other change."""
-    up, down = _RANK[level] > _RANK[previous], _RANK[level] < _RANK[previous]
-    if up and level in ALERT_LEVELS:
-        kind = "escalation"
-    elif down and previous in ALERT_LEVELS:
-        kind = "de-escalation"
-    else:
-        return None
-    return Alert(grid_id, kind, level, previous, score, as_of, version, explanation, config_version)
+def row(alert: Alert) -> tuple[Any, ...]:
+    """The alert as a row of the table, in COLUMNS' order."""
+    return (
+        alert.alert_id, alert.grid_id, alert.kind, alert.level, alert.previous_level, alert.score,
+        int(alert.as_of.timestamp()), alert.version, orjson.dumps(alert.explanation).decode(), alert.config_version,
+    )  # fmt: skip
 
 
 def insert(executor: Executor, alerts: Sequence[Alert]) -> Rejected:
     """Insert alerts; returns those ClickHouse refused, the others stored."""
-    return insert_isolating(executor, "alerts", COLUMNS, alerts, Alert.as_row)
+    return insert_isolating(executor, "alerts", COLUMNS, alerts, row)
 
 
-def encode_cursor(version: int, grid_id: str) -> str:
-    return base64.urlsafe_b64encode(orjson.dumps([version, grid_id])).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[int, str]:
-    try:
-        version, grid_id = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        return int(version), str(grid_id)
-    except (ValueError, TypeError, orjson.JSONDecodeError):
-        raise InvalidEvent("invalid_field", "not a cursor returned by this API", "after") from None
-
-
-def alert_document(row: tuple[Any, ...]) -> dict[str, Any]:
+def _document(row: tuple[Any, ...]) -> dict[str, Any]:
     alert_id, grid_id, kind, level, previous, score, as_of, version, explanation, config_version = row
-    if isinstance(as_of, int):
-        as_of = datetime.fromtimestamp(as_of, UTC)
-    return {
-        "alert_id": alert_id, "grid_id": grid_id, "kind": kind, "level": level, "previous_level": previous or None,
-        "score": score, "as_of": as_of, "explanation": orjson.loads(explanation) if explanation else None,
-        "config_version": config_version, "cursor": encode_cursor(version, grid_id),
-    }  # fmt: skip
+    return alert_document(
+        alert_id, grid_id, kind, level, previous, score, as_of, version,
+        orjson.loads(explanation) if explanation else None, config_version,
+    )  # fmt: skip
 
 
 def after(executor: Executor, cursor: str | None, *, limit: int = 100) -> list[dict[str, Any]]:
@@ -103,7 +50,7 @@ def after(executor: Executor, cursor: str | None, *, limit: int = 100) -> list[d
         """,
         {"version": version, "grid_id": grid_id, "limit": int(limit)},
     )
-    return [alert_document(row) for row in rows]
+    return [_document(row) for row in rows]
 
 
 def newest(executor: Executor, limit: int) -> list[dict[str, Any]]:
@@ -117,7 +64,7 @@ def newest(executor: Executor, limit: int) -> list[dict[str, Any]]:
         """,
         {"limit": int(limit)},
     )
-    return [alert_document(row) for row in reversed(rows)]
+    return [_document(row) for row in reversed(rows)]
 
 
 def count_by_level(executor: Executor) -> dict[tuple[str, str], int]:

@@ -1,5 +1,5 @@
 """SQL of ``baselines``, ``baseline_cells`` and ``baseline_grids``: learned snapshots of what is normal per
-grid (streams/baseline.py)."""
+grid (pingan/index/baseline.py)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
+from pingan.index.baseline import HOURS_PER_WEEK, LearnedBaseline
 from pingan.store.client import Executor
-from streams.baseline import HOURS_PER_WEEK, LearnedBaseline
 
 # Events of [start, end) per grid, source, type, severity and hour of the week (0 = Monday 00:00 UTC; the
 # epoch began on a Thursday, hour 72 of its week). FINAL: a redelivered event is one event.
@@ -43,7 +43,7 @@ class SnapshotInfo:
 
 
 def history(executor: Executor, start: datetime, end: datetime) -> Iterator[tuple[str, str, str, int, int, int]]:
-    """Rows ``(grid, source, type, severity, hour_of_week, events)`` for streams.baseline.learn."""
+    """Rows ``(grid, source, type, severity, hour_of_week, events)`` for pingan.index.baseline.learn."""
     params = {"start": int(start.timestamp()), "end": int(end.timestamp())}
     for grid_id, source, event_type, severity, how, events in executor.query(HISTORY_SQL, params):
         yield str(grid_id), str(source), str(event_type), int(severity), int(how), int(events)

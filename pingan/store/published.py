@@ -2,7 +2,7 @@
 
 Written to be read and re-run by analysts (docs/risk-index.md, "The published index"): plain GROUP BYs over
 ``events`` joined to ``grid_units``, parameters as ``%(name)s``, times as epoch seconds (the range of a
-local period, computed by pingan.published_index), nothing an old server lacks (no window functions, no
+local period, computed by pingan.index.published), nothing an old server lacks (no window functions, no
 ``WITH name AS (subquery)``). Distinct events are counted with ``uniqExact(event_id)``: ``events`` keeps a
 redelivered event twice until its parts merge. Late events count: they are history, only the live index
 leaves them out. The unit level picks a ``grid_units`` column from a fixed list (identifiers cannot be
@@ -15,20 +15,16 @@ from collections.abc import Iterable, Sequence
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
+from pingan.index.levels import UNIT_LEVELS
 from pingan.store.client import Executor
 
 if TYPE_CHECKING:
-    from pingan.published_index import PublishedUnit
+    from pingan.index.published import PublishedUnit
 
 TABLE = "published_index"
 
 # Unit level -> its column in grid_units: the whitelist that stands in for an identifier parameter.
-UNIT_COLUMNS = {
-    "community": "community_id",
-    "subdistrict": "subdistrict_id",
-    "district": "district_id",
-    "police_station": "police_station_id",
-}
+UNIT_COLUMNS = {level: f"{level}_id" for level in UNIT_LEVELS}
 
 
 def unit_column(unit_level: str) -> str:

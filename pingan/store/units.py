@@ -1,4 +1,4 @@
-"""SQL of the ``unit_risk`` table: snapshots of the roll-ups (pingan.rollup), one row per unit and instant."""
+"""SQL of the ``unit_risk`` table: snapshots of the roll-ups (pingan.index.rollup), one row per unit and instant."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from pingan.rollup import UnitRisk
+from pingan.index.levels import LEVELS
+from pingan.index.rollup import UnitRisk
 from pingan.store.client import Executor
 
 TABLE = "unit_risk"
@@ -21,8 +22,8 @@ def row(unit: UnitRisk, *, as_of: datetime, computed_at: datetime) -> tuple[Any,
     # Epoch seconds for DateTime columns, as elsewhere in the store: no time-zone conversion by the driver.
     return (
         unit.unit_level, unit.unit_id, int(as_of.timestamp()), unit.name, unit.level, unit.weighted_score,
-        unit.worst_score, unit.grids, unit.population, unit.levels.get("green", 0), unit.levels.get("yellow", 0),
-        unit.levels.get("orange", 0), unit.levels.get("red", 0), [t.grid_id for t in unit.top_grids],
+        unit.worst_score, unit.grids, unit.population, *(unit.levels.get(level, 0) for level in LEVELS),
+        [t.grid_id for t in unit.top_grids],
         [t.score for t in unit.top_grids], [t.level for t in unit.top_grids], int(computed_at.timestamp()),
     )  # fmt: skip
 

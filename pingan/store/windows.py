@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
 
+from pingan.index.levels import Level
+from pingan.index.records import WindowRow
 from pingan.store.client import Executor, Rejected, insert_isolating
-
-if TYPE_CHECKING:
-    from streams.risk_index import Assessment, IndexConfig
 
 TABLE = "grid_windows"
 COLUMNS = (
@@ -19,72 +17,45 @@ COLUMNS = (
 )  # fmt: skip
 
 
-@dataclass(frozen=True)
-class WindowRow:
-    grid_id: str
-    window_start: datetime
-    window_seconds: int
-    events: int
-    weighted: float
-    source_counts: Mapping[str, int]
-    type_counts: Mapping[str, int]  # keyed "source/type"
-    score: float
-    level: str
-    config_version: str
-    version: int
-
-    @classmethod
-    def build(
-        cls,
-        grid_id: str,
-        start: int,
-        window_seconds: int,
-        counts: Mapping[tuple[str, str, int], int],
-        assessment: Assessment,
-        index: IndexConfig,
-        version: int,
-    ) -> WindowRow:
-        sources: dict[str, int] = {}
-        types: dict[str, int] = {}
-        weighted = 0.0
-        for (source, event_type, severity), n in counts.items():
-            sources[source] = sources.get(source, 0) + n
-            types[f"{source}/{event_type}"] = types.get(f"{source}/{event_type}", 0) + n
-            weighted += n * index.event_weight(source, event_type, severity)
-        return cls(
-            grid_id, datetime.fromtimestamp(start, UTC), window_seconds, sum(sources.values()), round(weighted, 3),
-            sources, types, assessment.score, assessment.level.value, index.version, version,
-        )  # fmt: skip
-
-    def as_row(self) -> tuple[Any, ...]:
-        sources = sorted(self.source_counts)
-        types = sorted(self.type_counts)
-        return (
-            self.grid_id, int(self.window_start.timestamp()), self.window_seconds, self.events, self.weighted, sources,
-            [self.source_counts[s] for s in sources], types, [self.type_counts[t] for t in types], self.score,
-            self.level, self.config_version, self.version,
-        )  # fmt: skip
+def row(window: WindowRow) -> tuple[Any, ...]:
+    """The record as a row of the table, in COLUMNS' order."""
+    sources = sorted(window.source_counts)
+    types = sorted(window.type_counts)
+    return (
+        window.grid_id, int(window.window_start.timestamp()), window.window_seconds, window.events,
+        window.weighted, sources, [window.source_counts[s] for s in sources], types,
+        [window.type_counts[t] for t in types], window.score, window.level, window.config_version, window.version,
+    )  # fmt: skip
 
 
 def insert(executor: Executor, rows: Sequence[WindowRow]) -> Rejected:
     """Insert window rows; returns those ClickHouse refused, the others stored."""
-    return insert_isolating(executor, TABLE, COLUMNS, rows, WindowRow.as_row)
+    return insert_isolating(executor, TABLE, COLUMNS, rows, row)
 
 
-# The level of a step is its worst window; the ranking expression keeps that portable across versions.
-HISTORY_SQL = """
+# The level of a step is its worst window; ranking the levels keeps that portable across versions. Both
+# expressions are written from Level, so a colour added there is ranked here too.
+_WORST_FIRST = sorted((level for level in Level if level.rank > 0), key=lambda level: -level.rank)
+LEVEL_RANK_SQL = "multiIf(" + ", ".join(f"level = '{level}', {level.rank}" for level in _WORST_FIRST) + ", 0)"
+LEVEL_OF_RANK_SQL = (
+    "multiIf("
+    + ", ".join(f"max(level_rank) = {level.rank}, '{level}'" for level in _WORST_FIRST)
+    + f", '{Level.GREEN}')"
+)
+
+HISTORY_SQL = f"""
 SELECT
     toDateTime(intDiv(toUInt32(window_start), %(step)s) * %(step)s, 'UTC') AS step_start,
     sum(events) AS events,
     max(score) AS max_score,
-    multiIf(max(level_rank) = 3, 'red', max(level_rank) = 2, 'orange', max(level_rank) = 1, 'yellow', 'green')
+    {LEVEL_OF_RANK_SQL}
         AS level,
     count() AS windows
 FROM
 (
     SELECT
         window_start, events, score,
-        multiIf(level = 'red', 3, level = 'orange', 2, level = 'yellow', 1, 0) AS level_rank
+        {LEVEL_RANK_SQL} AS level_rank
     FROM grid_windows FINAL
     WHERE grid_id = %(grid_id)s
       AND window_start >= toDateTime(%(start)s)

@@ -31,11 +31,11 @@ import orjson
 from pingan.dead_letter import MAX_RAW_BYTES, DeadLetter
 from pingan.errors import InvalidEvent
 from pingan.feeds import FeedRules, FeedSpec, Mapper, PlaceTable, RecordFields, TypeMapping, category_key
+from pingan.grids import GridLookup, resolve_grid
 from producers.kafka import encode_event
 from producers.pseudonym import pseudonymise
 from schemas.envelope import decode_object
 from schemas.payloads import PSEUDONYM_PATTERN
-from streams.pipeline import GridLookup, resolve_grid
 
 __all__ = [
     "PERSONAL_FIELDS",

@@ -23,11 +23,6 @@ from tests.support.kafka import read_topic
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def registry() -> GridRegistry:
-    return GridRegistry.load(Settings().grid_registry_path)
-
-
 @pytest.fixture
 async def feeds(settings: Settings) -> dict[str, FeedSpec]:
     await ensure_topics(settings)

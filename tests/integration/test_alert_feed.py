@@ -10,6 +10,7 @@ import pytest
 from chdb.session import Session
 
 from api.alert_feed import AlertFeed
+from pingan.index.alerts import alert_for
 from pingan.store import alerts
 from pingan.store.migrate import migrate
 from tests.support.chdb_executor import ChdbExecutor
@@ -20,7 +21,7 @@ AT = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
 
 
 def _insert(executor: ChdbExecutor, versions: range) -> None:
-    made = [alerts.alert_for(f"G{v:03d}", "green", "red", 150.0, AT, v, {}, "v1") for v in versions]
+    made = [alert_for(f"G{v:03d}", "green", "red", 150.0, AT, v, {}, "v1") for v in versions]
     alerts.insert(executor, [a for a in made if a is not None])
 
 

@@ -15,7 +15,7 @@ from chdb.session import Session
 from clickhouse_driver import Client
 from clickhouse_driver.errors import ServerException
 
-from pingan.published_index import publish
+from pingan.publishing import publish
 from pingan.settings import Settings
 from pingan.store.client import DriverExecutor, Executor
 from pingan.store.migrate import migrate

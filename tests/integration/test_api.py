@@ -4,7 +4,6 @@ HTTP (in-process ASGI, with the app's lifespan)."""
 from __future__ import annotations
 
 import asyncio
-import functools
 import socket
 import time
 import uuid
@@ -36,21 +35,18 @@ from api.models import (
 )
 from pingan.clock import FixedClock
 from pingan.grids import GridRegistry
+from pingan.index.records import RiskUpdate, WindowRow
 from pingan.settings import Settings
 from pingan.store import dead_letters, risk, windows
 from pingan.store.client import Executor, connect
 from pingan.topics import ensure_topics
+from tests.support.defaults import shipped_registry
 from tests.support.kafka import produce
 from tests.support.processes import free_port
 
 pytestmark = pytest.mark.integration
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
-
-
-@functools.cache
-def _registry(path: Path) -> GridRegistry:
-    return GridRegistry.load(path)
 
 
 @dataclass
@@ -65,7 +61,7 @@ class Api:
 @asynccontextmanager
 async def running_api(settings: Settings, **overrides: Any) -> AsyncIterator[Api]:
     settings = settings.model_copy(update=overrides)
-    registry = _registry(settings.grid_registry_path)
+    registry = shipped_registry()
     app = create_app(settings, registry=registry, clock=FixedClock(NOW))
     async with app.router.lifespan_context(app):
         writer = connect(settings)  # the lifespan has created the database and applied migrations
@@ -108,8 +104,8 @@ async def api_without_spatial(settings: Settings, tmp_path: Path) -> AsyncIterat
         yield running
 
 
-def _update(grid_id: str, score: float, level: str, version: int = 1, minutes_ago: int = 5) -> risk.RiskUpdate:
-    return risk.RiskUpdate(
+def _update(grid_id: str, score: float, level: str, version: int = 1, minutes_ago: int = 5) -> RiskUpdate:
+    return RiskUpdate(
         grid_id, NOW - timedelta(minutes=minutes_ago), score, level, "", 12, "call110", {"call110": score}, "2026.1",
         version,
     )  # fmt: skip
@@ -233,10 +229,8 @@ async def test_a_cluster_lifts_a_yellow_neighbour_and_a_lone_yellow_stays(api: A
     assert detail.risk == lifted
 
 
-def _window(
-    grid_id: str, start: datetime, events: int, score: float, level: str, version: int = 1
-) -> windows.WindowRow:
-    return windows.WindowRow(
+def _window(grid_id: str, start: datetime, events: int, score: float, level: str, version: int = 1) -> WindowRow:
+    return WindowRow(
         grid_id, start, 300, events, float(events), {"call110": events}, {"call110/criminal": events}, score, level,
         "2026.1", version,
     )  # fmt: skip

@@ -7,6 +7,7 @@ from datetime import timedelta
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from pingan.index.alerts import alert_for
 from pingan.settings import Settings
 from pingan.store import alerts, dead_letters, events, risk
 from pingan.topics import ensure_topics
@@ -46,7 +47,7 @@ async def test_metrics_parse_and_report_latency_snapshot_lag_events_dead_letters
                 )
             ],
         )
-        alert = alerts.alert_for(grid, "green", "red", 170.0, NOW, 1, {}, "2026.1")
+        alert = alert_for(grid, "green", "red", 170.0, NOW, 1, {}, "2026.1")
         assert alert is not None
         alerts.insert(api.writer, [alert])
         for _ in range(3):

@@ -10,6 +10,7 @@ import orjson
 import pytest
 
 from api.models import ErrorBody, RiskResponse
+from pingan.index.alerts import alert_for
 from pingan.settings import Settings
 from pingan.store import alerts, risk
 from pingan.store.client import connect
@@ -99,7 +100,7 @@ def test_alert_stream_can_start_with_the_newest_alerts_then_follows(pipeline_set
     writer = connect(pipeline_settings)
     try:
         at = NOW - timedelta(minutes=30)
-        made = [alerts.alert_for(f"G{i}", "green", "red", 150.0 + i, at, 10 + i, {}, "2026.1") for i in range(5)]
+        made = [alert_for(f"G{i}", "green", "red", 150.0 + i, at, 10 + i, {}, "2026.1") for i in range(5)]
         alerts.insert(writer, [a for a in made if a is not None])
         with httpx.stream("GET", f"{api}/v1/alerts/stream", params={"tail": 2}, timeout=10) as stream:
             seen: list[dict] = []
@@ -107,7 +108,7 @@ def test_alert_stream_can_start_with_the_newest_alerts_then_follows(pipeline_set
                 if line.startswith("data: "):
                     seen.append(orjson.loads(line[len("data: ") :]))
                     if len(seen) == 2:
-                        later = alerts.alert_for("G9", "yellow", "orange", 120.0, at, 99, {}, "2026.1")
+                        later = alert_for("G9", "yellow", "orange", 120.0, at, 99, {}, "2026.1")
                         assert later is not None
                         alerts.insert(writer, [later])
                 if len(seen) == 3:

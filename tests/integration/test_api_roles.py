@@ -17,6 +17,7 @@ from pingan.errors import ConfigError
 from pingan.settings import Settings
 from pingan.store import dead_letters
 from tests.integration.test_api import NOW, running_api
+from tests.support.defaults import default_settings
 
 pytestmark = pytest.mark.integration
 
@@ -119,11 +120,11 @@ async def test_roles_decide_reads_and_dead_letters_are_redacted_but_for_admin(
 
 
 async def test_open_read_is_the_loopback_default_and_refused_beyond_it(settings: Settings, tmp_path: Path) -> None:
-    assert Settings(api_host="127.0.0.1").open_read is True
-    assert Settings(api_host="0.0.0.0").open_read is False
-    assert Settings(api_host="127.0.0.1", api_open_read=False).open_read is False
+    assert default_settings(api_host="127.0.0.1").open_read is True
+    assert default_settings(api_host="0.0.0.0").open_read is False
+    assert default_settings(api_host="127.0.0.1", api_open_read=False).open_read is False
     with pytest.raises(ConfigError, match="loopback only"):
-        check_open_read(Settings(api_host="10.1.2.3", api_open_read=True))
+        check_open_read(default_settings(api_host="10.1.2.3", api_open_read=True))
     with pytest.raises(ConfigError, match="loopback only"):
         async with running_api(settings, api_host="0.0.0.0", api_open_read=True):
             pass

@@ -17,7 +17,8 @@ from api.deps import ResourcesDep, get_executor
 from api.index_models import FlaggedResponse, IndexResponse, UnitRiskDetail, UnitsRiskResponse
 from api.models import ErrorBody
 from pingan.clock import FixedClock
-from pingan.published_index import publish
+from pingan.index.records import RiskUpdate
+from pingan.publishing import publish
 from pingan.settings import Settings
 from pingan.store import risk
 from pingan.store.client import Executor, connect
@@ -57,8 +58,8 @@ async def api(settings: Settings) -> AsyncIterator[Api]:
         yield running
 
 
-def _update(grid_id: str, score: float, level: str, minutes_ago: int = 0) -> risk.RiskUpdate:
-    return risk.RiskUpdate(
+def _update(grid_id: str, score: float, level: str, minutes_ago: int = 0) -> RiskUpdate:
+    return RiskUpdate(
         grid_id, AS_OF - timedelta(minutes=minutes_ago), score, level, "", 5, "call110", {"call110": score}, "v1", 1
     )
 

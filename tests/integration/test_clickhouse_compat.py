@@ -25,16 +25,19 @@ from pingan.clock import FixedClock
 from pingan.dead_letter import DeadLetter
 from pingan.errors import InvalidEvent
 from pingan.grids import Grid, GridRegistry, ring_area_centroid
-from pingan.published_index import period_containing, publish
+from pingan.index.alerts import alert_for, encode_cursor
+from pingan.index.baseline import BaselineModel, GridProfile
+from pingan.index.published import period_containing
+from pingan.index.records import RiskUpdate, WindowRow
+from pingan.publishing import publish
 from pingan.settings import Settings
 from pingan.store import alerts, baselines, dead_letters, events, grid_units, published, risk, server, units, windows
 from pingan.store.client import DriverExecutor, Executor, connect
 from pingan.store.migrate import load_migrations, migrate
 from schemas.envelope import Event
-from streams.baseline import BaselineModel, GridProfile
-from streams.risk_index import load_config
 from tests.support import small_city
 from tests.support.chdb_executor import ChdbExecutor
+from tests.support.defaults import shipped_index
 
 pytestmark = pytest.mark.integration
 
@@ -71,8 +74,8 @@ def _event(event_id: str, source: str, grid_id: str, minute: int, *, lon: float 
     )  # fmt: skip
 
 
-def _window(grid_id: str, minute: int, n: int, score: float, level: str, version: int) -> windows.WindowRow:
-    return windows.WindowRow(
+def _window(grid_id: str, minute: int, n: int, score: float, level: str, version: int) -> WindowRow:
+    return WindowRow(
         grid_id=grid_id, window_start=T0 + timedelta(minutes=minute), window_seconds=300, events=n,
         weighted=round(n * 1.5, 3), source_counts={"call110": n - 1, "camera": 1},
         type_counts={"call110/criminal": n - 1, "camera/crowd": 1}, score=score, level=level,
@@ -80,8 +83,8 @@ def _window(grid_id: str, minute: int, n: int, score: float, level: str, version
     )  # fmt: skip
 
 
-def _risk(grid_id: str, score: float, level: str, version: int, previous: str = "") -> risk.RiskUpdate:
-    return risk.RiskUpdate(
+def _risk(grid_id: str, score: float, level: str, version: int, previous: str = "") -> RiskUpdate:
+    return RiskUpdate(
         grid_id, NOW - timedelta(minutes=5), score, level, previous, 7, "call110" if score else "", {}, "2026.1",
         version,
     )  # fmt: skip
@@ -149,7 +152,7 @@ def load_sample(executor: Executor) -> None:
     risk.insert(executor, [_risk("G0001", 72.0, "orange", 2, "yellow"), _risk("G0003", 0.0, "green", 1)])
     at = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
     raised = [
-        alerts.alert_for(grid, before, after, score, at, version, {"top_types": []}, "v1")
+        alert_for(grid, before, after, score, at, version, {"top_types": []}, "v1")
         for grid, before, after, score, version in [
             ("G0002", "yellow", "red", 160.0, 5), ("G0001", "", "orange", 110.0, 5), ("G0002", "red", "green", 0.0, 9),
         ]
@@ -157,7 +160,7 @@ def load_sample(executor: Executor) -> None:
     alerts.insert(executor, [a for a in raised if a is not None])
     _load_feed_letters(executor)
     load_index_sample(executor)
-    learn_snapshot(executor, load_config(Settings().risk_config_path), now=NOW, weeks=1)
+    learn_snapshot(executor, shipped_index(), now=NOW, weeks=1)
 
 
 def run_store_reads(executor: Executor) -> dict[str, Any]:
@@ -169,7 +172,7 @@ def run_store_reads(executor: Executor) -> dict[str, Any]:
         "risk.explanation": risk.explanation(executor, "G0001"),
         "risk.explanation.none": risk.explanation(executor, "G0404"),
         "alerts.after": alerts.after(executor, None),
-        "alerts.after.cursor": alerts.after(executor, alerts.encode_cursor(5, "G0001")),
+        "alerts.after.cursor": alerts.after(executor, encode_cursor(5, "G0001")),
         "alerts.newest": alerts.newest(executor, 2),
         "windows.history.300": windows.history(executor, "G0001", T0, T0 + timedelta(hours=3), 300),
         "windows.history.900": windows.history(executor, "G0001", T0, T0 + timedelta(hours=3), 900),
@@ -369,7 +372,7 @@ async def test_every_api_query_runs_on_both_engines(settings: Settings, chdb_exe
         assert chdb_executor.query(sql, params) == rows, sql
 
 
-# --- roll-ups and the published index (pingan.rollup, pingan.published_index) ---------------------------
+# --- roll-ups and the published index (pingan.index.rollup, pingan.index.published) ---------------------------
 
 
 def load_index_sample(executor: Executor) -> None:
@@ -450,7 +453,7 @@ def run_baseline_work(executor: Executor) -> dict[str, Any]:
     """Learn a baseline from the sample events, store it, list it and load it back."""
     migrate(executor)
     load_sample(executor)
-    index = load_config(Settings().risk_config_path)
+    index = shipped_index()
     report = learn_snapshot(executor, index, now=NOW, weeks=1)
     newest = baselines.newest(executor)
     return {
@@ -485,7 +488,7 @@ def test_baseline_learning_agrees_on_both_engines(server_executor: DriverExecuto
     # One grid's slice (as the API reads it) gives that grid the same expectations as the whole snapshot.
     assert got["loaded.grid"].cells == {("G0001", "call110"): {9: 6.0}} and got["missing.grid"] is None
     assert got["loaded"].grids == {"G0001", "G0002"} and got["loaded.grid"].grids == {"G0001"}
-    index = load_config(Settings().risk_config_path)
+    index = shipped_index()
     grids = [GridProfile("G0001", "urban", 500), GridProfile("G0002", "urban", 500)]
     whole = BaselineModel(index.baseline, grids, got["loaded"])
     one = BaselineModel(index.baseline, grids[:1], got["loaded.grid"])

@@ -7,14 +7,14 @@ import pytest
 
 from pingan.demo import run_demo
 from pingan.services import free_loopback_ports
-from pingan.settings import Settings
+from tests.support.defaults import default_settings
 
 pytestmark = pytest.mark.integration
 
 
 def test_demo_colours_the_whole_map_within_a_minute(tmp_path, capsys) -> None:
     kafka_port, clickhouse_port, http_port, api_port = free_loopback_ports(4)
-    settings = Settings(
+    settings = default_settings(
         data_dir=tmp_path,
         kafka_bootstrap=f"127.0.0.1:{kafka_port}",
         clickhouse_port=clickhouse_port,

@@ -11,12 +11,13 @@ import pytest
 
 from pingan.baselines import grid_profiles
 from pingan.grids import GridRegistry
+from pingan.index.baseline import BaselineModel
+from pingan.index.levels import Level
+from pingan.index.scoring import assess, load_config
 from pingan.settings import Settings
 from pingan.store import dead_letters, events
 from pingan.store.client import connect
 from pingan.topics import ensure_topics
-from streams.baseline import BaselineModel
-from streams.risk_index import Level, assess, load_config
 from tests.support.events import app_report, call110, camera, checkpoint
 from tests.support.kafka import produce, read_topic
 from tests.support.processes import wait_for

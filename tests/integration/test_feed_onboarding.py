@@ -22,13 +22,14 @@ from api.app import create_app
 from api.ingest_auth import hash_key
 from api.ingest_models import IngestResponse
 from pingan.errors import StorageError
-from pingan.feeds import index_document, load_feeds
+from pingan.feeds import load_feeds
 from pingan.grids import GridRegistry
+from pingan.index.loading import load_index
+from pingan.index.scoring import assess
 from pingan.settings import REPO_ROOT, Settings
 from pingan.store import dead_letters, events, risk
 from pingan.store.client import connect
 from pingan.topics import ensure_topics
-from streams.risk_index import assess, parse_config
 from tests.support.kafka import read_topic
 from tests.support.processes import ChildProcess, run_cli, wait_for
 
@@ -137,7 +138,7 @@ async def test_a_config_only_feed_by_webhook_and_by_file_is_stored_dead_lettered
                 # ... and counted in the index: three smoke alarms in one building turn its grid red, as the
                 # tutorial computes (12.0 weighted, sub-index 160); the test alarm weighs nothing.
                 feeds = load_feeds(settings)
-                index = parse_config(index_document(settings, feeds))
+                index = load_index(settings, feeds).config
                 expected = assess(Counter({(FEED, "smoke", 4): 2, (FEED, "smoke", 3): 1}), index)
                 assert (expected.level.value, expected.score, expected.dominant_source) == ("red", 160.0, FEED)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import functools
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -27,11 +26,11 @@ from api.ingest_models import IngestRejected, IngestResponse
 from api.models import ErrorBody
 from pingan.clock import FixedClock
 from pingan.dead_letter import MAX_RAW_BYTES, from_message
-from pingan.grids import GridRegistry
 from pingan.partitioning import partition_for_key
 from pingan.settings import Settings
 from schemas.batch import is_batch, split_batch
 from schemas.envelope import parse_event
+from tests.support.defaults import shipped_registry
 from tests.support.events import call110, camera
 from tests.support.kafka import read_topic
 from tests.support.processes import free_port
@@ -41,11 +40,6 @@ pytestmark = pytest.mark.integration
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 AT = NOW - timedelta(minutes=2)
 CAD_KEY, CAMS_KEY = "test-cad-key-0123456789", "test-cams-key-0123456789"
-
-
-@functools.cache
-def _registry(path: Path) -> GridRegistry:
-    return GridRegistry.load(path)
 
 
 @dataclass
@@ -72,7 +66,7 @@ async def running_gateway(
         f'[[producer]]\nname = "cams"\nsources = ["camera"]\nkey_sha256 = ["{hash_key(CAMS_KEY)}"]\n' + extra_keys
     )
     settings = settings.model_copy(update={"ingest_keys_path": keys, **overrides})
-    registry = _registry(settings.grid_registry_path)
+    registry = shipped_registry()
     app = create_app(settings, registry=registry, clock=FixedClock(NOW))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
@@ -175,7 +169,7 @@ async def test_a_valid_batch_is_200_with_every_event_on_the_topic_keyed_by_grid(
     grids = gateway.grids[:40]
     events = [call110(f"ok-{i}", grid, AT - timedelta(seconds=i)) for i, grid in enumerate(grids)]
     located = call110("ok-located", grids[0], AT)
-    grid = _registry(gateway.settings.grid_registry_path).grids[7]
+    grid = shipped_registry().grids[7]
     del located["grid_id"], located["source"]  # source comes from the path
     located["location"] = {"lon": grid.centroid[0], "lat": grid.centroid[1]}
     events.append(located)

@@ -12,15 +12,16 @@ import orjson
 import pytest
 
 from pingan.errors import StorageError
-from pingan.feeds import index_document, load_feeds
+from pingan.feeds import load_feeds
 from pingan.grids import GridRegistry
+from pingan.index.loading import load_index
+from pingan.index.scoring import assess
 from pingan.settings import REPO_ROOT, Settings
 from pingan.store import events, risk
 from pingan.store.client import connect
 from pingan.topics import ensure_topics
 from producers.adapters import adapter_for, publisher_for
 from producers.adapters.tailer import FileTailer
-from streams.risk_index import assess, parse_config
 from tests.plugins.alarm_column import FEEDS_TOML, AlarmColumnPayload
 from tests.support.kafka import read_topic
 from tests.support.plugins import write_dist_info
@@ -81,7 +82,7 @@ async def test_a_plugin_feed_colours_the_map_without_touching_streams(
         assert (report.events, report.dead_letters) == (4, 1)
 
         # What the index should say, from the same configuration the worker merged.
-        index = parse_config(index_document(settings, feeds))
+        index = load_index(settings, feeds).config
         expected = assess(Counter({("alarm_column", "alarm", 4): 3}), index)
         assert expected.level.value == "red" and expected.dominant_source == "alarm_column"
 

@@ -24,15 +24,12 @@ from producers.simulator import CitySimulator, run_simulation
 from schemas.batch import is_batch, split_batch
 from schemas.envelope import parse_event
 from tests.support.kafka import read_envelopes, read_topic
+from tests.support.defaults import default_settings
+from tests.support.kafka import read_topic
 
 pytestmark = pytest.mark.integration
 
 PEAK = datetime(2026, 11, 23, 11, 0, tzinfo=UTC)  # 19:00 China time
-
-
-@pytest.fixture(scope="module")
-def registry() -> GridRegistry:
-    return GridRegistry.load(Settings().grid_registry_path)
 
 
 def _key(settings: Settings) -> bytes:
@@ -154,7 +151,7 @@ async def test_an_unreachable_broker_is_a_clear_error() -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]  # nothing listens here once the probe is closed
-    settings = Settings(kafka_bootstrap=f"127.0.0.1:{port}", topic_prefix="unreachable.")
+    settings = default_settings(kafka_bootstrap=f"127.0.0.1:{port}", topic_prefix="unreachable.")
     with pytest.raises(ServiceError, match="cannot connect a producer"):
         async with EventProducer(settings):
             pass
@@ -163,6 +160,6 @@ async def test_an_unreachable_broker_is_a_clear_error() -> None:
 
 
 async def test_sending_before_start_is_refused() -> None:
-    producer = EventProducer(Settings())
+    producer = EventProducer(default_settings())
     with pytest.raises(ServiceError, match="not started"):
         await producer.send({"event_id": "x"})

@@ -12,7 +12,8 @@ import pytest
 from pingan.cli_index import add_index_parser, describe, rollup_snapshot
 from pingan.clock import FixedClock
 from pingan.grids import GridRegistry
-from pingan.published_index import publish
+from pingan.index.records import RiskUpdate
+from pingan.publishing import publish
 from pingan.settings import Settings
 from pingan.store import grid_units, published, risk, units
 from pingan.store.client import DriverExecutor, connect
@@ -122,9 +123,9 @@ def test_rollup_snapshot_is_stored_per_unit_and_replayable(executor: DriverExecu
     risk.insert(
         executor,
         [
-            risk.RiskUpdate("G3", as_of - timedelta(minutes=10), 120.0, "orange", "", 9, "call110", {}, "v1", 1),
-            risk.RiskUpdate("G4", as_of, 30.0, "green", "", 2, "call110", {}, "v1", 1),
-            risk.RiskUpdate("G5", as_of - timedelta(minutes=5), 60.0, "yellow", "", 4, "app_report", {}, "v1", 1),
+            RiskUpdate("G3", as_of - timedelta(minutes=10), 120.0, "orange", "", 9, "call110", {}, "v1", 1),
+            RiskUpdate("G4", as_of, 30.0, "green", "", 2, "call110", {}, "v1", 1),
+            RiskUpdate("G5", as_of - timedelta(minutes=5), 60.0, "yellow", "", 4, "app_report", {}, "v1", 1),
         ],
     )
     snapshot = rollup_snapshot(executor, REGISTRY, now=NOW)

@@ -19,6 +19,7 @@ from pingan.cli import main
 from pingan.errors import ServiceError
 from pingan.settings import Settings
 from tests.conftest import clickhouse_client_for
+from tests.support.defaults import default_settings
 
 pytestmark = pytest.mark.integration
 
@@ -38,7 +39,7 @@ def _own_settings(data_dir: Path, **overrides: object) -> Settings:
         "clickhouse_password": "",
     }
     values.update(overrides)
-    return Settings(**values)
+    return default_settings(**values)
 
 
 @pytest.fixture
@@ -141,7 +142,7 @@ def test_up_refuses_a_port_taken_by_a_stranger(own_settings: Settings, stranger)
 
 
 def test_external_services_are_probed_never_started(tmp_path: Path, services: Settings):
-    external = Settings(
+    external = default_settings(
         data_dir=tmp_path / "state",
         kafka_bootstrap=services.kafka_bootstrap,
         kafka_managed=False,
@@ -157,8 +158,9 @@ def test_external_services_are_probed_never_started(tmp_path: Path, services: Se
     assert all(s.answering for s in svc.status(services))
 
     (dead_port,) = svc.free_loopback_ports(1)
-    unreachable = Settings(data_dir=tmp_path / "state", kafka_bootstrap=f"127.0.0.1:{dead_port}", kafka_managed=False,
-                           clickhouse_port=services.clickhouse_port, clickhouse_managed=False)  # fmt: skip
+    unreachable = default_settings(data_dir=tmp_path / "state", kafka_bootstrap=f"127.0.0.1:{dead_port}",
+                                   kafka_managed=False, clickhouse_port=services.clickhouse_port,
+                                   clickhouse_managed=False)  # fmt: skip
     with pytest.raises(ServiceError, match=r"kafka did not answer .*external: pingan does not start it"):
         svc.up(unreachable, timeout=1)
     assert not svc.port_in_use("127.0.0.1", dead_port)
@@ -168,7 +170,7 @@ def test_a_service_that_dies_at_start_fails_with_its_log(own_settings: Settings,
     def crashing_broker(binary: object, spec: svc.ServiceSpec) -> list[str]:
         return [sys.executable, "-c", "import sys; print('broker says: boom', flush=True); sys.exit(3)"]
 
-    monkeypatch.setattr(svc, "kafka_argv", crashing_broker)
+    monkeypatch.setattr(svc.supervision, "kafka_argv", crashing_broker)
     with pytest.raises(ServiceError) as failure:
         svc.up(own_settings)
     message = str(failure.value)

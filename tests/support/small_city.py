@@ -20,7 +20,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from pingan.grids import Grid, GridRegistry, Unit, ring_area_centroid
-from pingan.published_index import parse_config
+from pingan.index.published import parse_config
 from pingan.store import events
 from pingan.store.client import Executor
 from schemas.envelope import Event

@@ -8,7 +8,7 @@ from api.access import DEAD_LETTER_READERS, READERS, Caller, check_open_read, id
 from api.errors import ApiError
 from api.ingest_auth import KeyRing, Producer, authorize, hash_key
 from pingan.errors import ConfigError
-from pingan.settings import Settings
+from tests.support.defaults import default_settings
 
 
 def _ring(**tables: list[dict]) -> KeyRing:
@@ -68,7 +68,7 @@ def test_identify_and_permit_by_role() -> None:
 
 
 def test_open_read_only_on_loopback() -> None:
-    check_open_read(Settings(api_host="127.0.0.1", api_open_read=True))
-    check_open_read(Settings(api_host="0.0.0.0"))  # default: off beyond loopback, nothing to refuse
+    check_open_read(default_settings(api_host="127.0.0.1", api_open_read=True))
+    check_open_read(default_settings(api_host="0.0.0.0"))  # default: off beyond loopback, nothing to refuse
     with pytest.raises(ConfigError):
-        check_open_read(Settings(api_host="0.0.0.0", api_open_read=True))
+        check_open_read(default_settings(api_host="0.0.0.0", api_open_read=True))

@@ -13,7 +13,6 @@ import pytest
 
 from pingan.errors import InvalidEvent, ServiceError
 from pingan.feeds import load_feeds
-from pingan.settings import Settings
 from producers.adapters import adapter_for
 from producers.adapters.base import (
     FeedAdapter,
@@ -28,8 +27,9 @@ from producers.adapters.base import (
 from producers.adapters.delivery import FeedPublisher, OutRecord, RetryPolicy, out_records
 from producers.pseudonym import pseudonymise
 from schemas.envelope import parse_event
+from tests.support.defaults import default_settings
 
-SETTINGS = Settings()
+SETTINGS = default_settings()
 KEY = SETTINGS.pseudonym_key.get_secret_value().encode()
 FEEDS = load_feeds(SETTINGS, entry_points=[])
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)

@@ -19,7 +19,7 @@ from api.params import history_range, parse_levels
 from api.readiness import partition_lag, worker_status
 from api.storage import Storage, ThreadLocalExecutor
 from pingan.errors import StorageError
-from pingan.settings import Settings
+from tests.support.defaults import default_settings
 
 NOW = datetime(2026, 11, 23, 12, 7, 31, 250_000, tzinfo=UTC)
 
@@ -115,14 +115,14 @@ def test_thread_local_executor_gives_each_thread_its_own_client_and_closes_all()
         executor.query("SELECT 1")
 
 
-def test_storage_migrates_once_and_retries_after_a_pause() -> None:
+def test_storage_migrates_once_and_retries_after_a_pause(settings) -> None:
     log: list[str] = []
     down = [True]
 
     def factory() -> FakeClient:
         return FakeClient(log, down)
 
-    storage = Storage(Settings(), factory=factory, server_factory=factory, retry_seconds=0.05)
+    storage = Storage(settings, factory=factory, server_factory=factory, retry_seconds=0.05)
     with pytest.raises(StorageError):
         storage.executor.query("SELECT 1")
     down[0] = False
@@ -162,7 +162,7 @@ def test_worker_status() -> None:
 
 
 async def test_app_builds_without_services_and_answers_liveness_and_errors() -> None:
-    settings = Settings(clickhouse_port=1, kafka_bootstrap="127.0.0.1:1")
+    settings = default_settings(clickhouse_port=1, kafka_bootstrap="127.0.0.1:1")
     app = create_app(settings)
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
@@ -181,8 +181,8 @@ async def test_app_builds_without_services_and_answers_liveness_and_errors() -> 
         )  # fmt: skip
 
 
-def test_openapi_documents_every_route_and_the_geojson_schema() -> None:
-    schema = create_app(Settings()).openapi()
+def test_openapi_documents_every_route_and_the_geojson_schema(settings) -> None:
+    schema = create_app(settings).openapi()
     paths = schema["paths"]
     expected = {"/v1/grids/risk", "/v1/grids/{grid_id}/history", "/v1/hotspots", "/v1/dead-letters", "/v1/grids",
                 "/v1/grids/{grid_id}", "/healthz", "/readyz"}  # fmt: skip

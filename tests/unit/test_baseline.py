@@ -10,8 +10,7 @@ import pytest
 
 from api.views import baseline_body
 from pingan.errors import ConfigError
-from pingan.settings import Settings
-from streams.baseline import (
+from pingan.index.baseline import (
     HOURS_PER_WEEK,
     BaselineConfig,
     BaselineModel,
@@ -22,11 +21,13 @@ from streams.baseline import (
     learn,
     parse_baseline,
 )
-from streams.risk_index import Level, assess, load_config
-from streams.surprise import MAX_SURPRISE, log_lower_regularized_gamma, poisson_surprise
+from pingan.index.levels import Level
+from pingan.index.scoring import assess
+from pingan.index.surprise import MAX_SURPRISE, log_lower_regularized_gamma, poisson_surprise
 from streams.windows import PartitionState, WindowSpec
+from tests.support.defaults import shipped_index
 
-INDEX = load_config(Settings().risk_config_path)
+INDEX = shipped_index()
 
 
 # --- surprise -----------------------------------------------------------------------------------------------

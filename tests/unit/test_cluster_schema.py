@@ -10,8 +10,8 @@ import pytest
 
 from pingan.cluster_services import plan_cluster, render_replica_config
 from pingan.errors import ConfigError
-from pingan.settings import Settings
 from pingan.store.migrate import _CREATE_LEDGER, ClusterSchema, load_migrations, migrate, sharding_key
+from tests.support.defaults import default_settings
 
 CREATE = """CREATE TABLE IF NOT EXISTS risk_latest
 (
@@ -124,7 +124,7 @@ def test_without_a_cluster_the_migrations_run_exactly_as_written() -> None:
 
 
 def test_each_replica_names_zookeeper_its_macros_and_the_whole_cluster(tmp_path: Path) -> None:
-    cluster = plan_cluster(Settings(clickhouse_user="default"), tmp_path, name="prov", shards=2, replicas=2)
+    cluster = plan_cluster(default_settings(clickhouse_user="default"), tmp_path, name="prov", shards=2, replicas=2)
     assert [(r.shard, r.name) for r in cluster.replicas] == [(1, "s1r1"), (1, "s1r2"), (2, "s2r1"), (2, "s2r2")]
     ports = [cluster.zookeeper_port] + [p for r in cluster.replicas for p in (r.settings.clickhouse_port,
              r.settings.clickhouse_http_port, r.interserver_port)]  # fmt: skip

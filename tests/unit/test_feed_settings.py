@@ -29,6 +29,7 @@ from pingan.settings import REPO_ROOT, Settings
 from producers.adapters import adapter_for
 from producers.adapters.tailer import TailReport
 from schemas.payloads import DevicePayload
+from tests.support.defaults import default_settings
 
 EXAMPLE = REPO_ROOT / "docs" / "examples" / "electrical-fire"
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -47,7 +48,7 @@ def example(tmp_path: Path) -> Settings:
     """The tutorial's feed: its section and place table as docs/examples/electrical-fire ships them."""
     shutil.copy(EXAMPLE / "electrical-fire-places.csv", tmp_path)
     shutil.copy(EXAMPLE / "feeds.toml", tmp_path / "feeds.toml")
-    return Settings(feeds_config_path=tmp_path / "feeds.toml")
+    return default_settings(feeds_config_path=tmp_path / "feeds.toml")
 
 
 def _records() -> list[dict[str, Any]]:
@@ -167,14 +168,14 @@ def test_a_record_section_needs_id_category_time_and_a_types_table(tmp_path: Pat
         build_feeds({"nobody": {"description": "?"}}, [])
 
 
-def test_a_place_table_serves_a_builtin_feed_too(tmp_path: Path) -> None:
+def test_a_place_table_serves_a_builtin_feed_too(settings, tmp_path: Path) -> None:
     (tmp_path / "p.csv").write_text("key,grid_id\n人民路1号,PA01-C06-G08\n", encoding="utf-8")
     section = {
         "places": {"file": "p.csv", "match": ["address", "地址"]},
         "types": {"criminal": {"type": "criminal", "severity": 4}},
     }
     feeds = build_feeds({"call110": section}, [], config_dir=tmp_path)
-    adapter = adapter_for(Settings(), feeds["call110"], Grids())
+    adapter = adapter_for(settings, feeds["call110"], Grids())
     cad = {"jjdbh": "J1", "警情类别": "criminal", "priority": 1, "报警时间": "2026-11-23 19:00:00", "地址": "人民路1号"}
     result = adapter.map_record(cad, b"", "t", now=NOW)
     assert result.envelope is not None and result.envelope["grid_id"] == "PA01-C06-G08", result.error
@@ -191,8 +192,8 @@ def _envelope(**changes: Any) -> bytes:
     return orjson.dumps({**envelope, **changes})
 
 
-def test_feed_rules_refuse_a_type_outside_the_table_and_a_severity_that_is_not_a_whole_number() -> None:
-    rules = FeedRules.of(load_feeds(Settings(), entry_points=[]))
+def test_feed_rules_refuse_a_type_outside_the_table_and_a_severity_that_is_not_a_whole_number(settings) -> None:
+    rules = FeedRules.of(load_feeds(settings, entry_points=[]))
     assert rules.validate(_envelope(), now=NOW).type == "criminal"
     for changes, kind, field in (
         ({"type": "gas_leak"}, "unknown_type", "type"),
@@ -266,8 +267,8 @@ def _row(**changes: Any) -> dict[str, Any]:
     return row
 
 
-def test_replay_revalidates_an_envelope_taking_a_missing_source_from_the_feed() -> None:
-    rules = FeedRules.of(load_feeds(Settings(), entry_points=[]))
+def test_replay_revalidates_an_envelope_taking_a_missing_source_from_the_feed(settings) -> None:
+    rules = FeedRules.of(load_feeds(settings, entry_points=[]))
     topics = {"": "t.events"}
     decision = replay_decision(_row(), adapters=lambda _: None, rules=rules, grids=Grids(), topics=topics, now=NOW)
     assert decision.error is None and decision.envelope is not None

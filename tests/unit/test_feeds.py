@@ -13,7 +13,6 @@ from pingan.errors import ConfigError
 from pingan.feeds import (
     BUILTIN_FEEDS,
     FeedSpec,
-    IndexSection,
     TypeMapping,
     build_feeds,
     feeds_without_index,
@@ -22,10 +21,13 @@ from pingan.feeds import (
     payload_models,
     read_feeds_config,
 )
+from pingan.index.loading import load_index
+from pingan.index.scoring import SourceConfig, parse_config
+from pingan.index.spatial import parse_spatial
 from pingan.settings import Settings
 from schemas.payloads import SOURCE_PAYLOADS, AppReportCategory, Call110Category, CameraAnalytic
-from streams.risk_index import parse_config
 from tests.plugins.alarm_column import FEEDS_TOML, AlarmColumnPayload
+from tests.support.defaults import default_settings
 from tests.support.plugins import write_dist_info
 
 PLUGIN = "tests.plugins.alarm_column"
@@ -42,14 +44,14 @@ def _sections(text: str) -> dict:
 def _settings(tmp_path: Path, text: str) -> Settings:
     path = tmp_path / "feeds.toml"
     path.write_text(text, encoding="utf-8")
-    return Settings(feeds_config_path=path)
+    return default_settings(feeds_config_path=path)
 
 
 # --- built-ins and the shipped config ------------------------------------------------------------------
 
 
-def test_builtins_are_the_four_payload_models_with_the_shipped_tables() -> None:
-    feeds = load_feeds(Settings(), entry_points=[])
+def test_builtins_are_the_four_payload_models_with_the_shipped_tables(settings) -> None:
+    feeds = load_feeds(settings, entry_points=[])
     assert tuple(sorted(feeds)) == tuple(sorted(BUILTIN_FEEDS)) == tuple(sorted(SOURCE_PAYLOADS))
     assert payload_models(feeds) == SOURCE_PAYLOADS
     assert {spec.origin for spec in feeds.values()} == {"builtin"}
@@ -59,8 +61,8 @@ def test_builtins_are_the_four_payload_models_with_the_shipped_tables() -> None:
     assert all(spec.index is None for spec in feeds.values())  # risk-index.toml covers them
 
 
-def test_shipped_tables_only_produce_types_the_payloads_accept() -> None:
-    feeds = load_feeds(Settings(), entry_points=[])
+def test_shipped_tables_only_produce_types_the_payloads_accept(settings) -> None:
+    feeds = load_feeds(settings, entry_points=[])
     allowed = {
         "call110": {c.value for c in Call110Category},
         "camera": {a.value for a in CameraAnalytic},
@@ -72,10 +74,10 @@ def test_shipped_tables_only_produce_types_the_payloads_accept() -> None:
         assert produced == types, name  # every type reachable, none the payload would reject
 
 
-def test_shipped_index_types_are_weighted() -> None:
+def test_shipped_index_types_are_weighted(settings) -> None:
     """Every type the shipped tables produce has a weight in risk-index.toml (or its source's default)."""
-    feeds = load_feeds(Settings(), entry_points=[])
-    risk = tomllib.loads(Settings().risk_config_path.read_text())
+    feeds = load_feeds(settings, entry_points=[])
+    risk = tomllib.loads(settings.risk_config_path.read_text())
     for name, spec in feeds.items():
         section = risk["sources"][name]
         for mapping in spec.mapping.values():
@@ -202,7 +204,7 @@ time = ["ts", "when"]
     spec = _apply_section("demo", sections["demo"], base, "test")
     assert dict(spec.mapping) == {"a": TypeMapping("a", 1), "b": TypeMapping("bee", 5), "c": TypeMapping("c", 2)}
     assert spec.fields["time"] == ("ts", "when")
-    assert spec.topic_name(Settings(topic_prefix="x.")) == "x.demo-raw"
+    assert spec.topic_name(default_settings(topic_prefix="x.")) == "x.demo-raw"
     assert spec.personal_fields == ("owner",)
 
 
@@ -249,7 +251,7 @@ def test_missing_or_broken_file(tmp_path: Path) -> None:
 
 
 def _risk_doc() -> dict:
-    return tomllib.loads(Settings().risk_config_path.read_text())
+    return tomllib.loads(default_settings().risk_config_path.read_text())
 
 
 def test_merge_adds_only_sections_risk_index_lacks_and_marks_the_version() -> None:
@@ -270,9 +272,9 @@ def test_merge_adds_only_sections_risk_index_lacks_and_marks_the_version() -> No
     assert feeds_without_index(merged, feeds) == []
 
 
-def test_merge_changes_nothing_without_feed_sections() -> None:
+def test_merge_changes_nothing_without_feed_sections(settings) -> None:
     risk = _risk_doc()
-    assert merge_index_document(risk, load_feeds(Settings(), entry_points=[])) == risk
+    assert merge_index_document(risk, load_feeds(settings, entry_points=[])) == risk
 
 
 def test_the_version_follows_the_feed_weights() -> None:
@@ -289,9 +291,27 @@ def test_a_feed_without_any_index_section_is_reported() -> None:
 
 
 def test_index_section_round_trips() -> None:
-    section = IndexSection(1.0, {"a": 2.0}, ((0.0, 0.0), (1.0, 50.0)))
+    section = SourceConfig(1.0, {"a": 2.0}, ((0.0, 0.0), (1.0, 50.0)))
     assert section.as_document() == {
         "default_weight": 1.0,
         "type_weights": {"a": 2.0},
         "breakpoints": [[0.0, 0.0], [1.0, 50.0]],
     }
+
+
+def test_load_index_is_the_worker_s_index_with_the_feed_sections_and_the_spatial_term(settings) -> None:
+    with_section = build_feeds(_sections(FEEDS_TOML), [_ep("alarm_column", f"{PLUGIN}:feed")])
+    loaded = load_index(settings, with_section)
+    assert loaded.config == parse_config(merge_index_document(_risk_doc(), with_section))
+    assert loaded.config.event_weight("alarm_column", "alarm", 4) == 3.0 * 1.5
+    assert loaded.config.version.startswith(f"{_risk_doc()['version']}+alarm_column.")
+    assert loaded.spatial == parse_spatial(_risk_doc())
+    assert loaded.unweighted_feeds == ()
+    without = build_feeds({}, [_ep("alarm_column", f"{PLUGIN}:feed")])
+    assert load_index(settings, without).unweighted_feeds == ("alarm_column",)
+
+
+def test_load_index_reports_the_file_it_could_not_read(settings, tmp_path: Path) -> None:
+    missing = settings.model_copy(update={"risk_config_path": tmp_path / "risk-index.toml"})
+    with pytest.raises(ConfigError, match=r"risk index config .*risk-index\.toml does not exist"):
+        load_index(missing, load_feeds(settings, entry_points=[]))

@@ -98,12 +98,12 @@ def _check_rows(result) -> None:
     for letter in result.dead_letters:
         assert letter.reason and letter.kind
         problems += row_problems("dead_letters", dead_letters.COLUMNS, dead_letters.row(letter, ingested_at=at))
-    problems += [p for w in result.window_rows for p in row_problems("grid_windows", windows.COLUMNS, w.as_row())]
+    problems += [p for w in result.window_rows for p in row_problems("grid_windows", windows.COLUMNS, windows.row(w))]
     for update in (*result.risk_updates, *result.live_updates):
-        problems += row_problems("risk_updates", risk.COLUMNS, update.as_row())
+        problems += row_problems("risk_updates", risk.COLUMNS, risk.row(update))
         orjson.loads(update.to_json())
     for alert in result.alerts:
-        problems += row_problems("alerts", alerts.COLUMNS, alert.as_row())
+        problems += row_problems("alerts", alerts.COLUMNS, alerts.row(alert))
     assert not problems, problems
 
 

@@ -13,15 +13,10 @@ import pytest
 
 from pingan.errors import ConfigError
 from pingan.grids import Grid, GridRegistry, Unit, normalise_ring, ring_area_centroid
-from pingan.settings import Settings
 from producers import citygen
+from tests.support.defaults import default_settings
 
-PATH = Settings().grid_registry_path
-
-
-@pytest.fixture(scope="module")
-def registry() -> GridRegistry:
-    return GridRegistry.load(PATH)
+PATH = default_settings().grid_registry_path
 
 
 # --- the committed demo district ---------------------------------------------------------------------------

@@ -6,14 +6,15 @@ from datetime import UTC, datetime
 
 import pytest
 
-from pingan.errors import InvalidEvent
-from pingan.settings import Settings
-from pingan.store.alerts import alert_for, decode_cursor, encode_cursor
-from streams.risk_index import Level, load_config, shown_level
+from pingan.errors import InvalidCursor, InvalidEvent
+from pingan.index.alerts import alert_for, decode_cursor, encode_cursor
+from pingan.index.levels import Level
+from pingan.index.scoring import shown_level
 from streams.windows import PartitionState, WindowSpec
+from tests.support.defaults import shipped_index
 
 GREEN, YELLOW, ORANGE, RED = Level.GREEN, Level.YELLOW, Level.ORANGE, Level.RED
-INDEX = load_config(Settings().risk_config_path)
+INDEX = shipped_index()
 
 
 @pytest.mark.parametrize(
@@ -76,5 +77,8 @@ def test_alerts_are_raised_for_orange_and_red_only(previous: str, level: str, ki
 
 def test_cursors_round_trip_and_reject_garbage() -> None:
     assert decode_cursor(encode_cursor(1795420800000, "PA01-C01-G01")) == (1795420800000, "PA01-C01-G01")
-    with pytest.raises(InvalidEvent, match="cursor"):
+    with pytest.raises(InvalidCursor, match="cursor") as raised:
         decode_cursor("not-a-cursor")
+    # A bad cursor is the caller's mistake, not an input record to dead-letter.
+    assert not isinstance(raised.value, InvalidEvent)
+    assert raised.value.field == "after"

@@ -14,7 +14,6 @@ import api.ingest_auth as ingest_auth
 from api.errors import ApiError
 from api.ingest_auth import KeyRing, Producer, authorize, hash_key, new_key_entry, presented_key
 from pingan.errors import ConfigError
-from pingan.settings import Settings
 
 DEMO_KEY = "pingan-demo-ingest-key"  # documented in docs/ingest.md and deploy/config/ingest-keys.toml
 
@@ -101,8 +100,8 @@ def test_load_reads_toml_and_refuses_a_missing_or_broken_file(tmp_path: Path) ->
         KeyRing.load(path)
 
 
-def test_the_shipped_file_holds_the_documented_demo_key_for_the_four_feeds() -> None:
-    ring = KeyRing.load(Settings().ingest_keys_path)
+def test_the_shipped_file_holds_the_documented_demo_key_for_the_four_feeds(settings) -> None:
+    ring = KeyRing.load(settings.ingest_keys_path)
     producer = ring.identify(DEMO_KEY)
     assert producer is not None
     assert producer.sources == {"call110", "camera", "checkpoint", "app_report"}

@@ -20,8 +20,8 @@ from api.ingest_limits import InFlightLimiter, check_content_headers, read_limit
 from pingan.clock import FixedClock
 from pingan.dead_letter import MAX_RAW_BYTES
 from pingan.errors import InvalidEvent, ServiceError
-from pingan.settings import Settings
 from schemas.payloads import SOURCE_PAYLOADS
+from tests.support.defaults import default_settings
 
 NOW = datetime(2026, 11, 23, tzinfo=UTC)
 
@@ -128,7 +128,7 @@ class StubPublisher:
 
 
 def _gateway(publisher: StubPublisher, timeout: float = 1.0) -> IngestGateway:
-    settings = Settings(ingest_delivery_timeout_seconds=timeout, ingest_max_in_flight=1)
+    settings = default_settings(ingest_delivery_timeout_seconds=timeout, ingest_max_in_flight=1)
     return IngestGateway(
         settings=settings,
         keys=KeyRing(()),
@@ -218,8 +218,8 @@ async def test_a_slow_delivery_is_503_and_keeps_its_slot_until_the_broker_answer
 # --- OpenAPI ------------------------------------------------------------------------------------------------
 
 
-def test_openapi_documents_the_ingest_route_its_bodies_and_key_schemes() -> None:
-    schema = create_app(Settings()).openapi()
+def test_openapi_documents_the_ingest_route_its_bodies_and_key_schemes(settings) -> None:
+    schema = create_app(settings).openapi()
     operation = schema["paths"]["/v1/ingest/{source}"]["post"]
     assert {"200", "207", "401", "403", "413", "422", "429", "503"} <= set(operation["responses"])
     assert operation["responses"]["207"]["content"]["application/json"]["schema"]["$ref"].endswith("IngestResponse")

@@ -8,9 +8,8 @@ import pytest
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.partitioner import murmur2 as aiokafka_murmur2
 
-from pingan.grids import GridRegistry
 from pingan.partitioning import _murmur2_fallback, partition_for_key
-from pingan.settings import Settings
+from tests.support.defaults import shipped_registry
 
 
 def _keys() -> list[bytes]:
@@ -35,7 +34,7 @@ def test_fallback_murmur2_is_the_same_function() -> None:
 
 
 def test_every_demo_grid_gets_a_stable_partition_and_all_partitions_are_used() -> None:
-    registry = GridRegistry.load(Settings().grid_registry_path)
+    registry = shipped_registry()
     used = {partition_for_key(grid.grid_id.encode(), 4) for grid in registry.grids}
     assert used == {0, 1, 2, 3}
 

@@ -10,12 +10,13 @@ import orjson
 import pytest
 
 from pingan.partitioning import partition_for_key
-from pingan.settings import Settings
 from streams.pipeline import PipelineConfig, Record, process_batch
 from streams.risk_index import load_config
 from streams.windows import LOG_SCORE_STEP, PartitionState, WindowSpec
+from streams.windows import PartitionState, WindowSpec
+from tests.support.defaults import shipped_index
 
-INDEX = load_config(Settings().risk_config_path)
+INDEX = shipped_index()
 SPEC = WindowSpec(300, 3600, 120, INDEX.quiet_windows)
 T0 = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
 

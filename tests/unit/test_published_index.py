@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from pingan.errors import ConfigError
-from pingan.published_index import (
+from pingan.index.published import (
     FlagRule,
     Period,
     Scored,
@@ -28,7 +28,6 @@ from pingan.published_index import (
     score_units,
     weigh,
 )
-from pingan.settings import Settings
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 
@@ -58,8 +57,8 @@ def document(**overrides: Any) -> dict[str, Any]:
 CONFIG = parse_config(document())
 
 
-def test_shipped_config_loads() -> None:
-    config = load_config(Settings().published_index_config_path)
+def test_shipped_config_loads(settings) -> None:
+    config = load_config(settings.published_index_config_path)
     assert config.unit_levels == ("community", "police_station")
     assert config.counted_sources == ("app_report", "call110")
     assert config.event_weight("call110", "criminal", 4) == 4.5  # 3.0 x 1.5

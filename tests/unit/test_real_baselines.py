@@ -9,8 +9,8 @@ import pytest
 
 from bench import real_baselines as rb
 from bench.docs_sections import replace_section
-from streams.baseline import hour_of_week
-from streams.surprise import poisson_surprise
+from pingan.index.baseline import hour_of_week
+from pingan.index.surprise import poisson_surprise
 
 T0 = 1_577_836_800  # 2020-01-01 00:00 UTC, a bucket and hour boundary
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from pingan.errors import ConfigError
-from pingan.settings import Settings
-from streams.risk_index import Level, assess, level_for, load_config, parse_config, sub_index
+from pingan.index.levels import Level
+from pingan.index.scoring import assess, level_for, load_config, parse_config, sub_index
 
 CALL_BREAKPOINTS = ((0.0, 0.0), (3.0, 50.0), (8.0, 100.0), (16.0, 150.0), (32.0, 200.0))
 
@@ -108,8 +108,8 @@ def test_bad_config_is_rejected_with_the_reason(override: dict, message: str) ->
         parse_config(_document(**override))
 
 
-def test_shipped_config_loads_and_covers_the_four_feeds(tmp_path) -> None:
-    config = load_config(Settings().risk_config_path)
+def test_shipped_config_loads_and_covers_the_four_feeds(settings, tmp_path) -> None:
+    config = load_config(settings.risk_config_path)
     assert set(config.sources) >= {"call110", "camera", "checkpoint", "app_report"}
     assert config.version
     with pytest.raises(ConfigError, match="does not exist"):

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from pingan.grids import Grid, GridRegistry, Unit, ring_area_centroid
-from pingan.rollup import GridScore, UnitRisk, members, roll_up, roll_up_unit, scores_from_rows
+from pingan.index.rollup import GridScore, UnitRisk, members, roll_up, roll_up_unit, scores_from_rows
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 

@@ -1,5 +1,5 @@
-"""The pure parts of pingan/services.py: what runs where, the rendered ClickHouse config, the Kafka probe's
-wire format, pid files. No process is started here."""
+"""The pure parts of pingan/services/ (config, probes, supervision): what runs where, the rendered ClickHouse
+config, the Kafka probe's wire format, pid files. No process is started here."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ from pydantic import SecretStr
 
 from pingan import services
 from pingan.errors import ConfigError, ServiceError
-from pingan.settings import Settings
+from pingan.settings import Settings, is_loopback
+from tests.support.defaults import default_settings
 
 
 def _settings(tmp_path: Path, **overrides: object) -> Settings:
@@ -35,7 +36,7 @@ def _settings(tmp_path: Path, **overrides: object) -> Settings:
         "clickhouse_managed": None,
     }
     values.update(overrides)
-    return Settings(**values)
+    return default_settings(**values)
 
 
 # --- managed or external --------------------------------------------------------------------------------
@@ -242,26 +243,25 @@ def test_unreadable_or_missing_pid_files_mean_not_running(tmp_path):
     assert services.read_pid_record(tmp_path / "junk.pid") is None
 
 
-# --- installing ClickHouse ------------------------------------------------------------------------------
+# --- a missing ClickHouse ---------------------------------------------------------------------------------
 
 
-def test_a_missing_server_names_the_install_command_when_not_root(monkeypatch):
-    monkeypatch.setattr(services, "clickhouse_server_command", lambda: None)
-    monkeypatch.setattr(services.os, "geteuid", lambda: 1000)
-    with pytest.raises(ServiceError, match=r"apt-get install -y clickhouse-server clickhouse-client"):
-        services.ensure_clickhouse_installed()
+def test_a_missing_server_is_reported_with_the_command_that_installs_it(monkeypatch):
+    monkeypatch.setattr(services.supervision, "clickhouse_server_command", lambda: None)
+    # Reported, never installed from here: `make install` (the Makefile's clickhouse step) installs it.
+    monkeypatch.setattr(services.supervision.subprocess, "run", lambda *a, **k: pytest.fail("ran a command"))
+    with pytest.raises(ServiceError, match=r"make install.*apt-get install -y clickhouse-server clickhouse-client"):
+        services.clickhouse_command()
 
 
-def test_root_installs_the_debian_packages(monkeypatch):
-    found: list[list[str] | None] = [None, ["/usr/sbin/clickhouse-server"]]
-    runs: list[list[str]] = []
+def test_an_installed_server_is_used_as_found(monkeypatch):
+    monkeypatch.setattr(services.supervision, "clickhouse_server_command", lambda: ["/usr/sbin/clickhouse-server"])
+    assert services.clickhouse_command() == ["/usr/sbin/clickhouse-server"]
 
-    class Done:
-        returncode = 0
 
-    monkeypatch.setattr(services, "clickhouse_server_command", lambda: found.pop(0))
-    monkeypatch.setattr(services.os, "geteuid", lambda: 0)
-    monkeypatch.setattr(services.shutil, "which", lambda name, path=None: "/usr/bin/apt-get")
-    monkeypatch.setattr(services.subprocess, "run", lambda argv, **kwargs: runs.append(argv) or Done())
-    assert services.ensure_clickhouse_installed() == ["/usr/sbin/clickhouse-server"]
-    assert runs == [["apt-get", "update"], ["apt-get", "install", "-y", "clickhouse-server", "clickhouse-client"]]
+def test_one_loopback_test_for_settings_and_services() -> None:
+    # Bracketed IPv6 too: a bootstrap of "[::1]:9092" is managed like "127.0.0.1:9092".
+    assert [is_loopback(h) for h in ("localhost", "127.0.0.1", "127.8.0.1", "::1", "[::1]")] == [True] * 5
+    assert [is_loopback(h) for h in ("0.0.0.0", "10.0.0.1", "example.org", "[2001:db8::1]")] == [False] * 4
+    assert default_settings(kafka_bootstrap="[::1]:9092").kafka_is_managed
+    assert not default_settings(kafka_bootstrap="10.0.0.1:9092,127.0.0.1:9092").kafka_is_managed

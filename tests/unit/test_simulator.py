@@ -12,7 +12,8 @@ import orjson
 import pytest
 
 from pingan.grids import GridRegistry
-from pingan.settings import Settings
+from pingan.index.levels import Level
+from pingan.index.scoring import assess
 from producers.simulator import (
     DAILY_EVENTS,
     SOURCES,
@@ -23,16 +24,11 @@ from producers.simulator import (
 )
 from schemas.envelope import parse_event
 from schemas.payloads import PSEUDONYM_PATTERN
-from streams.risk_index import Level, assess, load_config
+from tests.support.defaults import shipped_index
 
 KEY = b"unit-test-key"
 # 2026-11-23 19:00 China time, the evening peak.
 PEAK = datetime(2026, 11, 23, 11, 0, tzinfo=UTC)
-
-
-@pytest.fixture(scope="module")
-def registry() -> GridRegistry:
-    return GridRegistry.load(Settings().grid_registry_path)
 
 
 def _sim(registry: GridRegistry, seed: int = 1, **kwargs: object) -> CitySimulator:
@@ -174,7 +170,7 @@ def test_busy_grids_are_busier(registry: GridRegistry) -> None:
 
 
 def test_background_keeps_most_grids_green_at_the_evening_peak(registry: GridRegistry) -> None:
-    config = load_config(Settings().risk_config_path)
+    config = shipped_index()
     counts: dict[str, Counter[tuple[str, str, int]]] = defaultdict(Counter)
     for event in _sim(registry).events_between(PEAK, PEAK + timedelta(hours=1)):
         counts[event["grid_id"]][(event["source"], event["type"], event["severity"])] += 1
@@ -184,7 +180,7 @@ def test_background_keeps_most_grids_green_at_the_evening_peak(registry: GridReg
 
 
 def test_demo_bursts_colour_their_grids_within_a_minute(registry: GridRegistry) -> None:
-    config = load_config(Settings().risk_config_path)
+    config = shipped_index()
     for round_ in range(3):
         sim = _sim(registry, seed=round_, daily=dict.fromkeys(SOURCES, 0.0))  # bursts only
         start = PEAK + timedelta(minutes=7 * round_)

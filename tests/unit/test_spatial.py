@@ -1,4 +1,4 @@
-"""The spatial term (streams/spatial.py): Getis-Ord Gi and Gi* against numbers worked out by hand, the lift
+"""The spatial term (pingan/index/spatial.py): Getis-Ord Gi and Gi* against numbers worked out by hand, the lift
 rules, the [spatial] table, and the map snapshot that applies them (api/views.py)."""
 
 from __future__ import annotations
@@ -18,9 +18,10 @@ from api.views import build_snapshot
 from pingan.config_files import read_toml
 from pingan.errors import ConfigError
 from pingan.grids import Grid, GridRegistry, ring_area_centroid
-from pingan.settings import Settings
-from streams.risk_index import IndexConfig, Level
-from streams.spatial import Lift, SpatialConfig, getis_ord, parse_spatial, shown_level, spatial_lift
+from pingan.index.levels import Level
+from pingan.index.scoring import IndexConfig
+from pingan.index.spatial import Lift, SpatialConfig, getis_ord, parse_spatial, shown_level, spatial_lift
+from tests.support.defaults import shipped_registry
 
 LEVELS = IndexConfig(version="t", yellow=50.0, orange=100.0, red=150.0, severity_multiplier={}, sources={})
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -275,7 +276,7 @@ def test_snapshot_shows_lifted_score_and_level_with_the_own_ones() -> None:
 
 
 def test_snapshot_of_the_demo_district_is_computed_quickly() -> None:
-    registry = GridRegistry.load(Settings().grid_registry_path)
+    registry = shipped_registry()
     rng = random.Random(7)
     rows = [_row(g.grid_id, round(rng.uniform(1, 180), 1), "yellow") for g in registry.grids if rng.random() < 0.2]
     started = time.perf_counter()
@@ -297,8 +298,8 @@ def test_defaults_when_the_table_is_missing() -> None:
     assert parse_spatial({"levels": {"yellow": "x"}}).hot_score == 50.0  # parse_config reports that one
 
 
-def test_the_shipped_config_parses_with_the_documented_defaults() -> None:
-    document = read_toml(Settings().risk_config_path, "risk index config")
+def test_the_shipped_config_parses_with_the_documented_defaults(settings) -> None:
+    document = read_toml(settings.risk_config_path, "risk index config")
     assert "spatial" in document
     assert parse_spatial(document) == SpatialConfig(hot_score=float(document["levels"]["yellow"]))
 

@@ -13,7 +13,6 @@ import pytest
 
 from pingan.errors import ConfigError
 from pingan.feeds import load_feeds
-from pingan.settings import Settings
 from producers.adapters import adapter_for
 from producers.adapters.base import Mapped
 from producers.adapters.delivery import DeliveryReport
@@ -27,8 +26,9 @@ from producers.adapters.tailer import (
     format_for,
     parse_csv_line,
 )
+from tests.support.defaults import default_settings
 
-SETTINGS = Settings()
+SETTINGS = default_settings()
 ADAPTER = adapter_for(SETTINGS, load_feeds(SETTINGS, entry_points=[])["call110"])
 
 

@@ -10,9 +10,9 @@ from aiokafka.admin import NewTopic
 
 import pingan.topics as topics
 from pingan.errors import ConfigError, ServiceError
-from pingan.settings import Settings
+from tests.support.defaults import default_settings
 
-SETTINGS = Settings(topic_prefix="unit.", topic_partitions=6, topic_replication=3)
+SETTINGS = default_settings(topic_prefix="unit.", topic_partitions=6, topic_replication=3)
 
 
 class FakeResponse:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from streams.risk_index import Level
+from pingan.index.levels import Level
 from streams.windows import Bucket, GridRisk, Outcome, PartitionState, WindowSpec
 
 SPEC = WindowSpec(bucket_seconds=300, hop_seconds=3600, allowed_lateness_seconds=120)

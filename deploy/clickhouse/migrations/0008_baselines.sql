@@ -1,4 +1,4 @@
--- Learned baselines (streams/baseline.py): what each grid normally sees of each source in each hour of the
+-- Learned baselines (pingan/index/baseline.py): what each grid normally sees of each source in each hour of the
 -- week. `pingan baselines learn` writes one snapshot per run, named by `version`; the worker loads the newest
 -- at start-up. Old snapshots stay for audit: a risk value names the baseline version it was scored against.
 CREATE TABLE IF NOT EXISTS baselines

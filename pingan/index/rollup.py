@@ -23,6 +23,7 @@ from datetime import datetime
 from typing import Any, Final
 
 from pingan.grids import Grid, GridRegistry
+from pingan.index.levels import LEVELS, UNIT_LEVELS, Level, rank_of
 
 __all__ = [
     "LEVELS",
@@ -36,9 +37,7 @@ __all__ = [
     "scores_from_rows",
 ]
 
-ROLLUP_LEVELS: Final = ("community", "subdistrict", "district", "police_station")
-LEVELS: Final = ("green", "yellow", "orange", "red")  # mildest first
-_RANK: Final = {level: rank for rank, level in enumerate(LEVELS)}
+ROLLUP_LEVELS: Final = UNIT_LEVELS
 DEFAULT_TOP: Final = 3
 
 
@@ -52,7 +51,7 @@ class GridScore:
     dominant_source: str | None = None
 
 
-_UNASSESSED: Final = GridScore(0.0, "green")
+_UNASSESSED: Final = GridScore(0.0, Level.GREEN.value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,7 +163,7 @@ def _roll(
     ranked: list[tuple[int, float, str, Grid, GridScore]] = []
     for grid in grids:
         risk = scores.get(grid.grid_id, _UNASSESSED)
-        rank = _RANK.get(risk.level, 0)  # a level this module does not know counts as green's rank
+        rank = rank_of(risk.level)  # a level this module does not know counts as green's rank
         counts[risk.level] = counts.get(risk.level, 0) + 1
         population += grid.population
         weighted_sum += grid.population * risk.score
@@ -180,7 +179,7 @@ def _roll(
     tops = tuple(
         TopGrid(grid.grid_id, grid.name, risk.score, risk.level, risk.dominant_source)
         for _, _, _, grid, risk in ranked[:top]
-        if risk.score > 0 or _RANK.get(risk.level, 0) > 0
+        if risk.score > 0 or rank_of(risk.level) > 0
     )
     return UnitRisk(
         unit_level=unit_level,

@@ -29,7 +29,8 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from pingan.errors import ConfigError
-from streams.risk_index import IndexConfig, Level, level_for
+from pingan.index.levels import Level
+from pingan.index.scoring import IndexConfig, level_for
 
 __all__ = ["Lift", "SpatialConfig", "getis_ord", "parse_spatial", "shown_level", "spatial_lift"]
 

@@ -1,9 +1,9 @@
 """The published public-safety index (平安指数, "the PM2.5 way"): daily, weekly and monthly scores per
 community and per police station, ranked, with the change on the previous period and the flagged list.
 
-The method is in docs/risk-index.md ("The published index") and deploy/config/published-index.toml. The
-aggregation SQL lives in :mod:`pingan.store.published`; everything else here is pure (config, periods,
-weights, scores, ranks, flags) except :func:`publish`, which runs one publication against an Executor.
+The method is in docs/risk-index.md ("The published index") and deploy/config/published-index.toml. Pure
+(config, periods, weights, scores, ranks, flags): the aggregation SQL lives in :mod:`pingan.store.published`
+and :func:`pingan.publishing.publish` runs one publication against ClickHouse.
 """
 
 from __future__ import annotations
@@ -19,14 +19,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pingan.config_files import read_toml
 from pingan.errors import ConfigError
-from pingan.grids import GridRegistry
-from pingan.store import grid_units
-from pingan.store import published as store
-from pingan.store.client import Executor
+from pingan.index.levels import UNIT_LEVELS, Level
+from pingan.index.scoring import TypeWeights
 
 __all__ = [
     "PERIOD_KINDS",
-    "UNIT_COLUMNS",
     "FlagDiff",
     "FlagRule",
     "Period",
@@ -42,13 +39,11 @@ __all__ = [
     "load_config",
     "parse_config",
     "period_containing",
-    "publish",
     "ratio_score",
     "score_units",
 ]
 
 PERIOD_KINDS: Final = ("day", "week", "month")
-UNIT_COLUMNS: Final = store.UNIT_COLUMNS  # unit level -> its column in grid_units
 PER_RESIDENTS: Final = 10_000
 
 Counts = Mapping[tuple[str, str, int], int]  # (source, type, severity) -> distinct events
@@ -65,18 +60,12 @@ class FlagRule:
 
 
 @dataclass(frozen=True)
-class SourceWeights:
-    default_weight: float
-    type_weights: Mapping[str, float]
-
-
-@dataclass(frozen=True)
 class PublishedConfig:
     version: str
     timezone: str
     min_population: int
     severity_multiplier: Mapping[int, float]
-    sources: Mapping[str, SourceWeights]
+    sources: Mapping[str, TypeWeights]
     baseline_periods: Mapping[str, int]
     breakpoints: tuple[tuple[float, float], ...]
     green: float
@@ -100,18 +89,17 @@ class PublishedConfig:
         weights = self.sources.get(source)
         if weights is None:
             return 0.0
-        return weights.type_weights.get(event_type, weights.default_weight) * self.severity_multiplier.get(
-            severity, 1.0
-        )
+        return weights.weight(event_type) * self.severity_multiplier.get(severity, 1.0)
 
     def band(self, score: float) -> str:
+        # Higher is safer here (a score out of 100, as published): green at the top, red below orange.
         if score >= self.green:
-            return "green"
+            return Level.GREEN.value
         if score >= self.yellow:
-            return "yellow"
+            return Level.YELLOW.value
         if score >= self.orange:
-            return "orange"
-        return "red"
+            return Level.ORANGE.value
+        return Level.RED.value
 
 
 def _score_breakpoints(raw: Any) -> tuple[tuple[float, float], ...]:
@@ -134,7 +122,7 @@ def parse_config(document: Mapping[str, Any]) -> PublishedConfig:
     try:
         timezone = str(document["timezone"])
         sources = {
-            str(name): SourceWeights(
+            str(name): TypeWeights(
                 float(body.get("default_weight", 1.0)),
                 {str(k): float(v) for k, v in body.get("type_weights", {}).items()},
             )
@@ -173,8 +161,8 @@ def parse_config(document: Mapping[str, Any]) -> PublishedConfig:
         raise ConfigError(f"baseline_periods must give {', '.join(PERIOD_KINDS)}, each at least 1")
     if not 0 < config.orange < config.yellow < config.green <= 100:
         raise ConfigError("bands must satisfy 0 < orange < yellow < green <= 100")
-    if not flags or not set(flags) <= set(UNIT_COLUMNS):
-        raise ConfigError(f"flag.<level> tables must name unit levels among {', '.join(UNIT_COLUMNS)}")
+    if not flags or not set(flags) <= set(UNIT_LEVELS):
+        raise ConfigError(f"flag.<level> tables must name unit levels among {', '.join(UNIT_LEVELS)}")
     if any(rule.worst_n < 0 or rule.min_incidents < 0 for rule in flags.values()) or config.min_population < 1:
         raise ConfigError("worst_n and min_incidents must be >= 0 and min_population >= 1")
     return config
@@ -473,63 +461,6 @@ class Publication:
             (u.current.unit.unit_id for u in rows if u.flagged),
             (u.current.unit.unit_id for u in rows if u.previously_flagged),
         )
-
-
-def publish(
-    executor: Executor,
-    registry: GridRegistry,
-    config: PublishedConfig,
-    kind: str,
-    day: date,
-    *,
-    now: datetime,
-) -> Publication:
-    """Compute and store the index of the ``kind`` period containing ``day``, for every published level.
-
-    Idempotent: the same events, registry and config give the same rows under the same keys. The previous
-    period is recomputed from the events with the same config rather than read back, so the change never
-    compares two configurations.
-    """
-    synced = grid_units.sync(executor, registry, now=now)
-    period = period_containing(kind, day)
-    previous = period.previous()
-    history = config.baseline_periods[kind]
-    zone = config.zone
-    sources = config.counted_sources
-
-    populations = store.district_populations(executor)
-    earliest, _ = previous.back(history).utc_bounds(zone)
-    _, latest = period.utc_bounds(zone)
-    weighted_by_day: dict[str, dict[date, float]] = {}
-    for district_id, local_day, source, event_type, severity, incidents in store.district_daily_counts(
-        executor, sources, earliest, latest, config.timezone
-    ):
-        by_day = weighted_by_day.setdefault(district_id, {})
-        by_day[local_day] = by_day.get(local_day, 0.0) + incidents * config.event_weight(source, event_type, severity)
-
-    def baselines(p: Period) -> dict[str, float]:
-        return {d: baseline_rate(weighted_by_day.get(d, {}), pop, p, history) for d, pop in populations.items()}
-
-    baseline_now, baseline_before = baselines(period), baselines(previous)
-    results: dict[str, list[PublishedUnit]] = {}
-    for unit_level in config.unit_levels:
-        units = [
-            UnitInfo(unit_id, _unit_name(registry, unit_id), district_id, population)
-            for unit_id, district_id, population in store.units(executor, unit_level)
-        ]
-        current = score_units(units, store.unit_counts(executor, unit_level, sources, *period.utc_bounds(zone)),
-                              baseline_now, config)  # fmt: skip
-        earlier = score_units(units, store.unit_counts(executor, unit_level, sources, *previous.utc_bounds(zone)),
-                              baseline_before, config)  # fmt: skip
-        rows = build_units(period, unit_level, current, earlier, config)
-        store.insert(executor, rows, computed_at=now)
-        results[unit_level] = rows
-    return Publication(period, results, synced)
-
-
-def _unit_name(registry: GridRegistry, unit_id: str) -> str:
-    unit = registry.unit(unit_id)
-    return unit.name if unit is not None else unit_id
 
 
 # --- reading a publication back (the API) -------------------------------------------------------------

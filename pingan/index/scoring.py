@@ -10,38 +10,40 @@ import math
 from bisect import bisect_right
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from pingan.config_files import read_toml
 from pingan.errors import ConfigError
-from streams.baseline import BaselineConfig, parse_baseline
-from streams.surprise import poisson_surprise
-
-
-class Level(StrEnum):
-    GREEN = "green"
-    YELLOW = "yellow"
-    ORANGE = "orange"
-    RED = "red"
-
-    @property
-    def rank(self) -> int:
-        return _LEVEL_RANK[self]
-
-
-_LEVEL_RANK = {Level.GREEN: 0, Level.YELLOW: 1, Level.ORANGE: 2, Level.RED: 3}
+from pingan.index.baseline import BaselineConfig, parse_baseline
+from pingan.index.levels import Level
+from pingan.index.surprise import poisson_surprise
 
 
 @dataclass(frozen=True)
-class SourceConfig:
+class TypeWeights:
+    """How much one event of each type of a source weighs (before the severity multiplier)."""
+
     default_weight: float
     type_weights: Mapping[str, float]
-    breakpoints: tuple[tuple[float, float], ...]
 
     def weight(self, event_type: str) -> float:
         return self.type_weights.get(event_type, self.default_weight)
+
+
+@dataclass(frozen=True)
+class SourceConfig(TypeWeights):
+    """One source's section of the index (``[sources.NAME]`` of risk-index.toml, or a feed's ``index``)."""
+
+    breakpoints: tuple[tuple[float, float], ...]
+
+    def as_document(self) -> dict[str, Any]:
+        """The section as risk-index.toml writes it (a feed's section merged into the index document)."""
+        return {
+            "default_weight": self.default_weight,
+            "type_weights": dict(self.type_weights),
+            "breakpoints": [list(point) for point in self.breakpoints],
+        }
 
 
 @dataclass(frozen=True)
@@ -76,8 +78,9 @@ class IndexConfig:
         return weight
 
 
-def _breakpoints(section: str, raw: Any) -> tuple[tuple[float, float], ...]:
-    where = section if section == "surprise" else f"sources.{section}"
+def parse_breakpoints(where: str, raw: Any) -> tuple[tuple[float, float], ...]:
+    """Piecewise-linear breakpoints ``[[value, index], ...]`` from [0, 0], strictly increasing in both columns;
+    ``where`` names the table in errors. risk-index.toml's sections and the feeds' index sections both pass here."""
     try:
         points = tuple((float(x), float(y)) for x, y in raw)
     except (TypeError, ValueError) as exc:
@@ -88,6 +91,10 @@ def _breakpoints(section: str, raw: Any) -> tuple[tuple[float, float], ...]:
         if not (x1 > x0 and y1 > y0):
             raise ConfigError(f"{where}.breakpoints must increase strictly in both columns")
     return points
+
+
+def _breakpoints(section: str, raw: Any) -> tuple[tuple[float, float], ...]:
+    return parse_breakpoints(section if section == "surprise" else f"sources.{section}", raw)
 
 
 def parse_config(document: Mapping[str, Any]) -> IndexConfig:
@@ -225,7 +232,7 @@ def _corroborated(index: float, events: int, config: IndexConfig) -> float:
     return index
 
 
-# Per source: (expected weighted count in the window, unit weight), from streams.baseline.BaselineModel.
+# Per source: (expected weighted count in the window, unit weight), from pingan.index.baseline.BaselineModel.
 Expectations = Mapping[str, tuple[float, float]]
 
 

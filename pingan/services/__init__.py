@@ -1,0 +1,103 @@
+"""Local services: the Kafka-protocol broker (Tansu) and ClickHouse, started, probed and stopped.
+
+Three concerns, one module each: :mod:`~pingan.services.config` (what to run: addresses, command lines, the
+rendered ClickHouse config), :mod:`~pingan.services.probes` (does it answer) and
+:mod:`~pingan.services.supervision` (binaries, pid files, up/down/status). This package is their interface;
+patch a function where it is defined, not here.
+"""
+
+from __future__ import annotations
+
+from pingan.services.config import (
+    CLICKHOUSE,
+    CLICKHOUSE_TEMPLATES,
+    KAFKA,
+    SERVICE_NAMES,
+    ServicePaths,
+    ServiceSpec,
+    bind_host,
+    clickhouse_argv,
+    clickhouse_spec,
+    kafka_argv,
+    kafka_spec,
+    render_clickhouse_config,
+    service_paths,
+    service_specs,
+    split_hostport,
+    write_clickhouse_config,
+)
+from pingan.services.probes import (
+    Probe,
+    decode_metadata_brokers,
+    encode_metadata_request,
+    free_loopback_ports,
+    kafka_brokers,
+    port_in_use,
+    probe,
+    probe_clickhouse,
+    probe_kafka,
+)
+from pingan.services.supervision import (
+    CLICKHOUSE_PACKAGES,
+    START_TIMEOUT_S,
+    STOP_TIMEOUT_S,
+    PidRecord,
+    ServiceHandle,
+    ServiceStatus,
+    broker_binary,
+    clickhouse_command,
+    clickhouse_server_command,
+    down,
+    is_running,
+    read_pid_record,
+    running_services,
+    status,
+    stop_handles,
+    stop_processes,
+    up,
+)
+
+__all__ = [
+    "CLICKHOUSE",
+    "CLICKHOUSE_PACKAGES",
+    "CLICKHOUSE_TEMPLATES",
+    "KAFKA",
+    "SERVICE_NAMES",
+    "START_TIMEOUT_S",
+    "STOP_TIMEOUT_S",
+    "PidRecord",
+    "Probe",
+    "ServiceHandle",
+    "ServicePaths",
+    "ServiceSpec",
+    "ServiceStatus",
+    "bind_host",
+    "broker_binary",
+    "clickhouse_argv",
+    "clickhouse_command",
+    "clickhouse_server_command",
+    "clickhouse_spec",
+    "decode_metadata_brokers",
+    "down",
+    "encode_metadata_request",
+    "free_loopback_ports",
+    "is_running",
+    "kafka_argv",
+    "kafka_brokers",
+    "kafka_spec",
+    "port_in_use",
+    "probe",
+    "probe_clickhouse",
+    "probe_kafka",
+    "read_pid_record",
+    "render_clickhouse_config",
+    "running_services",
+    "service_paths",
+    "service_specs",
+    "split_hostport",
+    "status",
+    "stop_handles",
+    "stop_processes",
+    "up",
+    "write_clickhouse_config",
+]
