@@ -22,7 +22,7 @@ COPY web ./web
 COPY deploy ./deploy
 # Editable on purpose: the code finds deploy/ (migrations, risk index config, grid registry) next to the
 # package, which a plain `pip install .` would move into site-packages without it.
-RUN pip install -e . && python -c "import pingan.cli, streams.worker, api.app, producers.simulator"
+RUN pip install -e . && python -c "import pingan.cli, pingan.streams.worker, pingan.api.app, pingan.producers.simulator"
 
 USER pingan
 RUN mkdir -p /home/pingan/data

@@ -1,6 +1,6 @@
-"""``python -m api``: the same as ``pingan api``."""
+"""``python -m pingan.api``: the same as ``pingan api``."""
 
-from api.app import serve
+from pingan.api.app import serve
 from pingan.settings import Settings
 
 if __name__ == "__main__":

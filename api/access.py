@@ -25,9 +25,9 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials
 
-from api.errors import ApiError
-from api.ingest import API_KEY_SCHEME, BEARER_SCHEME
-from api.ingest_auth import REALM, KeyRing, presented_key
+from pingan.api.errors import ApiError
+from pingan.api.ingest import API_KEY_SCHEME, BEARER_SCHEME
+from pingan.api.ingest_auth import REALM, KeyRing, presented_key
 from pingan.errors import ConfigError
 from pingan.settings import Settings
 

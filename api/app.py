@@ -18,24 +18,24 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.middleware.gzip import GZipMiddleware
 
 import pingan
-from api import errors, ingest
-from api.access import check_open_read, reader
-from api.alert_feed import AlertFeed
-from api.conditional import GZIP_LEVEL, Rendered
-from api.deps import Resources
-from api.incidents import ActionPublisher, IncidentDesk
-from api.ingest_auth import KeyRing
-from api.ingest_gateway import IngestGateway
-from api.ingest_models import OPENAPI_MODELS as INGEST_MODELS
-from api.metrics import ApiMetrics, LatencyMiddleware
-from api.readiness import KafkaProbe
-from api.responses import OrjsonResponse, dumps
-from api.routes import alerts, grids, me, ops, published, risk, units, web, webhooks
-from api.routes import feeds as feed_routes
-from api.scopes import ScopeIndex
-from api.snapshot import SnapshotStore
-from api.storage import Storage
-from api.views import RiskSnapshot, build_snapshot, shapes_body
+from pingan.api import errors, ingest
+from pingan.api.access import check_open_read, reader
+from pingan.api.alert_feed import AlertFeed
+from pingan.api.conditional import GZIP_LEVEL, Rendered
+from pingan.api.deps import Resources
+from pingan.api.incidents import ActionPublisher, IncidentDesk
+from pingan.api.ingest_auth import KeyRing
+from pingan.api.ingest_gateway import IngestGateway
+from pingan.api.ingest_models import OPENAPI_MODELS as INGEST_MODELS
+from pingan.api.metrics import ApiMetrics, LatencyMiddleware
+from pingan.api.readiness import KafkaProbe
+from pingan.api.responses import OrjsonResponse, dumps
+from pingan.api.routes import alerts, grids, me, ops, published, risk, units, web, webhooks
+from pingan.api.routes import feeds as feed_routes
+from pingan.api.scopes import ScopeIndex
+from pingan.api.snapshot import SnapshotStore
+from pingan.api.storage import Storage
+from pingan.api.views import RiskSnapshot, build_snapshot, shapes_body
 from pingan.clock import Clock, SystemClock
 from pingan.errors import StorageError
 from pingan.feeds import load_feeds

@@ -7,15 +7,15 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from api.alert_feed import AlertFeed
-from api.conditional import Rendered
-from api.incidents import IncidentDesk
-from api.ingest_auth import KeyRing
-from api.ingest_gateway import IngestGateway
-from api.readiness import KafkaProbe
-from api.scopes import ScopeIndex
-from api.snapshot import SnapshotStore
-from api.storage import Storage
+from pingan.api.alert_feed import AlertFeed
+from pingan.api.conditional import Rendered
+from pingan.api.incidents import IncidentDesk
+from pingan.api.ingest_auth import KeyRing
+from pingan.api.ingest_gateway import IngestGateway
+from pingan.api.readiness import KafkaProbe
+from pingan.api.scopes import ScopeIndex
+from pingan.api.snapshot import SnapshotStore
+from pingan.api.storage import Storage
 from pingan.clock import Clock
 from pingan.grids import GridRegistry
 from pingan.index.scoring import IndexConfig

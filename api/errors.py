@@ -21,7 +21,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from api.responses import OrjsonResponse
+from pingan.api.responses import OrjsonResponse
 from pingan.errors import StorageError
 
 log = logging.getLogger(__name__)

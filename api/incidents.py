@@ -44,11 +44,12 @@ from pingan.incidents import (
     dedupe,
     fold,
 )
+from pingan.index.alerts import UNACKNOWLEDGED, Alert
+from pingan.producers.kafka import EventProducer
 from pingan.settings import Settings
 from pingan.store import alert_actions, alerts
 from pingan.store.client import Executor
 from pingan.topics import ensure_topics
-from producers.kafka import EventProducer
 
 log = logging.getLogger(__name__)
 Row = TypeVar("Row", bound=Hashable)
@@ -241,7 +242,7 @@ class IncidentDesk:
 
     # --- escalation alerts ---------------------------------------------------------------------------------
 
-    def due_escalation_alerts(self, book: Book) -> list[alerts.Alert]:
+    def due_escalation_alerts(self, book: Book) -> list[Alert]:
         """The alert of every escalation the fold found due: one per (incident, step), the same each time."""
         found = []
         for incident in book.incidents.values():
@@ -255,7 +256,7 @@ class IncidentDesk:
         book, _ = self.book()
         due = self.due_escalation_alerts(book)
         if self._written is None:  # once per process: what earlier runs (or other replicas) stored
-            self._written = alerts.stored_ids(self._executor, alerts.UNACKNOWLEDGED)
+            self._written = alerts.stored_ids(self._executor, UNACKNOWLEDGED)
         missing = [alert for alert in due if alert.alert_id not in self._written]
         if missing:
             rejected = alerts.insert(self._executor, missing)
@@ -275,14 +276,14 @@ class IncidentDesk:
 
 
 def escalation_alert(incident: Incident, at: datetime, from_level: str, to_level: str, unit_id: str,
-                     waited: float) -> alerts.Alert:  # fmt: skip
+                     waited: float) -> Alert:  # fmt: skip
     """The ``unacknowledged`` alert of one escalation step: keyed by (grid, deadline ms), so it is one row."""
     version = int(at.timestamp() * 1000)
     explanation = {
         "incident_id": incident.incident_id, "from_level": from_level, "to_level": to_level, "unit_id": unit_id,
         "waited_seconds": waited, "opened_at": incident.opened_at.isoformat(),
     }  # fmt: skip
-    return alerts.Alert(incident.grid_id, alerts.UNACKNOWLEDGED, incident.level, incident.level, 0.0, at, version,
+    return Alert(incident.grid_id, UNACKNOWLEDGED, incident.level, incident.level, 0.0, at, version,
                         explanation, ESCALATION_CONFIG_VERSION)  # fmt: skip
 
 

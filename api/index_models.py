@@ -8,8 +8,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.incident_models import HandlingFigures
-from api.models import GridRisk, Level
+from pingan.api.incident_models import HandlingFigures
+from pingan.api.models import GridRisk, Level
 from pingan.index.levels import UnitLevel
 
 PeriodKind = Literal["day", "week", "month"]

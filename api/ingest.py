@@ -17,15 +17,15 @@ from fastapi import APIRouter, Depends, Path, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from starlette.responses import Response
 
-from api.deps import ResourcesDep
-from api.errors import ApiError
-from api.ingest_auth import authorize, presented_key
-from api.ingest_batch import build_response, check_items, split_body
-from api.ingest_gateway import IngestGateway
-from api.ingest_limits import check_content_headers, read_limited
-from api.ingest_models import REQUEST_EXAMPLES, IngestRejected, IngestResponse
-from api.models import ErrorBody
-from api.responses import OrjsonResponse
+from pingan.api.deps import ResourcesDep
+from pingan.api.errors import ApiError
+from pingan.api.ingest_auth import authorize, presented_key
+from pingan.api.ingest_batch import build_response, check_items, split_body
+from pingan.api.ingest_gateway import IngestGateway
+from pingan.api.ingest_limits import check_content_headers, read_limited
+from pingan.api.ingest_models import REQUEST_EXAMPLES, IngestRejected, IngestResponse
+from pingan.api.models import ErrorBody
+from pingan.api.responses import OrjsonResponse
 
 router = APIRouter(tags=["ingest"])
 

@@ -2,7 +2,7 @@
 
 Keys are configured in a TOML file (``settings.ingest_keys_path``, e.g. ``deploy/config/ingest-keys.toml``)
 as SHA-256 hashes, so the file can be read by ops tooling and kept in a repository without handing out keys.
-A key is a long random string (``python -m api.ingest_auth new-key NAME SOURCE...`` makes one), so a plain
+A key is a long random string (``python -m pingan.api.ingest_auth new-key NAME SOURCE...`` makes one), so a plain
 hash is enough: there is no low-entropy password to protect with a slow hash.
 
     [[producer]]            # role "ingest": POST events of these sources, nothing else
@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from api.errors import ApiError
+from pingan.api.errors import ApiError
 from pingan.config_files import read_toml
 from pingan.errors import ConfigError
 
@@ -200,7 +200,7 @@ def new_key_entry(name: str, sources: Sequence[str]) -> tuple[str, str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m api.ingest_auth", description="ingest gateway API keys")
+    parser = argparse.ArgumentParser(prog="python -m pingan.api.ingest_auth", description="ingest gateway API keys")
     commands = parser.add_subparsers(dest="command", required=True)
     new = commands.add_parser("new-key", help="make a key and print the entry for the keys file")
     new.add_argument("name")

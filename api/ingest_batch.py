@@ -2,7 +2,7 @@
 
 Body: one envelope (a JSON object), or a batch ``{"events": [envelope, ...]}`` of up to ``ingest_max_batch``.
 Each item is checked with the one validation every way in shares (:meth:`pingan.feeds.FeedRules.validate`:
-:func:`schemas.envelope.parse_event` and the feed's type and severity rules), then
+:func:`pingan.schemas.envelope.parse_event` and the feed's type and severity rules), then
 :func:`pingan.grids.resolve_grid`, so anything the gateway accepts the worker accepts too, and a
 producer learns about a bad event at once instead of finding it later among the dead letters.
 """
@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 from pydantic import BaseModel
 
-from api.errors import ApiError, error_body
+from pingan.api.errors import ApiError, error_body
 from pingan.dead_letter import DeadLetter
 from pingan.errors import InvalidEvent
 from pingan.feeds import FeedRules

@@ -20,23 +20,23 @@ from typing import Any, Protocol
 from aiokafka.errors import KafkaError
 from pydantic import BaseModel
 
-from api.errors import ApiError
-from api.ingest_auth import KeyRing
-from api.ingest_batch import Accepted, ItemRules, Outcome
-from api.ingest_limits import BROKER_RETRY_AFTER_SECONDS, InFlightLimiter, Permit
-from api.webhooks import Webhooks
+from pingan.api.errors import ApiError
+from pingan.api.ingest_auth import KeyRing
+from pingan.api.ingest_batch import Accepted, ItemRules, Outcome
+from pingan.api.ingest_limits import BROKER_RETRY_AFTER_SECONDS, InFlightLimiter, Permit
+from pingan.api.webhooks import Webhooks
 from pingan.clock import Clock
 from pingan.dead_letter import DeadLetter, http_origin, to_message
 from pingan.errors import ServiceError
 from pingan.feeds import FeedRules, FeedSpec
 from pingan.grids import GridRegistry
 from pingan.partitioning import partition_for_key
+from pingan.producers.adapters.base import redact
+from pingan.producers.kafka import EventProducer
+from pingan.schemas.batch import batched, encode_batch
+from pingan.schemas.payloads import SOURCE_PAYLOADS
 from pingan.settings import Settings
 from pingan.topics import ensure_topics
-from producers.adapters.base import redact
-from producers.kafka import EventProducer
-from schemas.batch import batched, encode_batch
-from schemas.payloads import SOURCE_PAYLOADS
 
 __all__ = ["IngestGateway", "IngestProducer", "KafkaPublisher", "Publisher"]
 

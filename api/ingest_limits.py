@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-from api.errors import ApiError
+from pingan.api.errors import ApiError
 
 __all__ = [
     "BROKER_RETRY_AFTER_SECONDS",

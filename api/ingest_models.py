@@ -6,8 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.models import ErrorDetail
-from schemas.envelope import Envelope
+from pingan.api.models import ErrorDetail
+from pingan.schemas.envelope import Envelope
 
 _EVENT: dict[str, Any] = {
     "event_id": "cad-20261123-000412",

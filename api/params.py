@@ -5,16 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
-from api.errors import invalid
-from api.views import LEVELS
-from schemas.envelope import EARLIEST_TIME
+from pingan.api.errors import invalid
+from pingan.api.views import LEVELS
+from pingan.schemas.envelope import EARLIEST_TIME
 
 MAX_HISTORY = timedelta(days=31)
 DEFAULT_HISTORY = timedelta(hours=24)
 MAX_STEP_SECONDS = 86_400
 # Times a query may name. ClickHouse's DateTime counts UInt32 seconds from 1970 (it ends in 2106 and wraps
 # after), so a time outside this range would fail in ClickHouse (a 5xx) or silently mean another time.
-EARLIEST = EARLIEST_TIME  # what the worker stores (schemas.envelope): nothing before it can be asked for
+EARLIEST = EARLIEST_TIME  # what the worker stores (pingan.schemas.envelope): nothing before it can be asked for
 LATEST = datetime(2100, 1, 1, tzinfo=UTC)
 
 

@@ -17,7 +17,7 @@ import anyio.to_thread
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from api.storage import Storage
+from pingan.api.storage import Storage
 from pingan.clock import Clock
 from pingan.settings import Settings
 from pingan.store import log_losses

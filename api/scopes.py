@@ -16,20 +16,26 @@ import logging
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from api.conditional import Rendered
-from api.errors import ApiError
-from api.ingest_auth import KeyRing
-from api.responses import dumps
-from api.views import shapes_body
+from pingan.api.conditional import Rendered
+from pingan.api.errors import ApiError
+from pingan.api.ingest_auth import KeyRing
+from pingan.api.responses import dumps
+from pingan.api.views import shapes_body
 from pingan.grids import GridRegistry
-from pingan.rollup import DEFAULT_TOP, GridScore, UnitRisk, _roll, members
+from pingan.index.rollup import DEFAULT_TOP, GridScore, UnitRisk, _roll, members
 
 log = logging.getLogger(__name__)
 
-if TYPE_CHECKING:  # api.access imports the ingest routes, which import api.deps, which imports this module
-    from api.access import Caller
+
+
+class Scoped(Protocol):
+    """What a scope is read from: a caller (pingan.api.access.Caller, which this module cannot import: access
+    imports the ingest routes, which import deps, which import this module)."""
+
+    @property
+    def scope(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -87,7 +93,7 @@ class ScopeIndex:
                 self._shapes[scope.unit_id] = found
         return found
 
-    def of(self, caller: Caller | None) -> Scope | None:
+    def of(self, caller: Scoped | None) -> Scope | None:
         """The caller's scope; None when it sees every grid."""
         if caller is None or not caller.scope:
             return None

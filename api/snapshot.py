@@ -21,8 +21,8 @@ from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from api.responses import dumps
-from api.views import RiskSnapshot
+from pingan.api.responses import dumps
+from pingan.api.views import RiskSnapshot
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from pingan.index.baseline import HOURS_PER_WEEK, BaselineModel
 from pingan.index.levels import LEVELS, Level
 from pingan.index.scoring import IndexConfig
 from pingan.index.spatial import SpatialConfig, shown_level, spatial_lift
-from producers.adapters.base import redact, scrub_text
+from pingan.producers.adapters.base import redact, scrub_text
 
 GREEN = Level.GREEN.value
 

@@ -15,14 +15,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from api.errors import ApiError
-from api.ingest_batch import ItemRules, Outcome, Rejected, check_item
+from pingan.api.errors import ApiError
+from pingan.api.ingest_batch import ItemRules, Outcome, Rejected, check_item
 from pingan.errors import ConfigError
 from pingan.feeds import FeedSpec
 from pingan.grids import GridRegistry
+from pingan.producers.adapters import adapter_for
+from pingan.producers.adapters.base import FeedAdapter
 from pingan.settings import Settings
-from producers.adapters import adapter_for
-from producers.adapters.base import FeedAdapter
 
 __all__ = ["Webhooks", "webhook_outcomes"]
 

@@ -4,7 +4,7 @@
     .venv/bin/python -m bench.evaluate_index [--hours 12] [--write]
 
 Twelve hours of the demo district (all four feeds, diurnal cycle) are generated with known incidents and
-replayed through the worker's own pure pipeline (streams.pipeline.process_batch, the same code the Faust
+replayed through the worker's own pure pipeline (pingan.streams.pipeline.process_batch, the same code the Faust
 agent runs), with the shipped config. No broker or database is needed, and the result is deterministic.
 
 Incidents: one per chosen grid, 15 minutes of extra 110 calls (serious categories, severity 4, as the
@@ -40,10 +40,10 @@ from bench.docs_sections import record_run, replace_section
 from pingan.grids import GridRegistry
 from pingan.index.baseline import BaselineModel, GridProfile, LearnedBaseline, hour_of_week, learn
 from pingan.index.scoring import IndexConfig, load_config
+from pingan.producers.simulator import CitySimulator
 from pingan.settings import REPO_ROOT, Settings
-from producers.simulator import CitySimulator
-from streams.pipeline import PipelineConfig, Record, process_batch
-from streams.windows import PartitionState, WindowSpec
+from pingan.streams.pipeline import PipelineConfig, Record, process_batch
+from pingan.streams.windows import PartitionState, WindowSpec
 
 START = datetime(2026, 11, 2, 0, 0, tzinfo=UTC)  # 08:00 in the district (Asia/Shanghai)
 INCIDENT_S = 15 * 60

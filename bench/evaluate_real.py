@@ -18,7 +18,7 @@ Method (docs/evaluation.md says the same for readers):
    adds (m - 1) x the grid's own hour-of-week expectation over 15 minutes, but at least 3 events, of the
    dataset's commonest serious category, at the grid's centre, at random times within the 15 minutes.
 5. **Replay**: the evaluation period's real events plus the incidents go through the worker's own pure
-   pipeline, ``streams.pipeline.process_batch``, in one-minute batches, with the shipped config: the
+   pipeline, ``pingan.streams.pipeline.process_batch``, in one-minute batches, with the shipped config: the
    colours are the worker's, not a re-implementation. Real feeds are sparse (Toronto: 3 events an hour
    city-wide), so a zero-weight heartbeat event at the end of each batch moves the watermark as a busy
    deployment's other feeds would. Minutes without an event are skipped except the first of each
@@ -58,8 +58,8 @@ from pingan.index.baseline import BaselineModel, GridProfile, hour_of_week, lear
 from pingan.index.loading import load_index
 from pingan.index.scoring import IndexConfig
 from pingan.settings import REPO_ROOT, Settings
-from streams.pipeline import PipelineConfig, Record, process_batch
-from streams.windows import PartitionState, WindowSpec
+from pingan.streams.pipeline import PipelineConfig, Record, process_batch
+from pingan.streams.windows import PartitionState, WindowSpec
 
 REAL_FEEDS = REPO_ROOT / "deploy" / "config" / "real" / "feeds.toml"
 MULTIPLIERS = (2, 3, 5)
@@ -227,7 +227,7 @@ def documents(prep: Prepared, incidents: list[Incident], period: tuple[float, fl
 def replay(
     prep: Prepared, incidents: list[Incident], period: tuple[float, float], every_minute: bool = False
 ) -> ReplayResult:
-    """The period's real events plus the incidents through streams.pipeline.process_batch (see the docstring)."""
+    """The period's real events plus the incidents through pingan.streams.pipeline.process_batch (see the docstring)."""
     feed = prep.dataset.feed
     items = documents(prep, incidents, period)
     heartbeat_grid = prep.registry.grids[0]

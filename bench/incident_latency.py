@@ -27,6 +27,7 @@ import httpx
 
 from pingan.grids import GridRegistry
 from pingan.incidents import Action
+from pingan.index.alerts import alert_for
 from pingan.services import free_loopback_ports, running_services
 from pingan.settings import Settings
 from pingan.store import alert_actions, alerts
@@ -54,7 +55,7 @@ def seed(settings: Settings, registry: GridRegistry, n_alerts: int, n_actions: i
         for n in range(n_alerts):
             at = start + timedelta(seconds=n * 7 * 86400 / n_alerts)
             grid = grids[0] if n == n_alerts - 1 else rng.choice(grids)
-            made.append(alerts.alert_for(grid, "yellow", rng.choice(["orange", "red"]), 150.0, at,
+            made.append(alert_for(grid, "yellow", rng.choice(["orange", "red"]), 150.0, at,
                                          int(at.timestamp() * 1000), {}, "bench"))  # fmt: skip
         stored = [a for a in made if a is not None]
         alerts.insert(executor, stored)

@@ -24,13 +24,13 @@ from pingan.baselines import grid_profiles
 from pingan.grids import GridRegistry
 from pingan.index.baseline import BaselineModel
 from pingan.index.scoring import load_config
+from pingan.producers.simulator import CitySimulator
 from pingan.settings import Settings
 from pingan.store import events, risk, windows
 from pingan.store.client import connect
 from pingan.store.migrate import prepare_database
-from producers.simulator import CitySimulator
-from streams.pipeline import PipelineConfig, Record, process_batch
-from streams.windows import PartitionState, WindowSpec
+from pingan.streams.pipeline import PipelineConfig, Record, process_batch
+from pingan.streams.windows import PartitionState, WindowSpec
 from tests.support.processes import free_port
 
 TABLES = ("events", "grid_windows", "risk_updates", "risk_latest")

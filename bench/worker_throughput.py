@@ -8,7 +8,7 @@ event batch records (schemas/batch.py, what the project's producers write) and o
 contract a third-party producer uses). For each it measures:
 
 1. ceiling: a raw aiokafka consumer reading the topic and parsing each value with orjson (no validation);
-2. pure pipeline: streams.pipeline.process_batch in-process (validation, grid check, windows, scoring);
+2. pure pipeline: pingan.streams.pipeline.process_batch in-process (validation, grid check, windows, scoring);
 3. worker: `pingan worker` as a separate process, from 10 % of the events stored to every event stored in
    ClickHouse (all writes, topics and checkpoint included), sampled every 0.1 s;
 
@@ -35,19 +35,18 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from pingan import services
 from pingan.baselines import grid_profiles
 from pingan.grids import GridRegistry
-from pingan.partitioning import partition_for_key
 from pingan.index.baseline import BaselineModel
 from pingan.index.scoring import load_config
+from pingan.partitioning import partition_for_key
+from pingan.schemas.batch import batched, encode_batch, is_batch
+from pingan.schemas.envelope import parse_event
 from pingan.settings import Settings
 from pingan.store import events
 from pingan.store.client import connect
 from pingan.store.migrate import prepare_database
+from pingan.streams.pipeline import PipelineConfig, Record, process_batch
+from pingan.streams.windows import PartitionState, WindowSpec
 from pingan.topics import ensure_topics
-from schemas.batch import batched, encode_batch, is_batch
-from schemas.envelope import parse_event
-from streams.baseline import BaselineModel
-from streams.pipeline import PipelineConfig, Record, process_batch
-from streams.windows import PartitionState, WindowSpec
 from tests.support.processes import ChildProcess, free_port
 
 MARKER = "<!-- make bench writes here -->"

@@ -13,21 +13,21 @@ from pingan.settings import Settings
 
 
 def _worker(settings: Settings, args: argparse.Namespace) -> int:
-    from streams.worker import run_worker
+    from pingan.streams.worker import run_worker
 
     run_worker(settings, loglevel=args.log_level)
     return 0
 
 
 def _api(settings: Settings, args: argparse.Namespace) -> int:
-    from api.app import serve
+    from pingan.api.app import serve
 
     serve(settings)
     return 0
 
 
 def _simulate(settings: Settings, args: argparse.Namespace) -> int:
-    from producers.simulator import simulate_forever
+    from pingan.producers.simulator import simulate_forever
 
     asyncio.run(simulate_forever(settings, duration_s=args.duration, bursts=not args.no_bursts))
     return 0
@@ -42,7 +42,7 @@ def _migrate(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _schemas(settings: Settings, args: argparse.Namespace) -> int:
-    from schemas.export import export
+    from pingan.schemas.export import export
 
     for path in export():
         print(path)

@@ -167,8 +167,8 @@ def replay_decision(
 
 
 async def _send(settings: Settings, decisions: list[Replay], registry: Any) -> None:
-    from producers.adapters.base import Mapped
-    from producers.adapters.delivery import FeedPublisher, RetryPolicy
+    from pingan.producers.adapters.base import Mapped
+    from pingan.producers.adapters.delivery import FeedPublisher, RetryPolicy
 
     by_topic: dict[str, list[Mapped]] = defaultdict(list)
     for decision in decisions:
@@ -185,10 +185,10 @@ async def _send(settings: Settings, decisions: list[Replay], registry: Any) -> N
 def _replay(settings: Settings, args: argparse.Namespace) -> int:
     from pingan.feeds import FeedRules, load_feeds
     from pingan.grids import GridRegistry
+    from pingan.producers.adapters import adapter_for
     from pingan.store import dead_letters
     from pingan.store.client import connect
     from pingan.topics import ensure_topics
-    from producers.adapters import adapter_for
 
     feeds = load_feeds(settings)
     registry = GridRegistry.load(settings.grid_registry_path)

@@ -46,7 +46,7 @@ def _list(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _new(settings: Settings, args: argparse.Namespace) -> int:
-    from producers.adapters.scaffold import scaffold
+    from pingan.producers.adapters.scaffold import scaffold
 
     plugin_dir: Path | None = args.plugin
     result = scaffold(args.name, plugin=plugin_dir is not None)
@@ -68,9 +68,9 @@ def _new(settings: Settings, args: argparse.Namespace) -> int:
 
 async def _run_tail(settings: Settings, args: argparse.Namespace) -> int:
     from pingan.grids import GridRegistry
+    from pingan.producers.adapters import adapter_for, publisher_for
+    from pingan.producers.adapters.tailer import FileTailer, default_state_path, format_for
     from pingan.topics import ensure_topics
-    from producers.adapters import adapter_for, publisher_for
-    from producers.adapters.tailer import FileTailer, default_state_path, format_for
 
     feeds = load_feeds(settings)
     spec = feeds.get(args.feed)
@@ -110,8 +110,8 @@ def _check(settings: Settings, args: argparse.Namespace) -> int:
     import orjson
 
     from pingan.grids import GridRegistry
-    from producers.adapters import adapter_for
-    from producers.adapters.tailer import format_for, map_lines, read_lines
+    from pingan.producers.adapters import adapter_for
+    from pingan.producers.adapters.tailer import format_for, map_lines, read_lines
 
     feeds = load_feeds(settings)
     spec = feeds.get(args.feed)

@@ -15,7 +15,7 @@ config
     builtin or plugin feed (topic, category table, index weights, time zone, field names, place table,
     severity from a record field); a section for a name nobody registered defines a feed by itself, either
     with a ``[record]`` table (which fields hold the id, category, time and device: the generic device
-    mapper and :class:`schemas.payloads.DevicePayload`, no code at all) or by naming its ``payload_model``
+    mapper and :class:`pingan.schemas.payloads.DevicePayload`, no code at all) or by naming its ``payload_model``
     (and usually its ``mapper``) as ``"module:attribute"``.
 
 The configuration is layered on the code's defaults: ``types`` and ``fields`` entries are added to (and
@@ -56,8 +56,8 @@ from pydantic import BaseModel
 from pingan.config_files import read_toml
 from pingan.errors import ConfigError, InvalidEvent
 from pingan.index.scoring import SourceConfig, parse_breakpoints
-from schemas.envelope import Event, parse_event
-from schemas.payloads import SOURCE_PAYLOADS, DevicePayload
+from pingan.schemas.envelope import Event, parse_event
+from pingan.schemas.payloads import SOURCE_PAYLOADS, DevicePayload
 
 if TYPE_CHECKING:
     from pingan.settings import Settings
@@ -92,12 +92,12 @@ __all__ = [
 
 ENTRY_POINT_GROUP: Final = "pingan.feeds"
 DEFAULT_TIMEZONE: Final = "Asia/Shanghai"
-# The envelope's own rule for a source or type name (schemas.envelope.Name).
+# The envelope's own rule for a source or type name (pingan.schemas.envelope.Name).
 NAME_PATTERN: Final = re.compile(r"^[a-z0-9_]{1,64}$")
 ORIGINS: Final = ("builtin", "plugin", "config")
 
 # A mapper turns one raw record (a dict decoded from JSON or a CSV row) into an envelope dict. Its second
-# argument is a producers.adapters.base.MapContext; typed loosely here so pingan does not import producers.
+# argument is a pingan.producers.adapters.base.MapContext; typed loosely here so pingan does not import producers.
 Mapper = Callable[[Mapping[str, Any], Any], dict[str, Any]]
 
 
@@ -209,7 +209,7 @@ class FeedSpec:
     addition to the ones every adapter knows. ``places`` is the feed's place table (a record with neither
     lon/lat nor a grid is placed by it), ``severity_rule`` takes the severity from a field of the record
     instead of the category table, and ``record`` says which fields a feed defined only in the feeds config
-    reads (its mapper is the generic :func:`producers.adapters.device.map_record`).
+    reads (its mapper is the generic :func:`pingan.producers.adapters.device.map_record`).
     """
 
     name: str
@@ -271,10 +271,10 @@ class FeedSpec:
 
 def _builtin_specs() -> dict[str, FeedSpec]:
     described = {
-        "call110": ("110 emergency-call incidents (CAD export)", "producers.adapters.call110:map_incident"),
-        "camera": ("video-analytics alerts from fixed cameras (webhook)", "producers.adapters.camera:map_alert"),
-        "checkpoint": ("vehicle and person passes at checkpoints", "producers.adapters.checkpoint:map_pass"),
-        "app_report": ("grid-worker and citizen reports", "producers.adapters.app_report:map_report"),
+        "call110": ("110 emergency-call incidents (CAD export)", "pingan.producers.adapters.call110:map_incident"),
+        "camera": ("video-analytics alerts from fixed cameras (webhook)", "pingan.producers.adapters.camera:map_alert"),
+        "checkpoint": ("vehicle and person passes at checkpoints", "pingan.producers.adapters.checkpoint:map_pass"),
+        "app_report": ("grid-worker and citizen reports", "pingan.producers.adapters.app_report:map_report"),
     }
     return {
         name: FeedSpec(
@@ -352,7 +352,7 @@ _PLACES_KEYS: Final = frozenset({"file", "match"})
 _SEVERITY_KEYS: Final = frozenset({"field", "values"})
 _RECORD_KEYS: Final = frozenset({"id", "category", "time", "device", "keep"})
 # The generic mapper of feeds defined only by a [feeds.NAME.record] section.
-DEVICE_MAPPER: Final = "producers.adapters.device:map_record"
+DEVICE_MAPPER: Final = "pingan.producers.adapters.device:map_record"
 _INDEX_KEYS: Final = frozenset({"default_weight", "type_weights", "breakpoints"})
 
 
@@ -663,7 +663,7 @@ def payload_models(feeds: Mapping[str, FeedSpec]) -> dict[str, type[BaseModel]]:
 class FeedRules:
     """The checks every way in applies to an envelope, built once from the registry.
 
-    :meth:`validate` is :func:`schemas.envelope.parse_event` (shape, payload model, time ranges, size, a
+    :meth:`validate` is :func:`pingan.schemas.envelope.parse_event` (shape, payload model, time ranges, size, a
     whole-number ``severity``, not ``"4"`` or ``4.0``) plus the feed's own rule: ``type`` one of the types of
     the feed's category table (a feed with an empty table accepts any type). The worker, the
     ingest gateway and the adapters (tailer, webhooks, replay) all call it, so a record gets the same answer

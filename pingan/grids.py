@@ -42,7 +42,7 @@ from pingan.errors import ConfigError, InvalidEvent
 from pingan.index.levels import UNIT_LEVELS
 
 if TYPE_CHECKING:
-    from schemas.envelope import Event
+    from pingan.schemas.envelope import Event
 
 __all__ = [
     "GRID_TYPES",
@@ -341,7 +341,9 @@ class GridRegistry:
         try:
             document = orjson.loads(path.read_bytes())
         except FileNotFoundError:
-            raise ConfigError(f"grid registry {path} does not exist (run: python -m producers.citygen)") from None
+            raise ConfigError(
+                f"grid registry {path} does not exist (run: python -m pingan.producers.citygen)"
+            ) from None
         except orjson.JSONDecodeError as exc:
             raise ConfigError(f"grid registry {path} is not valid JSON: {exc}") from None
         try:

@@ -101,7 +101,7 @@ class Settings(BaseSettings):
     batch_max_bytes: int = Field(default=4 * 1024 * 1024, ge=64 * 1024)
     # The project's producers (simulator, gateway) put up to this many events for one partition's grids in one
     # Kafka record (schemas/batch.py): the stream framework's cost is per record. 1: one event per record.
-    producer_batch_events: int = Field(default=100, ge=1)  # at most schemas.batch.MAX_BATCH_EVENTS are used
+    producer_batch_events: int = Field(default=100, ge=1)  # at most pingan.schemas.batch.MAX_BATCH_EVENTS are used
     batch_within_seconds: float = Field(default=0.5, gt=0)
     window_seconds: int = Field(default=300, ge=1)  # tumbling window (the bucket)
     hop_window_seconds: int = Field(default=3600, ge=1)  # hopping window, advances one bucket at a time

@@ -1,8 +1,8 @@
 """Producers: the demo district generator, the simulated city, pseudonyms, and the shared Kafka producer."""
 
-from producers.kafka import EventProducer, encode_event
-from producers.pseudonym import pseudonymise
-from producers.simulator import (
+from pingan.producers.kafka import EventProducer, encode_event
+from pingan.producers.pseudonym import pseudonymise
+from pingan.producers.simulator import (
     DAILY_EVENTS,
     SOURCES,
     Burst,

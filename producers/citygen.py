@@ -11,7 +11,7 @@ cells stay whole. Every cell corner and T-junction is a vertex of a shared fine 
 each vertex is displaced once (a smooth warp plus a deterministic jitter smaller than a quarter of its
 shortest edge), so neighbouring grids share their common edge vertex for vertex: no gaps, no overlaps.
 
-Output is a pure function of the seed: ``python -m producers.citygen`` rewrites ``deploy/data/grids.json``
+Output is a pure function of the seed: ``python -m pingan.producers.citygen`` rewrites ``deploy/data/grids.json``
 and ``--check`` verifies the committed file is what the generator produces.
 """
 
@@ -677,7 +677,7 @@ def _verify(document: dict[str, Any]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m producers.citygen", description="Generate the demo district's grids.json"
+        prog="python -m pingan.producers.citygen", description="Generate the demo district's grids.json"
     )
     parser.add_argument("--out", type=Path, default=None, help="output file (default: the settings' registry path)")
     parser.add_argument("--seed", type=int, default=SEED)

@@ -28,8 +28,8 @@ from aiokafka.structs import RecordMetadata
 from pingan.errors import InvalidEvent, ServiceError
 from pingan.grids import GridRegistry
 from pingan.partitioning import partition_for_key
+from pingan.schemas.batch import batched, encode_batch
 from pingan.settings import Settings
-from schemas.batch import batched, encode_batch
 
 __all__ = ["EventProducer", "encode_event"]
 

@@ -1,7 +1,7 @@
 """Keyed pseudonyms for plates, phone numbers and person ids, computed at the producer (the edge).
 
 ``pseudonymise(value, key)`` = ``"p1:" + blake2b(normalise(value), key=key, digest_size=16).hexdigest()``,
-which is what ``schemas.payloads.PSEUDONYM_PATTERN`` accepts. The same identifier always gives the same
+which is what ``pingan.schemas.payloads.PSEUDONYM_PATTERN`` accepts. The same identifier always gives the same
 pseudonym under one key, so analysts can count repeat hits at a checkpoint without ever seeing a plate; a
 different key (another deployment, a rotated key) gives unrelated pseudonyms. Without the key the hash
 cannot be reversed by enumerating plates or phone numbers, which an unkeyed hash of such a small space

@@ -1,7 +1,7 @@
 """The simulated city: background events from all four feeds, injected incident bursts, and a runner.
 
 :class:`CitySimulator` is pure and deterministic: ``events_between(start, end)`` returns the envelope dicts
-(valid for ``schemas.envelope.parse_event``) whose event time falls in ``(start, end]``. Time is cut into
+(valid for ``pingan.schemas.envelope.parse_event``) whose event time falls in ``(start, end]``. Time is cut into
 one-minute slots, and a slot's events depend only on (seed, source, slot), so the answer does not depend on
 how a run is sliced into ticks: ``events_between(a, c) == events_between(a, b) + events_between(b, c)``
 (sorted), and two simulators with the same seed and nonce produce the same events.
@@ -44,15 +44,15 @@ from typing import Any, Final
 
 from pingan.clock import Clock, SystemClock
 from pingan.grids import Grid, GridRegistry
-from pingan.settings import Settings
-from pingan.topics import ensure_topics
-from producers.kafka import EventProducer
-from producers.pseudonym import pseudonymise
-from schemas.payloads import (
+from pingan.producers.kafka import EventProducer
+from pingan.producers.pseudonym import pseudonymise
+from pingan.schemas.payloads import (
     AppReportCategory,
     Call110Category,
     CameraAnalytic,
 )
+from pingan.settings import Settings
+from pingan.topics import ensure_topics
 
 __all__ = [
     "DAILY_EVENTS",

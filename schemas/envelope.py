@@ -24,7 +24,7 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 
 from pingan.errors import InvalidEvent
-from schemas.payloads import SOURCE_PAYLOADS
+from pingan.schemas.payloads import SOURCE_PAYLOADS
 
 SCHEMA_VERSION = 1
 

@@ -7,8 +7,8 @@ from typing import Any
 
 import orjson
 
-from schemas.envelope import Envelope
-from schemas.payloads import SOURCE_PAYLOADS
+from pingan.schemas.envelope import Envelope
+from pingan.schemas.payloads import SOURCE_PAYLOADS
 
 SCHEMA_DIR = Path(__file__).resolve().parent / "jsonschema"
 

@@ -1,4 +1,4 @@
-"""The Faust worker: a thin I/O shell around :func:`streams.pipeline.process_batch`.
+"""The Faust worker: a thin I/O shell around :func:`pingan.streams.pipeline.process_batch`.
 
 Per batch (``stream.take_events``), for each input partition in it:
 1. process the records (pure): events, dead letters, late events, reroutes, window rows, risk updates and
@@ -43,15 +43,14 @@ from pingan.grids import GridRegistry
 from pingan.index.baseline import BaselineModel
 from pingan.index.scoring import IndexConfig
 from pingan.partitioning import partition_for_key
+from pingan.schemas.payloads import SOURCE_PAYLOADS
 from pingan.settings import Settings
 from pingan.store import alerts, dead_letters, events, risk, windows
 from pingan.store.client import DriverExecutor, connect
+from pingan.streams.log_loss import LogLossKeeper
+from pingan.streams.pipeline import BatchResult, PipelineConfig, Record, dead_letter_of, heartbeat_record, process_batch
+from pingan.streams.windows import PartitionState, WindowSpec, record_fingerprint
 from pingan.topics import ensure_topics
-from schemas.payloads import SOURCE_PAYLOADS
-from streams.baseline import BaselineModel
-from streams.log_loss import LogLossKeeper
-from streams.pipeline import BatchResult, PipelineConfig, Record, dead_letter_of, heartbeat_record, process_batch
-from streams.windows import PartitionState, WindowSpec, record_fingerprint
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

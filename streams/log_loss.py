@@ -1,12 +1,12 @@
 """What the worker does when the broker lost a log: record it where the API can see it, and make the window
-state of the partitions concerned whole again (the I/O around streams.rebuild).
+state of the partitions concerned whole again (the I/O around pingan.streams.rebuild).
 
 The record goes to ClickHouse (``log_losses``), not to a status topic on the broker: the broker is what lost
 its log, and a worker that restarts with it gone must still be able to say so. ``/readyz`` and ``/metrics``
 read it from there (api/readiness.py, api/metrics.py).
 
 Two ways a partition's state is found lost:
-- its input log is shorter than what the checkpoint did, or holds other records (streams.app's
+- its input log is shorter than what the checkpoint did, or holds other records (pingan.streams.app's
   ``rewinding_consumer``): the worker still has the state it built in memory ("kept"), unless it had none, in
   which case it is rebuilt from ClickHouse;
 - its changelog holds nothing while ClickHouse has events of the partition (a worker started after the broker
@@ -24,9 +24,9 @@ from pingan.clock import Clock
 from pingan.store import events, log_losses
 from pingan.store.client import Executor
 from pingan.store.log_losses import LogLoss
-from streams.pipeline import PipelineConfig
-from streams.rebuild import StoredEvent, rebuild_state, replay_span_seconds
-from streams.windows import PartitionState, WindowSpec
+from pingan.streams.pipeline import PipelineConfig
+from pingan.streams.rebuild import StoredEvent, rebuild_state, replay_span_seconds
+from pingan.streams.windows import PartitionState, WindowSpec
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

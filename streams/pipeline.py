@@ -24,13 +24,10 @@ from pingan.index.levels import Level
 from pingan.index.records import RiskUpdate, WindowRow
 from pingan.index.scoring import IndexConfig
 from pingan.partitioning import partition_for_key
-from pingan.store.alerts import Alert, alert_for
-from pingan.store.risk import RiskUpdate
-from pingan.store.windows import WindowRow
-from schemas.batch import is_batch, split_batch
-from schemas.envelope import EARLIEST_TIME, Event, decode_object
-from schemas.payloads import SOURCE_PAYLOADS
-from streams.windows import GridRisk, Judgement, Outcome, PartitionState, record_fingerprint
+from pingan.schemas.batch import is_batch, split_batch
+from pingan.schemas.envelope import EARLIEST_TIME, Event, decode_object
+from pingan.schemas.payloads import SOURCE_PAYLOADS
+from pingan.streams.windows import GridRisk, Judgement, Outcome, PartitionState, record_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +93,7 @@ class BatchResult:
 
 # Window state orders what it applied by position: the record's offset, then the envelope's index in an event
 # batch record (0 for a record of one event), so every envelope of a batch counts once and replays skip it
-# (more slots than schemas.batch.MAX_BATCH_EVENTS).
+# (more slots than pingan.schemas.batch.MAX_BATCH_EVENTS).
 ITEM_SLOTS = 8192
 
 HEARTBEAT_PREFIX = b'{"heartbeat_ms":'
@@ -118,7 +115,7 @@ def heartbeat_time(value: bytes) -> int | None:
 
 
 def _storable_ms(at_ms: int, now: datetime, max_future: timedelta) -> bool:
-    """In the window every stored time must be in (see schemas.envelope.check_time)."""
+    """In the window every stored time must be in (see pingan.schemas.envelope.check_time)."""
     return EARLIEST_TIME.timestamp() * 1000 <= at_ms <= (now + max_future).timestamp() * 1000
 
 

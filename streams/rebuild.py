@@ -18,8 +18,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from streams.pipeline import BatchResult, PipelineConfig, _end_steps_before, _provisional, _window_rows
-from streams.windows import PartitionState, WindowSpec
+from pingan.streams.pipeline import BatchResult, PipelineConfig, _end_steps_before, _provisional, _window_rows
+from pingan.streams.windows import PartitionState, WindowSpec
 
 
 @dataclass(frozen=True, slots=True)

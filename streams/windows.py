@@ -231,7 +231,7 @@ class PartitionState:
     # a restart, records at or below it are already done and are skipped outright.
     done_offset: int = -1
     # A hash of the record at done_offset: at an assignment, a log whose record there differs (or is missing)
-    # is not the log the checkpoint was made from (see streams.app.rewinding_consumer). 0: not known.
+    # is not the log the checkpoint was made from (see pingan.streams.app.rewinding_consumer). 0: not known.
     done_fingerprint: int = 0
     # Grids with events applied since the last scoring step, and those of them whose provisional (end of
     # batch) risk was published: the next step scores them and re-asserts what it decides.
@@ -264,7 +264,7 @@ class PartitionState:
     # --- applying events -------------------------------------------------------------------------------
     def apply(self, grid_id: str, event_ms: int, key: CountKey, position: int, event_id: str) -> tuple[str, int]:
         """Add one event; return (outcome, bucket start). Events must come in order of position (the record's
-        offset, then the envelope's index in a batch record: streams.pipeline.ITEM_SLOTS)."""
+        offset, then the envelope's index in a batch record: pingan.streams.pipeline.ITEM_SLOTS)."""
         start = self.spec.bucket_start(event_ms / 1000)
         if self.spec.is_late(start, self.watermark_ms):
             return Outcome.LATE, start

@@ -14,10 +14,9 @@ from pingan.index.loading import load_index
 from pingan.settings import Settings
 from pingan.store.client import connect
 from pingan.store.migrate import prepare_database
+from pingan.streams.app import create_app
+from pingan.streams.stopping import PromptWorker
 from pingan.topics import ensure_topics
-from streams.app import create_app
-from streams.risk_index import parse_config
-from streams.stopping import PromptWorker
 
 log = logging.getLogger(__name__)
 

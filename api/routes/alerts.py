@@ -16,18 +16,18 @@ from pydantic import AwareDatetime, BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response, StreamingResponse
 
-from api.access import ActorDep, ReaderDep
-from api.deps import ExecutorDep, Resources, ResourcesDep
-from api.errors import ApiError, invalid, not_found
-from api.incident_models import ActionResult, AlertDetail, HandlingResponse, IncidentsResponse
-from api.incidents import new_action_id, same_request
-from api.models import ErrorBody
-from api.params import within_storable
-from api.responses import OrjsonResponse
-from api.scopes import Scope, require_grid, visible
-from pingan.errors import InvalidEvent, ServiceError
+from pingan.api.access import ActorDep, ReaderDep
+from pingan.api.deps import ExecutorDep, Resources, ResourcesDep
+from pingan.api.errors import ApiError, invalid, not_found
+from pingan.api.incident_models import ActionResult, AlertDetail, HandlingResponse, IncidentsResponse
+from pingan.api.incidents import new_action_id, same_request
+from pingan.api.models import ErrorBody
+from pingan.api.params import within_storable
+from pingan.api.responses import OrjsonResponse
+from pingan.api.scopes import Scope, require_grid, visible
+from pingan.errors import InvalidCursor, ServiceError
 from pingan.incidents import ACTION_KINDS, OUTCOMES, STATUSES, Action, Book, handling_figures, request_problem
-from pingan.errors import InvalidCursor
+from pingan.index.alerts import UNACKNOWLEDGED
 from pingan.store import alerts
 from pingan.store.client import Executor
 
@@ -114,7 +114,7 @@ def _unit_scope(resources: Resources, unit: str | None) -> Scope | None:
 
 def _with_incident(alert: dict[str, Any], book: Book) -> dict[str, Any]:
     incident = book.for_alert(alert["alert_id"])
-    if incident is None and alert["kind"] == alerts.UNACKNOWLEDGED and alert["explanation"]:
+    if incident is None and alert["kind"] == UNACKNOWLEDGED and alert["explanation"]:
         incident = book.incidents.get(alert["explanation"].get("incident_id", ""))
     return {**alert, "incident_id": incident.incident_id if incident else None,
             "incident_status": incident.status if incident else None}  # fmt: skip

@@ -8,9 +8,9 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 from starlette.responses import Response
 
-from api.deps import ExecutorDep, ResourcesDep
-from api.models import ErrorBody
-from api.responses import OrjsonResponse
+from pingan.api.deps import ExecutorDep, ResourcesDep
+from pingan.api.models import ErrorBody
+from pingan.api.responses import OrjsonResponse
 from pingan.feeds import feed_counts
 from pingan.store import dead_letters, events
 

@@ -8,14 +8,14 @@ from fastapi import APIRouter, Path, Query
 from pydantic import AwareDatetime
 from starlette.responses import Response
 
-from api.access import ReaderDep
-from api.deps import ClockDep, ExecutorDep, RegistryDep, ResourcesDep, SettingsDep
-from api.errors import not_found
-from api.models import BaselineResponse, ErrorBody, GridsResponse, HistoryResponse
-from api.params import history_range
-from api.responses import OrjsonResponse
-from api.scopes import require_grid, visible
-from api.views import baseline_body, grid_info
+from pingan.api.access import ReaderDep
+from pingan.api.deps import ClockDep, ExecutorDep, RegistryDep, ResourcesDep, SettingsDep
+from pingan.api.errors import not_found
+from pingan.api.models import BaselineResponse, ErrorBody, GridsResponse, HistoryResponse
+from pingan.api.params import history_range
+from pingan.api.responses import OrjsonResponse
+from pingan.api.scopes import require_grid, visible
+from pingan.api.views import baseline_body, grid_info
 from pingan.baselines import grid_baseline
 from pingan.store import windows
 

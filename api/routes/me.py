@@ -6,9 +6,9 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 from starlette.responses import Response
 
-from api.access import ACTORS, ReaderDep
-from api.deps import ResourcesDep
-from api.responses import OrjsonResponse
+from pingan.api.access import ACTORS, ReaderDep
+from pingan.api.deps import ResourcesDep
+from pingan.api.responses import OrjsonResponse
 
 router = APIRouter(prefix="/v1", tags=["access"])
 

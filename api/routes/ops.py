@@ -8,14 +8,14 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
-from api.access import CallerDep, DeadLetterReaderDep
-from api.deps import ExecutorDep, ResourcesDep
-from api.errors import error_response
-from api.metrics import MEDIA_TYPE as METRICS_MEDIA_TYPE
-from api.models import DeadLettersResponse, ErrorBody, Health, NotReady, Ready
-from api.readiness import check_clickhouse, check_log_losses, with_log_losses
-from api.responses import OrjsonResponse
-from api.views import redacted_letter
+from pingan.api.access import CallerDep, DeadLetterReaderDep
+from pingan.api.deps import ExecutorDep, ResourcesDep
+from pingan.api.errors import error_response
+from pingan.api.metrics import MEDIA_TYPE as METRICS_MEDIA_TYPE
+from pingan.api.models import DeadLettersResponse, ErrorBody, Health, NotReady, Ready
+from pingan.api.readiness import check_clickhouse, check_log_losses, with_log_losses
+from pingan.api.responses import OrjsonResponse
+from pingan.api.views import redacted_letter
 from pingan.store import dead_letters
 
 router = APIRouter(tags=["ops"])

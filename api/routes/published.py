@@ -11,16 +11,15 @@ from zoneinfo import ZoneInfo
 from fastapi import APIRouter, Path, Query
 from starlette.responses import Response
 
-from api.access import Caller, ReaderDep
-from api.deps import ExecutorDep, Resources, ResourcesDep
-from api.errors import not_found
-from api.index_models import FlaggedResponse, IndexResponse
-from api.models import ErrorBody
-from api.params import storable_day
-from api.responses import OrjsonResponse
-from api.scopes import units_touching
+from pingan.api.access import Caller, ReaderDep
+from pingan.api.deps import ExecutorDep, Resources, ResourcesDep
+from pingan.api.errors import not_found
+from pingan.api.index_models import FlaggedResponse, IndexResponse
+from pingan.api.models import ErrorBody
+from pingan.api.params import storable_day
+from pingan.api.responses import OrjsonResponse
+from pingan.api.scopes import units_touching
 from pingan.incidents import handling_figures
-from pingan.published_index import flagged_lists, period_containing
 from pingan.index.levels import UnitLevel
 from pingan.index.published import flagged_lists, period_containing
 from pingan.store import published

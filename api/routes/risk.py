@@ -9,16 +9,23 @@ import anyio.to_thread
 from fastapi import APIRouter, Path, Query, Request
 from starlette.responses import Response
 
-from api.access import ReaderDep
-from api.conditional import Rendered, accepts_gzip, entity_tag, gzipped_tag, not_modified, response_headers
-from api.deps import ExecutorDep, RegistryDep, Resources, ResourcesDep
-from api.errors import invalid, not_found
-from api.models import ErrorBody, GridDetail, HotspotsResponse, RiskFeatureCollection, RiskResponse, ShapesResponse
-from api.params import parse_levels
-from api.responses import GeoJsonResponse, OrjsonResponse, dumps
-from api.scopes import only_visible, require_grid
-from api.snapshot import Versioned
-from api.views import (
+from pingan.api.access import ReaderDep
+from pingan.api.conditional import Rendered, accepts_gzip, entity_tag, gzipped_tag, not_modified, response_headers
+from pingan.api.deps import ExecutorDep, RegistryDep, Resources, ResourcesDep
+from pingan.api.errors import invalid, not_found
+from pingan.api.models import (
+    ErrorBody,
+    GridDetail,
+    HotspotsResponse,
+    RiskFeatureCollection,
+    RiskResponse,
+    ShapesResponse,
+)
+from pingan.api.params import parse_levels
+from pingan.api.responses import GeoJsonResponse, OrjsonResponse, dumps
+from pingan.api.scopes import only_visible, require_grid
+from pingan.api.snapshot import Versioned
+from pingan.api.views import (
     RiskSnapshot,
     close_ring,
     feature_collection,

@@ -7,15 +7,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path
 from starlette.responses import Response
 
-from api.access import ReaderDep
-from api.deps import ResourcesDep
-from api.errors import ApiError, not_found
-from api.index_models import UnitRiskDetail, UnitsRiskResponse
-from api.models import ErrorBody
-from api.responses import OrjsonResponse, dumps
-from api.routes.risk import current_risk
-from api.scopes import roll_up_in_scope, units_touching
-from pingan.rollup import LEVELS, members, roll_up, roll_up_unit, scores_from_rows
+from pingan.api.access import ReaderDep
+from pingan.api.deps import ResourcesDep
+from pingan.api.errors import ApiError, not_found
+from pingan.api.index_models import UnitRiskDetail, UnitsRiskResponse
+from pingan.api.models import ErrorBody
+from pingan.api.responses import OrjsonResponse, dumps
+from pingan.api.routes.risk import current_risk
+from pingan.api.scopes import roll_up_in_scope, units_touching
 from pingan.index.levels import LEVELS, UnitLevel
 from pingan.index.rollup import members, roll_up, roll_up_unit, scores_from_rows
 

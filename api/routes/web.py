@@ -6,7 +6,7 @@ from fastapi import APIRouter, FastAPI
 from starlette.responses import FileResponse, Response
 from starlette.staticfiles import StaticFiles
 
-from api.errors import not_found
+from pingan.api.errors import not_found
 from pingan.settings import REPO_ROOT
 
 WEB_DIR = REPO_ROOT / "web"

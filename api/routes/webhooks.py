@@ -8,14 +8,14 @@ from fastapi import APIRouter, Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials
 from starlette.responses import Response
 
-from api.deps import ResourcesDep
-from api.ingest import API_KEY_SCHEME, BEARER_SCHEME, REQUEST_ID_HEADER, error_doc, request_id_of
-from api.ingest_auth import authorize, presented_key
-from api.ingest_batch import build_response
-from api.ingest_limits import check_content_headers, read_limited
-from api.ingest_models import IngestRejected, IngestResponse
-from api.responses import OrjsonResponse
-from api.webhooks import webhook_outcomes
+from pingan.api.deps import ResourcesDep
+from pingan.api.ingest import API_KEY_SCHEME, BEARER_SCHEME, REQUEST_ID_HEADER, error_doc, request_id_of
+from pingan.api.ingest_auth import authorize, presented_key
+from pingan.api.ingest_batch import build_response
+from pingan.api.ingest_limits import check_content_headers, read_limited
+from pingan.api.ingest_models import IngestRejected, IngestResponse
+from pingan.api.responses import OrjsonResponse
+from pingan.api.webhooks import webhook_outcomes
 
 router = APIRouter(tags=["ingest"])
 

@@ -14,6 +14,9 @@ import orjson
 from pingan.errors import InvalidCursor
 from pingan.index.levels import ALERT_LEVELS, rank_of
 
+# The kind of the alert written when an incident nobody acknowledged passes up a level (api/incidents.py).
+UNACKNOWLEDGED = "unacknowledged"
+
 
 @dataclass(frozen=True)
 class Alert:

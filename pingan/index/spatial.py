@@ -9,7 +9,7 @@ Why it is computed outside the worker
     The worker's partitions are keyed by grid, so a partition does not see its grids' neighbours in other
     partitions, and the statistics need the mean and spread of the whole district. The API's map snapshot
     has every grid in view and is computed once per ``api_cache_seconds``, so the term is applied there
-    (``api.views.build_snapshot``). The stored scores, windows and alerts stay the grid's own.
+    (``pingan.api.views.build_snapshot``). The stored scores, windows and alerts stay the grid's own.
 
 Why Gi drives the lift and Gi* is only reported
     Gi* (the grid counted among its own neighbours) is the usual hot-spot statistic, but a lone red grid

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -77,10 +78,6 @@ def count_by_level(executor: Executor) -> dict[tuple[str, str], int]:
 
 # --- incidents (pingan/incidents.py) ---------------------------------------------------------------------
 
-# The kind of the alert written when an incident nobody acknowledged passes up a level (api/incidents.py).
-UNACKNOWLEDGED = "unacknowledged"
-
-
 _ESCALATIONS = "kind = 'escalation' AND level IN ('orange', 'red')"
 
 
@@ -122,7 +119,7 @@ def by_id(executor: Executor, alert_id: str) -> dict[str, Any] | None:
         """,
         {"alert_id": alert_id},
     )
-    return alert_document(rows[0]) if rows else None
+    return _document(rows[0]) if rows else None
 
 
 def _utc(value: datetime | int) -> datetime:

@@ -6,8 +6,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from pingan.schemas.envelope import Event
 from pingan.store.client import Executor, Rejected, insert_isolating
-from schemas.envelope import Event
 
 TABLE = "events"
 COLUMNS = (
@@ -75,7 +75,7 @@ def open_window_events(
 ) -> list[tuple[str, str, str, str, int, int]]:
     """The on-time events of one input partition that windows still open at its newest stored event can read:
     (event_id, grid_id, source, type, severity, event time in ms), each event once, oldest first. What the
-    worker replays when a partition's window state was lost (streams.rebuild). ``floor`` bounds the search for
+    worker replays when a partition's window state was lost (pingan.streams.rebuild). ``floor`` bounds the search for
     the newest event (ClickHouse prunes the days before it); ``span_seconds`` reaches back from it."""
     params = {"partition": partition, "floor": floor}
     newest = executor.query(

@@ -21,9 +21,9 @@ from datetime import timedelta
 
 from pingan.feeds import FeedSpec
 from pingan.grids import GridRegistry
+from pingan.producers.adapters.base import FeedAdapter, MapContext, Mapped, RecordError
+from pingan.producers.adapters.delivery import DeliveryReport, FeedPublisher, RetryPolicy
 from pingan.settings import Settings
-from producers.adapters.base import FeedAdapter, MapContext, Mapped, RecordError
-from producers.adapters.delivery import DeliveryReport, FeedPublisher, RetryPolicy
 
 __all__ = [
     "DeliveryReport",

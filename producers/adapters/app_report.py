@@ -15,7 +15,7 @@ from typing import Any, Final
 
 from pingan.errors import InvalidEvent
 from pingan.feeds import category_key
-from producers.adapters.base import (
+from pingan.producers.adapters.base import (
     MapContext,
     event_id,
     iso_utc,

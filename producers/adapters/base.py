@@ -3,7 +3,7 @@
 An adapter is a pure mapping function ``(record, ctx) -> envelope dict`` (raising
 :class:`pingan.errors.InvalidEvent` for a bad record) plus the I/O shell in ``delivery.py``/``tailer.py``.
 :class:`FeedAdapter` wraps the mapping function so a bad record never raises: each input record becomes a
-:class:`Mapped`, either an envelope that ``schemas.parse_event`` accepts (checked here, at the edge, so a
+:class:`Mapped`, either an envelope that ``pingan.schemas.parse_event`` accepts (checked here, at the edge, so a
 producer never sends what the worker would dead-letter) or a :class:`RecordError` and the bytes to
 dead-letter.
 
@@ -32,10 +32,10 @@ from pingan.dead_letter import MAX_RAW_BYTES, DeadLetter
 from pingan.errors import InvalidEvent
 from pingan.feeds import FeedRules, FeedSpec, Mapper, PlaceTable, RecordFields, TypeMapping, category_key
 from pingan.grids import GridLookup, resolve_grid
-from producers.kafka import encode_event
-from producers.pseudonym import pseudonymise
-from schemas.envelope import decode_object
-from schemas.payloads import PSEUDONYM_PATTERN
+from pingan.producers.kafka import encode_event
+from pingan.producers.pseudonym import pseudonymise
+from pingan.schemas.envelope import decode_object
+from pingan.schemas.payloads import PSEUDONYM_PATTERN
 
 __all__ = [
     "PERSONAL_FIELDS",

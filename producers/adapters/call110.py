@@ -29,7 +29,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from pingan.errors import InvalidEvent
-from producers.adapters.base import (
+from pingan.producers.adapters.base import (
     MapContext,
     event_id,
     iso_utc,

@@ -1,8 +1,8 @@
 """The adapters' I/O shell: mapped records to the broker, with retries, and nothing acknowledged early.
 
-:meth:`FeedPublisher.publish` takes one bounded batch of :class:`~producers.adapters.base.Mapped` records
+:meth:`FeedPublisher.publish` takes one bounded batch of :class:`~pingan.producers.adapters.base.Mapped` records
 and returns only when the broker has acknowledged every one of them (``acks=all``): envelopes on the
-feed's topic keyed by grid (the shared :class:`producers.kafka.EventProducer` logic), bad records on the
+feed's topic keyed by grid (the shared :class:`pingan.producers.kafka.EventProducer` logic), bad records on the
 dead-letter topic as :func:`pingan.dead_letter.to_message` writes every dead letter (kind, field, reason,
 origin, way in, feed, adapter, size and SHA-256 in headers; ``pingan-redacted: 1`` when personal
 identifiers were pseudonymised out of the bytes).
@@ -30,9 +30,9 @@ from aiokafka.errors import KafkaError
 from pingan.dead_letter import to_message
 from pingan.errors import ServiceError
 from pingan.grids import GridRegistry
+from pingan.producers.adapters.base import Mapped
+from pingan.producers.kafka import EventProducer, encode_event
 from pingan.settings import Settings
-from producers.adapters.base import Mapped
-from producers.kafka import EventProducer, encode_event
 
 __all__ = ["AdapterProducer", "DeliveryReport", "FeedPublisher", "OutRecord", "RetryPolicy", "out_records"]
 

@@ -11,7 +11,7 @@ A ``[feeds.NAME.record]`` section names the record's fields (see docs/adding-a-p
 
 The place comes from the record's lon/lat or grid id, else from the feed's place table; the severity from
 the category table, or from the device's own level when the feed has a ``[severity]`` rule (applied by
-:class:`producers.adapters.base.FeedAdapter` for every feed).
+:class:`pingan.producers.adapters.base.FeedAdapter` for every feed).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any, Final
 
 from pingan.errors import InvalidEvent
 from pingan.feeds import RecordFields
-from producers.adapters.base import MapContext, event_id, iso_utc, lookup_category, parse_time, pick, place
+from pingan.producers.adapters.base import MapContext, event_id, iso_utc, lookup_category, parse_time, pick, place
 
 __all__ = ["map_record"]
 

@@ -52,7 +52,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from pingan.feeds import FeedSpec
-from producers.adapters.base import MapContext, event_id, iso_utc, lookup_category, parse_time, place, require
+from pingan.producers.adapters.base import MapContext, event_id, iso_utc, lookup_category, parse_time, place, require
 
 SOURCE = "{name}"
 
@@ -97,7 +97,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from pingan.feeds import TypeMapping
-from producers.adapters.base import FeedAdapter, MapContext
+from pingan.producers.adapters.base import FeedAdapter, MapContext
 from {module} import SOURCE, feed, map_record
 
 CTX = MapContext(SOURCE, {{"alarm": TypeMapping("alarm", 4)}})
@@ -200,7 +200,7 @@ def scaffold(name: str, *, plugin: bool) -> Scaffold:
             f"add the section above to the feeds config, then: pingan producers list; restart the worker"
         )
     else:
-        module = f"producers.adapters.{name}"
+        module = f"pingan.producers.adapters.{name}"
         files = {
             PurePosixPath("producers/adapters") / f"{name}.py": _MODULE.format(name=name, model=model, prefix=prefix),
             PurePosixPath("tests/unit") / f"test_adapter_{name}.py": _TEST.format(

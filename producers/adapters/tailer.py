@@ -50,8 +50,8 @@ import orjson
 from pingan.clock import Clock, SystemClock
 from pingan.dead_letter import file_origin
 from pingan.errors import ConfigError
-from producers.adapters.base import FeedAdapter, Mapped, RecordError
-from producers.adapters.delivery import DeliveryReport
+from pingan.producers.adapters.base import FeedAdapter, Mapped, RecordError
+from pingan.producers.adapters.delivery import DeliveryReport
 
 __all__ = [
     "FileTailer", "TailReport", "TailState", "complete_lines", "decide_start", "map_lines", "parse_csv_line",

@@ -17,12 +17,12 @@ import orjson
 import pytest
 
 from pingan.grids import GridRegistry
+from pingan.schemas.envelope import parse_event
 from pingan.settings import Settings
 from pingan.store import events, windows
 from pingan.store.client import DriverExecutor, connect
 from pingan.store.migrate import ClusterSchema, load_migrations, prepare_database
 from pingan.topics import ensure_topics
-from schemas.envelope import parse_event
 from tests.support.events import call110, mixed_stream
 from tests.support.kafka import produce
 from tests.support.multi_worker import results

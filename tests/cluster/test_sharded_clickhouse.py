@@ -16,11 +16,11 @@ import orjson
 import pytest
 
 from pingan.cluster_services import LocalCluster, plan_cluster, running_cluster
+from pingan.schemas.envelope import parse_event
 from pingan.settings import Settings
 from pingan.store import events
 from pingan.store.client import connect
 from pingan.store.migrate import prepare_database
-from schemas.envelope import parse_event
 from tests.support.events import call110
 
 pytestmark = pytest.mark.cluster

@@ -14,10 +14,10 @@ from aiokafka.structs import ConsumerRecord
 from pingan.feeds import FeedSpec, load_feeds
 from pingan.grids import GridRegistry
 from pingan.partitioning import partition_for_key
+from pingan.producers.adapters import adapter_for, publisher_for
+from pingan.producers.adapters.tailer import FileTailer
 from pingan.settings import Settings
 from pingan.topics import ensure_topics
-from producers.adapters import adapter_for, publisher_for
-from producers.adapters.tailer import FileTailer
 from tests.support.kafka import read_topic
 
 pytestmark = pytest.mark.integration

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import pytest
 from chdb.session import Session
 
-from api.alert_feed import AlertFeed
+from pingan.api.alert_feed import AlertFeed
 from pingan.index.alerts import alert_for
 from pingan.store import alerts
 from pingan.store.migrate import migrate

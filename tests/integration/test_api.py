@@ -19,9 +19,9 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from fastapi import FastAPI
 
-from api.app import create_app
-from api.deps import ResourcesDep, get_executor
-from api.models import (
+from pingan.api.app import create_app
+from pingan.api.deps import ResourcesDep, get_executor
+from pingan.api.models import (
     DeadLettersResponse,
     ErrorBody,
     GridDetail,

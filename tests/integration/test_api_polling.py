@@ -9,7 +9,7 @@ import httpx
 import orjson
 import pytest
 
-from api.models import ErrorBody, RiskResponse
+from pingan.api.models import ErrorBody, RiskResponse
 from pingan.index.alerts import alert_for
 from pingan.settings import Settings
 from pingan.store import alerts, risk

@@ -16,7 +16,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from api.models import ErrorBody
+from pingan.api.models import ErrorBody
 from pingan.settings import Settings
 from tests.integration.test_api import running_api
 

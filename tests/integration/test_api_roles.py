@@ -10,9 +10,9 @@ import httpx
 import orjson
 import pytest
 
-from api.access import check_open_read
-from api.ingest_auth import hash_key
-from api.models import DeadLettersResponse, ErrorBody
+from pingan.api.access import check_open_read
+from pingan.api.ingest_auth import hash_key
+from pingan.api.models import DeadLettersResponse, ErrorBody
 from pingan.errors import ConfigError
 from pingan.settings import Settings
 from pingan.store import dead_letters

@@ -12,10 +12,10 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from api.app import create_app
-from api.deps import ResourcesDep, get_executor
-from api.index_models import FlaggedResponse, IndexResponse, UnitRiskDetail, UnitsRiskResponse
-from api.models import ErrorBody
+from pingan.api.app import create_app
+from pingan.api.deps import ResourcesDep, get_executor
+from pingan.api.index_models import FlaggedResponse, IndexResponse, UnitRiskDetail, UnitsRiskResponse
+from pingan.api.models import ErrorBody
 from pingan.clock import FixedClock
 from pingan.index.records import RiskUpdate
 from pingan.publishing import publish

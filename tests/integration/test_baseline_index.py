@@ -16,12 +16,12 @@ import orjson
 import pytest
 
 from pingan.grids import GridRegistry
+from pingan.schemas.envelope import parse_event
 from pingan.settings import Settings
 from pingan.store import events
 from pingan.store.client import connect
 from pingan.store.migrate import prepare_database
 from pingan.topics import ensure_topics
-from schemas.envelope import parse_event
 from tests.support.events import call110
 from tests.support.kafka import produce
 from tests.support.processes import ChildProcess, run_cli, wait_for

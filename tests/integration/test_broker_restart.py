@@ -13,7 +13,7 @@ A reference worker reads all the events in one undisturbed log into a database o
 
 At the end, on the same services: SIGTERM stops a worker within 5 s while it is joining the group (a
 rebalance) and while the broker is gone (fetches, heartbeats and commits failing). A graceful stop that would
-take longer is cut short by streams.stopping.PromptWorker, which loses nothing. Waiting out ClickHouse is in
+take longer is cut short by pingan.streams.stopping.PromptWorker, which loses nothing. Waiting out ClickHouse is in
 test_clickhouse_restart.py.
 """
 
@@ -33,8 +33,8 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from api.app import create_app
 from pingan import services
+from pingan.api.app import create_app
 from pingan.grids import GridRegistry
 from pingan.settings import Settings
 from pingan.store.client import connect

@@ -17,8 +17,8 @@ import pytest
 from chdb.session import Session
 
 import pingan.store.migrate as migrate_module
-from api.app import create_app
-from api.deps import ResourcesDep, get_executor
+from pingan.api.app import create_app
+from pingan.api.deps import ResourcesDep, get_executor
 from pingan.baselines import learn_snapshot
 from pingan.cli_index import rollup_snapshot
 from pingan.clock import FixedClock
@@ -30,11 +30,11 @@ from pingan.index.baseline import BaselineModel, GridProfile
 from pingan.index.published import period_containing
 from pingan.index.records import RiskUpdate, WindowRow
 from pingan.publishing import publish
+from pingan.schemas.envelope import Event
 from pingan.settings import Settings
 from pingan.store import alerts, baselines, dead_letters, events, grid_units, published, risk, server, units, windows
 from pingan.store.client import DriverExecutor, Executor, connect
 from pingan.store.migrate import load_migrations, migrate
-from schemas.envelope import Event
 from tests.support import small_city
 from tests.support.chdb_executor import ChdbExecutor
 from tests.support.defaults import shipped_index
@@ -102,7 +102,7 @@ FILE_LETTERS = [
     DeadLetter.of(InvalidEvent("unknown_place", "not in the place table", "address"),
                   '{"address": "和平街3号"}'.encode(), origin=f"file:/x.jsonl@{offset}",
                   received_at=T0 - timedelta(hours=1, seconds=offset),
-                  source="tailer", feed="electrical_fire", adapter="producers.adapters.device:map_record")
+                  source="tailer", feed="electrical_fire", adapter="pingan.producers.adapters.device:map_record")
     for offset in (42, 99)
 ] + [
     DeadLetter.of(InvalidEvent("oversize", "too big"), b"x" * 100, origin="http:cad/r1#3", max_bytes=10,

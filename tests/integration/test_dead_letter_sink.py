@@ -11,11 +11,11 @@ import pytest
 from pingan.dead_letter import DeadLetter, to_message
 from pingan.dead_letter_sink import DeadLetterSink
 from pingan.errors import InvalidEvent
+from pingan.producers.adapters.delivery import AdapterProducer, OutRecord
 from pingan.settings import Settings
 from pingan.store import dead_letters
 from pingan.store.client import connect
 from pingan.topics import ensure_topics
-from producers.adapters.delivery import AdapterProducer, OutRecord
 
 pytestmark = pytest.mark.integration
 
@@ -56,7 +56,7 @@ async def test_the_sink_stores_each_dead_letter_once_and_keeps_replay_marks(sett
                             received_at=NOW, source="gateway", feed="call110", max_bytes=100)  # fmt: skip
     tailer = DeadLetter.of(InvalidEvent("unknown_place", "no place", "address"), b'{"address": "x"}',
                            origin="file:/spool/a.jsonl@812", received_at=NOW - timedelta(seconds=1), source="tailer",
-                           feed="electrical_fire", adapter="producers.adapters.device:map_record")  # fmt: skip
+                           feed="electrical_fire", adapter="pingan.producers.adapters.device:map_record")  # fmt: skip
     messages = [(m.value, list(m.headers)) for m in (to_message(gateway), to_message(tailer))]
     # what the worker writes today: the four original headers only
     messages.append((b"{bad", [("pingan-error-kind", b"bad_json"), ("pingan-error-field", b""),

@@ -18,9 +18,9 @@ import httpx
 import orjson
 import pytest
 
-from api.app import create_app
-from api.ingest_auth import hash_key
-from api.ingest_models import IngestResponse
+from pingan.api.app import create_app
+from pingan.api.ingest_auth import hash_key
+from pingan.api.ingest_models import IngestResponse
 from pingan.errors import StorageError
 from pingan.feeds import load_feeds
 from pingan.grids import GridRegistry
@@ -174,7 +174,7 @@ async def test_a_config_only_feed_by_webhook_and_by_file_is_stored_dead_lettered
                         assert (stored_row["kind"], stored_row["field"] or None, stored_row["reason"]) == (
                             error.kind, error.field, error.reason
                         )  # fmt: skip
-                        assert stored_row["adapter"] == "producers.adapters.device:map_record"
+                        assert stored_row["adapter"] == "pingan.producers.adapters.device:map_record"
                     assert orjson.loads(by_webhook["raw"]) == orjson.loads(by_file["raw"]) == records[index_in_body]
 
                 # Per-feed counts for ops.

@@ -18,11 +18,13 @@ import orjson
 import pytest
 from fastapi import FastAPI
 
-from api.app import create_app
-from api.ingest_auth import hash_key
+from pingan.api.app import create_app
+from pingan.api.ingest_auth import hash_key
 from pingan.clock import FixedClock
 from pingan.grids import GridRegistry
-from pingan.published_index import load_config, publish
+from pingan.index.alerts import alert_for
+from pingan.index.published import load_config
+from pingan.publishing import publish
 from pingan.settings import Settings
 from pingan.store import alert_actions, alerts
 from pingan.store.client import Executor, connect
@@ -74,7 +76,7 @@ class Desk:
         return next(g.grid_id for g in self.registry.grids if g.community_id == community)
 
     def red_alert(self, grid_id: str, at: datetime, version: int) -> str:
-        alert = alerts.alert_for(grid_id, "yellow", "red", 160.0, at, version, {"dominant": "call110"}, "t")
+        alert = alert_for(grid_id, "yellow", "red", 160.0, at, version, {"dominant": "call110"}, "t")
         assert alert is not None
         assert not alerts.insert(self.writer, [alert])
         return alert.alert_id

@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 from chdb.session import Session
 
-from api.incidents import escalation_alert, policy_from
+from pingan.api.incidents import escalation_alert, policy_from
 from pingan.grids import GridRegistry
 from pingan.incidents import Action, AlertFact, dedupe, fold, handling_figures
+from pingan.index.alerts import UNACKNOWLEDGED, Alert
 from pingan.settings import Settings
 from pingan.store import alert_actions, alerts, grid_units
 from pingan.store.client import Executor
@@ -89,10 +90,10 @@ def test_the_documented_handling_sql_equals_the_api_figures(engine: Executor) ->
     now = at(40_000)
     book = fold(facts, actions, policy, now, lambda g: {"community": REGISTRY.get(g).community_id,  # type: ignore[union-attr]
                                                         "subdistrict": "PA01", "district": "PA"})  # fmt: skip
-    stored = [alerts.Alert(f.grid_id, "escalation", "red", "yellow", 160.0, f.as_of, int(f.as_of.timestamp() * 1000),
+    stored = [Alert(f.grid_id, "escalation", "red", "yellow", 160.0, f.as_of, int(f.as_of.timestamp() * 1000),
                            {}, "t") for f in facts]  # fmt: skip
     # the worker's alert ids are grid:version; the scenario's are grid:seconds, so store them under their own ids
-    rows = [(f.alert_id, *row[1:]) for f, row in zip(facts, (a.as_row() for a in stored), strict=True)]
+    rows = [(f.alert_id, *row[1:]) for f, row in zip(facts, (alerts.row(a) for a in stored), strict=True)]
     engine.insert("alerts", alerts.COLUMNS, rows)
     escalations = [escalation_alert(i, s.at, s.from_level, s.to_level, s.unit_id, 300) for i in book.incidents.values()
                    for s in i.escalations]  # fmt: skip
@@ -103,7 +104,7 @@ def test_the_documented_handling_sql_equals_the_api_figures(engine: Executor) ->
 
     # the incident desk's reads (api/incidents.py) on this engine
     assert {fact[0] for fact in alerts.escalation_facts(engine)} == {f.alert_id for f in facts}
-    assert alerts.stored_ids(engine, alerts.UNACKNOWLEDGED) == {a.alert_id for a in escalations}
+    assert alerts.stored_ids(engine, UNACKNOWLEDGED) == {a.alert_id for a in escalations}
     assert len(escalations) == 3  # i3 acknowledged late: one step; i5 never: subdistrict, then district
     found = alerts.by_id(engine, facts[0].alert_id)
     assert found is not None and (found["grid_id"], found["level"]) == (facts[0].grid_id, "red")

@@ -17,19 +17,19 @@ import orjson
 import pytest
 from fastapi import FastAPI
 
-from api.app import create_app
-from api.deps import ResourcesDep
-from api.ingest import get_ingest
-from api.ingest_auth import hash_key
-from api.ingest_gateway import DeadLetterRecord, EventRecord, IngestGateway
-from api.ingest_models import IngestRejected, IngestResponse
-from api.models import ErrorBody
+from pingan.api.app import create_app
+from pingan.api.deps import ResourcesDep
+from pingan.api.ingest import get_ingest
+from pingan.api.ingest_auth import hash_key
+from pingan.api.ingest_gateway import DeadLetterRecord, EventRecord, IngestGateway
+from pingan.api.ingest_models import IngestRejected, IngestResponse
+from pingan.api.models import ErrorBody
 from pingan.clock import FixedClock
 from pingan.dead_letter import MAX_RAW_BYTES, from_message
 from pingan.partitioning import partition_for_key
+from pingan.schemas.batch import is_batch, split_batch
+from pingan.schemas.envelope import parse_event
 from pingan.settings import Settings
-from schemas.batch import is_batch, split_batch
-from schemas.envelope import parse_event
 from tests.support.defaults import shipped_registry
 from tests.support.events import call110, camera
 from tests.support.kafka import read_topic
@@ -364,7 +364,7 @@ async def test_camera_webhook_maps_a_vendor_batch_and_dead_letters_bad_alerts(ga
     letter = from_message(dead.value, dead.headers, topic=dead.topic, partition=0, offset=0, timestamp_ms=None)
     assert (letter.kind, letter.source, letter.feed) == ("unknown_category", "webhook", "camera")
     assert letter.origin == f"http:cams/{answer.request_id}#2"
-    assert letter.adapter == "producers.adapters.camera:map_alert"
+    assert letter.adapter == "pingan.producers.adapters.camera:map_alert"
     assert orjson.loads(letter.raw)["alarm_id"] == "w3"
 
 

@@ -9,11 +9,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from chdb.session import Session
 
+from pingan.schemas.envelope import Event
 from pingan.store import events, log_losses
 from pingan.store.client import Executor
 from pingan.store.log_losses import LogLoss
 from pingan.store.migrate import migrate
-from schemas.envelope import Event
 from tests.support.chdb_executor import ChdbExecutor
 
 pytestmark = pytest.mark.integration

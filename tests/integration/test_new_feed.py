@@ -16,12 +16,12 @@ from pingan.feeds import load_feeds
 from pingan.grids import GridRegistry
 from pingan.index.loading import load_index
 from pingan.index.scoring import assess
+from pingan.producers.adapters import adapter_for, publisher_for
+from pingan.producers.adapters.tailer import FileTailer
 from pingan.settings import REPO_ROOT, Settings
 from pingan.store import events, risk
 from pingan.store.client import connect
 from pingan.topics import ensure_topics
-from producers.adapters import adapter_for, publisher_for
-from producers.adapters.tailer import FileTailer
 from tests.plugins.alarm_column import FEEDS_TOML, AlarmColumnPayload
 from tests.support.kafka import read_topic
 from tests.support.plugins import write_dist_info

@@ -17,15 +17,14 @@ from pingan.clock import FixedClock
 from pingan.errors import ConfigError, ServiceError
 from pingan.grids import GridRegistry
 from pingan.partitioning import partition_for_key
+from pingan.producers.kafka import EventProducer
+from pingan.producers.simulator import CitySimulator, run_simulation
+from pingan.schemas.batch import is_batch, split_batch
+from pingan.schemas.envelope import parse_event
 from pingan.settings import Settings
 from pingan.topics import ensure_topics, topic_names
-from producers.kafka import EventProducer
-from producers.simulator import CitySimulator, run_simulation
-from schemas.batch import is_batch, split_batch
-from schemas.envelope import parse_event
-from tests.support.kafka import read_envelopes, read_topic
 from tests.support.defaults import default_settings
-from tests.support.kafka import read_topic
+from tests.support.kafka import read_envelopes, read_topic
 
 pytestmark = pytest.mark.integration
 

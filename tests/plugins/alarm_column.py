@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from pingan.feeds import FeedSpec
-from producers.adapters.base import (
+from pingan.producers.adapters.base import (
     MapContext,
     event_id,
     iso_utc,

@@ -8,8 +8,8 @@ import time
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 
+from pingan.schemas.batch import is_batch, split_batch
 from pingan.settings import Settings
-from schemas.batch import is_batch, split_batch
 
 
 async def produce(settings: Settings, topic: str, messages: list[tuple[bytes | None, bytes]]) -> None:

@@ -21,9 +21,9 @@ from typing import Any
 
 from pingan.grids import Grid, GridRegistry, Unit, ring_area_centroid
 from pingan.index.published import parse_config
+from pingan.schemas.envelope import Event
 from pingan.store import events
 from pingan.store.client import Executor
-from schemas.envelope import Event
 
 DAY1 = date(2026, 11, 22)
 DAY2 = date(2026, 11, 23)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from api.access import DEAD_LETTER_READERS, READERS, Caller, check_open_read, identify, permit
-from api.errors import ApiError
-from api.ingest_auth import KeyRing, Producer, authorize, hash_key
+from pingan.api.access import DEAD_LETTER_READERS, READERS, Caller, check_open_read, identify, permit
+from pingan.api.errors import ApiError
+from pingan.api.ingest_auth import KeyRing, Producer, authorize, hash_key
 from pingan.errors import ConfigError
 from tests.support.defaults import default_settings
 

@@ -13,8 +13,8 @@ import pytest
 
 from pingan.errors import InvalidEvent, ServiceError
 from pingan.feeds import load_feeds
-from producers.adapters import adapter_for
-from producers.adapters.base import (
+from pingan.producers.adapters import adapter_for
+from pingan.producers.adapters.base import (
     FeedAdapter,
     Mapped,
     RecordError,
@@ -24,9 +24,9 @@ from producers.adapters.base import (
     scrub_text,
     split_document,
 )
-from producers.adapters.delivery import FeedPublisher, OutRecord, RetryPolicy, out_records
-from producers.pseudonym import pseudonymise
-from schemas.envelope import parse_event
+from pingan.producers.adapters.delivery import FeedPublisher, OutRecord, RetryPolicy, out_records
+from pingan.producers.pseudonym import pseudonymise
+from pingan.schemas.envelope import parse_event
 from tests.support.defaults import default_settings
 
 SETTINGS = default_settings()
@@ -430,7 +430,7 @@ def test_out_records_headers_match_the_workers() -> None:
         "pingan-origin": b"file:/x@10",
         "pingan-source": b"tailer",
         "pingan-feed": b"call110",
-        "pingan-adapter": b"producers.adapters.call110:map_incident",
+        "pingan-adapter": b"pingan.producers.adapters.call110:map_incident",
         "pingan-received-at": str(int(NOW.timestamp() * 1000)).encode(),
         "pingan-raw-size": str(len(redacted)).encode(),
         "pingan-raw-sha256": hashlib.sha256(redacted).hexdigest().encode(),

@@ -13,11 +13,11 @@ from typing import Any
 import httpx
 import pytest
 
-from api.app import create_app
-from api.errors import ApiError
-from api.params import history_range, parse_levels
-from api.readiness import partition_lag, worker_status
-from api.storage import Storage, ThreadLocalExecutor
+from pingan.api.app import create_app
+from pingan.api.errors import ApiError
+from pingan.api.params import history_range, parse_levels
+from pingan.api.readiness import partition_lag, worker_status
+from pingan.api.storage import Storage, ThreadLocalExecutor
 from pingan.errors import StorageError
 from tests.support.defaults import default_settings
 

@@ -10,9 +10,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from api.conditional import Rendered, accepts_gzip, entity_tag, gzipped_tag, not_modified
-from api.snapshot import SnapshotStore
-from api.views import RiskSnapshot
+from pingan.api.conditional import Rendered, accepts_gzip, entity_tag, gzipped_tag, not_modified
+from pingan.api.snapshot import SnapshotStore
+from pingan.api.views import RiskSnapshot
 from pingan.errors import StorageError
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)

@@ -8,9 +8,9 @@ from typing import Any
 import orjson
 import pytest
 
-from api.models import GridRisk, RiskFeatureCollection, RiskResponse
-from api.responses import dumps
-from api.views import build_snapshot, close_ring, feature_collection, select, summarize, top_by_score
+from pingan.api.models import GridRisk, RiskFeatureCollection, RiskResponse
+from pingan.api.responses import dumps
+from pingan.api.views import build_snapshot, close_ring, feature_collection, select, summarize, top_by_score
 from pingan.grids import Grid, GridRegistry, ring_area_centroid
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)

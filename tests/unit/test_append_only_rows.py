@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from api.incidents import AppendOnlyRows
+from pingan.api.incidents import AppendOnlyRows
 
 
 class Table:

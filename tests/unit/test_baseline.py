@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from api.views import baseline_body
+from pingan.api.views import baseline_body
 from pingan.errors import ConfigError
 from pingan.index.baseline import (
     HOURS_PER_WEEK,
@@ -24,7 +24,7 @@ from pingan.index.baseline import (
 from pingan.index.levels import Level
 from pingan.index.scoring import assess
 from pingan.index.surprise import MAX_SURPRISE, log_lower_regularized_gamma, poisson_surprise
-from streams.windows import PartitionState, WindowSpec
+from pingan.streams.windows import PartitionState, WindowSpec
 from tests.support.defaults import shipped_index
 
 INDEX = shipped_index()

@@ -13,7 +13,7 @@ import pytest
 from pingan.cli import main
 from pingan.errors import ConfigError
 from pingan.feeds import build_feeds
-from producers.adapters.scaffold import scaffold
+from pingan.producers.adapters.scaffold import scaffold
 from tests.plugins.alarm_column import FEEDS_TOML
 from tests.support.plugins import write_dist_info
 
@@ -38,7 +38,7 @@ def test_list_shows_builtins_and_a_plugin_with_its_origin(
         "alarm_column", "plugin", "tests.plugins.alarm_column.AlarmColumnPayload", "8", "city.events", "feeds",
     ]  # fmt: skip
     assert rows["call110"][:6] == [
-        "call110", "builtin", "schemas.payloads.Call110Payload", "24", "city.events", "risk-index.toml",
+        "call110", "builtin", "pingan.schemas.payloads.Call110Payload", "24", "city.events", "risk-index.toml",
     ]  # fmt: skip
     assert any("registered by entry point 'alarm_column'" in line for line in lines)
 
@@ -77,7 +77,7 @@ def test_new_in_the_repository_writes_a_module_and_a_passing_test(
     test_path = tmp_path / "tests" / "unit" / "test_adapter_alarm_column.py"
     assert f"wrote {module_path}" in out and f"wrote {test_path}" in out
     # The generated test runs against the generated module, as it will once the files are in the repository.
-    _load("producers.adapters.alarm_column", module_path, monkeypatch)
+    _load("pingan.producers.adapters.alarm_column", module_path, monkeypatch)
     assert _run_tests(_load("generated_test_alarm_column", test_path, monkeypatch)) == 3
     # The printed section is valid feeds config and registers the feed by its import paths.
     snippet = out[out.index("[feeds.alarm_column]") : out.index("add the section")]

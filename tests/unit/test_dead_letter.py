@@ -70,7 +70,7 @@ def test_of_cuts_a_large_record_and_says_so() -> None:
 def test_a_message_carries_every_field_and_reads_back_the_same() -> None:
     letter = DeadLetter.of(
         InvalidEvent("unknown_place", "不在地址表 " + "x" * 3000, "address"), b'{"a": 1}', origin="file:/x.jsonl@42",
-        received_at=NOW, source="tailer", feed="electrical_fire", adapter="producers.adapters.device:map_record",
+        received_at=NOW, source="tailer", feed="electrical_fire", adapter="pingan.producers.adapters.device:map_record",
         redacted=True,
     )  # fmt: skip
     message = to_message(letter)
@@ -81,7 +81,7 @@ def test_a_message_carries_every_field_and_reads_back_the_same() -> None:
     back = from_message(message.value, message.headers, topic="t.dead-letters", partition=1, offset=7, timestamp_ms=5)
     assert back == DeadLetter(
         "file:/x.jsonl", 0, 42, NOW, "unknown_place", "address", headers["pingan-error-reason"].decode(), b'{"a": 1}',
-        source="tailer", feed="electrical_fire", adapter="producers.adapters.device:map_record", raw_size=8,
+        source="tailer", feed="electrical_fire", adapter="pingan.producers.adapters.device:map_record", raw_size=8,
         raw_sha256=letter.raw_sha256, redacted=True,
     )  # fmt: skip
 

@@ -9,10 +9,10 @@ import orjson
 import pytest
 
 from pingan.dead_letter import parse_origin
-from schemas.batch import MAX_BATCH_EVENTS, batched, encode_batch, split_batch
-from streams.app import chunked
-from streams.pipeline import ITEM_SLOTS, Record
-from streams.windows import PartitionState
+from pingan.schemas.batch import MAX_BATCH_EVENTS, batched, encode_batch, split_batch
+from pingan.streams.app import chunked
+from pingan.streams.pipeline import ITEM_SLOTS, Record
+from pingan.streams.windows import PartitionState
 from tests.unit.test_pipeline import SPEC, T0, _decided, _latest_rows, _stream, call, records, run
 
 

@@ -25,10 +25,10 @@ from pingan.feeds import (
     metric_samples,
     read_feeds_config,
 )
+from pingan.producers.adapters import adapter_for
+from pingan.producers.adapters.tailer import TailReport
+from pingan.schemas.payloads import DevicePayload
 from pingan.settings import REPO_ROOT, Settings
-from producers.adapters import adapter_for
-from producers.adapters.tailer import TailReport
-from schemas.payloads import DevicePayload
 from tests.support.defaults import default_settings
 
 EXAMPLE = REPO_ROOT / "docs" / "examples" / "electrical-fire"
@@ -60,7 +60,7 @@ def test_the_example_feed_is_defined_by_its_section_alone(example: Settings) -> 
     assert (spec.origin, spec.payload_model, spec.mapper) == (
         "config",
         DevicePayload,
-        "producers.adapters.device:map_record",
+        "pingan.producers.adapters.device:map_record",
     )
     assert spec.types == {"smoke", "residual_current", "over_temperature", "test"}
     assert spec.places is not None and spec.places.match == ("device_id", "address")
@@ -305,9 +305,9 @@ def test_replay_maps_a_raw_record_again_with_todays_config(example: Settings) ->
 
 
 def test_a_webhook_body_gets_the_gateways_outcomes_per_record(example: Settings) -> None:
-    from api.errors import ApiError
-    from api.ingest_batch import Accepted, ItemRules, Rejected, build_response
-    from api.webhooks import webhook_outcomes
+    from pingan.api.errors import ApiError
+    from pingan.api.ingest_batch import Accepted, ItemRules, Rejected, build_response
+    from pingan.api.webhooks import webhook_outcomes
 
     feeds = load_feeds(example, entry_points=[])
     adapter = adapter_for(example, feeds["electrical_fire"], Grids(), source="webhook")

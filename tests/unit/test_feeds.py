@@ -24,8 +24,8 @@ from pingan.feeds import (
 from pingan.index.loading import load_index
 from pingan.index.scoring import SourceConfig, parse_config
 from pingan.index.spatial import parse_spatial
+from pingan.schemas.payloads import SOURCE_PAYLOADS, AppReportCategory, Call110Category, CameraAnalytic
 from pingan.settings import Settings
-from schemas.payloads import SOURCE_PAYLOADS, AppReportCategory, Call110Category, CameraAnalytic
 from tests.plugins.alarm_column import FEEDS_TOML, AlarmColumnPayload
 from tests.support.defaults import default_settings
 from tests.support.plugins import write_dist_info
@@ -222,7 +222,7 @@ time = ["ts", "when"]
         ),
         ("[feeds.drone]\n", "no built-in feed or installed plugin is called 'drone'"),
         ('[feeds.drone]\npayload_model = "nowhere:Model"\n', "cannot import 'nowhere'"),
-        ('[feeds.call110]\npayload_model = "schemas.payloads:CameraPayload"\n', "belong to new feeds"),
+        ('[feeds.call110]\npayload_model = "pingan.schemas.payloads:CameraPayload"\n', "belong to new feeds"),
         ('[feeds.call110]\ntimezone = "Mars/Olympus"\n', "unknown time zone"),
         ('[feeds.call110]\ntopic = "{tenant}.events"\n', "placeholder {prefix}"),
         ("[feeds.call110.index]\nbreakpoints = [[0.0, 0.0], [5.0, 0.0]]\n", "increase strictly"),

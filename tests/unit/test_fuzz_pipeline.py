@@ -17,8 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pingan.store import alerts, dead_letters, events, risk, windows
-from streams.pipeline import PipelineConfig, Record, heartbeat_record, process_batch
-from streams.windows import PartitionState
+from pingan.streams.pipeline import PipelineConfig, Record, heartbeat_record, process_batch
+from pingan.streams.windows import PartitionState
 from tests.support.schema import row_problems
 from tests.unit.test_pipeline import GRIDS, INDEX, SPEC, T0, call
 

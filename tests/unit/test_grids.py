@@ -13,7 +13,7 @@ import pytest
 
 from pingan.errors import ConfigError
 from pingan.grids import Grid, GridRegistry, Unit, normalise_ring, ring_area_centroid
-from producers import citygen
+from pingan.producers import citygen
 from tests.support.defaults import default_settings
 
 PATH = default_settings().grid_registry_path
@@ -23,7 +23,7 @@ PATH = default_settings().grid_registry_path
 
 
 def test_regenerating_gives_the_committed_file_byte_for_byte() -> None:
-    assert citygen.render(citygen.generate()) == PATH.read_bytes(), "rerun: python -m producers.citygen"
+    assert citygen.render(citygen.generate()) == PATH.read_bytes(), "rerun: python -m pingan.producers.citygen"
 
 
 def test_file_is_small() -> None:

@@ -10,7 +10,7 @@ from pingan.errors import InvalidCursor, InvalidEvent
 from pingan.index.alerts import alert_for, decode_cursor, encode_cursor
 from pingan.index.levels import Level
 from pingan.index.scoring import shown_level
-from streams.windows import PartitionState, WindowSpec
+from pingan.streams.windows import PartitionState, WindowSpec
 from tests.support.defaults import shipped_index
 
 GREEN, YELLOW, ORANGE, RED = Level.GREEN, Level.YELLOW, Level.ORANGE, Level.RED

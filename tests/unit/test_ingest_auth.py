@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-import api.ingest_auth as ingest_auth
-from api.errors import ApiError
-from api.ingest_auth import KeyRing, Producer, authorize, hash_key, new_key_entry, presented_key
+import pingan.api.ingest_auth as ingest_auth
+from pingan.api.errors import ApiError
+from pingan.api.ingest_auth import KeyRing, Producer, authorize, hash_key, new_key_entry, presented_key
 from pingan.errors import ConfigError
 
 DEMO_KEY = "pingan-demo-ingest-key"  # documented in docs/ingest.md and deploy/config/ingest-keys.toml

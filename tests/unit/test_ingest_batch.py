@@ -10,8 +10,8 @@ from typing import Any
 import orjson
 import pytest
 
-from api.errors import ApiError
-from api.ingest_batch import (
+from pingan.api.errors import ApiError
+from pingan.api.ingest_batch import (
     Accepted,
     ItemRules,
     Rejected,
@@ -20,11 +20,11 @@ from api.ingest_batch import (
     check_items,
     split_body,
 )
-from api.ingest_models import IngestRejected, IngestResponse
+from pingan.api.ingest_models import IngestRejected, IngestResponse
 from pingan.errors import InvalidEvent
 from pingan.feeds import FeedRules, build_feeds
-from schemas.envelope import parse_event
-from schemas.payloads import SOURCE_PAYLOADS
+from pingan.schemas.envelope import parse_event
+from pingan.schemas.payloads import SOURCE_PAYLOADS
 from tests.support.events import call110, camera
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)

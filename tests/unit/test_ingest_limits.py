@@ -11,16 +11,16 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 
-from api.app import create_app
-from api.errors import ApiError
-from api.ingest_auth import KeyRing
-from api.ingest_batch import Accepted, ItemRules, Rejected, build_response, check_items
-from api.ingest_gateway import DeadLetterRecord, EventRecord, IngestGateway
-from api.ingest_limits import InFlightLimiter, check_content_headers, read_limited
+from pingan.api.app import create_app
+from pingan.api.errors import ApiError
+from pingan.api.ingest_auth import KeyRing
+from pingan.api.ingest_batch import Accepted, ItemRules, Rejected, build_response, check_items
+from pingan.api.ingest_gateway import DeadLetterRecord, EventRecord, IngestGateway
+from pingan.api.ingest_limits import InFlightLimiter, check_content_headers, read_limited
 from pingan.clock import FixedClock
 from pingan.dead_letter import MAX_RAW_BYTES
 from pingan.errors import InvalidEvent, ServiceError
-from schemas.payloads import SOURCE_PAYLOADS
+from pingan.schemas.payloads import SOURCE_PAYLOADS
 from tests.support.defaults import default_settings
 
 NOW = datetime(2026, 11, 23, tzinfo=UTC)

@@ -10,10 +10,8 @@ import orjson
 import pytest
 
 from pingan.partitioning import partition_for_key
-from streams.pipeline import PipelineConfig, Record, process_batch
-from streams.risk_index import load_config
-from streams.windows import LOG_SCORE_STEP, PartitionState, WindowSpec
-from streams.windows import PartitionState, WindowSpec
+from pingan.streams.pipeline import PipelineConfig, Record, process_batch
+from pingan.streams.windows import LOG_SCORE_STEP, PartitionState, WindowSpec
 from tests.support.defaults import shipped_index
 
 INDEX = shipped_index()

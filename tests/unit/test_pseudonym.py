@@ -8,8 +8,8 @@ import re
 import pytest
 from pydantic import ValidationError
 
-from producers.pseudonym import normalise, pseudonymise
-from schemas.payloads import PSEUDONYM_PATTERN, AppReportPayload, CheckpointPayload
+from pingan.producers.pseudonym import normalise, pseudonymise
+from pingan.schemas.payloads import PSEUDONYM_PATTERN, AppReportPayload, CheckpointPayload
 
 KEY = b"test-key"
 

@@ -1,4 +1,4 @@
-"""Window state rebuilt from stored events (streams.rebuild): the state an undisturbed worker holds. No I/O."""
+"""Window state rebuilt from stored events (pingan.streams.rebuild): the state an undisturbed worker holds. No I/O."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 
+from pingan.index.scoring import load_config
 from pingan.settings import Settings
-from streams.pipeline import BatchResult, PipelineConfig, Record, process_batch
-from streams.rebuild import StoredEvent, rebuild_state, replay_span_seconds
-from streams.risk_index import load_config
-from streams.windows import PartitionState, WindowSpec
+from pingan.streams.pipeline import BatchResult, PipelineConfig, Record, process_batch
+from pingan.streams.rebuild import StoredEvent, rebuild_state, replay_span_seconds
+from pingan.streams.windows import PartitionState, WindowSpec
 from tests.unit.test_pipeline import GRIDS, call, ms
 
 INDEX = load_config(Settings().risk_config_path)

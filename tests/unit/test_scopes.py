@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from api.access import Caller
-from api.ingest_auth import KeyRing, hash_key
-from api.scopes import ScopeIndex, visible
+from pingan.api.access import Caller
+from pingan.api.ingest_auth import KeyRing, hash_key
+from pingan.api.scopes import ScopeIndex, visible
 from pingan.errors import ConfigError
 from pingan.grids import GridRegistry
 from pingan.settings import Settings

@@ -14,7 +14,7 @@ import pytest
 from pingan.grids import GridRegistry
 from pingan.index.levels import Level
 from pingan.index.scoring import assess
-from producers.simulator import (
+from pingan.producers.simulator import (
     DAILY_EVENTS,
     SOURCES,
     CitySimulator,
@@ -22,8 +22,8 @@ from producers.simulator import (
     diurnal,
     poisson,
 )
-from schemas.envelope import parse_event
-from schemas.payloads import PSEUDONYM_PATTERN
+from pingan.schemas.envelope import parse_event
+from pingan.schemas.payloads import PSEUDONYM_PATTERN
 from tests.support.defaults import shipped_index
 
 KEY = b"unit-test-key"

@@ -12,9 +12,9 @@ from typing import Any
 import orjson
 import pytest
 
-from api.models import GridRisk
-from api.responses import dumps
-from api.views import build_snapshot
+from pingan.api.models import GridRisk
+from pingan.api.responses import dumps
+from pingan.api.views import build_snapshot
 from pingan.config_files import read_toml
 from pingan.errors import ConfigError
 from pingan.grids import Grid, GridRegistry, ring_area_centroid

@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 
-from api.ingest_batch import Accepted, ItemRules, Rejected, check_item
-from schemas.payloads import SOURCE_PAYLOADS
+from pingan.api.ingest_batch import Accepted, ItemRules, Rejected, check_item
+from pingan.schemas.payloads import SOURCE_PAYLOADS
 from tests.support.events import call110
 from tests.unit.test_pipeline import GRIDS
 
@@ -45,7 +45,7 @@ def test_the_window_edges_are_accepted() -> None:
 
 def test_the_shipped_json_schemas_say_what_the_check_does(tmp_path) -> None:
     """Producers in other languages read schemas/jsonschema/: it must be the export of today's models."""
-    from schemas.export import SCHEMA_DIR, export
+    from pingan.schemas.export import SCHEMA_DIR, export
 
     for path in export(tmp_path):
         assert path.read_bytes() == (SCHEMA_DIR / path.name).read_bytes(), f"run `pingan schemas`: {path.name} is stale"

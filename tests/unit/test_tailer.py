@@ -13,10 +13,10 @@ import pytest
 
 from pingan.errors import ConfigError
 from pingan.feeds import load_feeds
-from producers.adapters import adapter_for
-from producers.adapters.base import Mapped
-from producers.adapters.delivery import DeliveryReport
-from producers.adapters.tailer import (
+from pingan.producers.adapters import adapter_for
+from pingan.producers.adapters.base import Mapped
+from pingan.producers.adapters.delivery import DeliveryReport
+from pingan.producers.adapters.tailer import (
     FileTailer,
     FileView,
     TailState,
@@ -303,7 +303,7 @@ async def test_a_follower_logs_its_counts_periodically(tmp_path: Path, caplog: p
             await asyncio.sleep(0.01)
         tail.stop()
 
-    with caplog.at_level(logging.INFO, logger="producers.adapters.tailer"):
+    with caplog.at_level(logging.INFO, logger="pingan.producers.adapters.tailer"):
         await asyncio.wait_for(asyncio.gather(tail.run(log_every=0.05), stop_after_a_log_line()), timeout=10)
     logged = [r.getMessage() for r in caplog.records if "dead-lettered" in r.getMessage()]
     assert logged[0].startswith(f"{path} (call110): 2 lines: 1 accepted, 1 dead-lettered (bad_json 1), 1 batches")

@@ -6,7 +6,7 @@ import orjson
 import pytest
 
 from pingan.index.levels import Level
-from streams.windows import Bucket, GridRisk, Outcome, PartitionState, WindowSpec
+from pingan.streams.windows import Bucket, GridRisk, Outcome, PartitionState, WindowSpec
 
 SPEC = WindowSpec(bucket_seconds=300, hop_seconds=3600, allowed_lateness_seconds=120)
 T0 = 1_700_000_100  # 2023-11-14T22:15:00Z, a bucket boundary
