@@ -237,6 +237,41 @@ def _to_record(event: EventT) -> Record:
     )
 
 
+class StateStore:
+    """The worker's checkpoint records in Faust's changelog-backed table (the one place that touches it).
+
+    Keys are ``<input partition>|<record key>`` (see PartitionState.checkpoint), values bytes. A write goes to
+    the table's memory and to the changelog partition of the input partition, so a worker that takes the
+    partition over restores exactly these records. Faust's table API has no write that names the changelog
+    partition, hence its ``data`` mapping and ``send_changelog``.
+    """
+
+    def __init__(self, table: faust.Table) -> None:
+        self._table = table
+
+    def records(self, partition: int) -> list[tuple[str, bytes]]:
+        """The partition's records (record key, value), as recovered from the changelog or written since."""
+        prefix = f"{partition}|".encode()
+        return [
+            (key[len(prefix) :].decode(), value)
+            for key, value in list(self._table.data.items())
+            if key.startswith(prefix) and value is not None
+        ]
+
+    def put(self, partition: int, key: str, value: bytes | None) -> None:
+        """Write one record (``None`` deletes it)."""
+        full_key = f"{partition}|{key}".encode()
+        if value is None:
+            self._table.data.pop(full_key, None)
+        else:
+            self._table.data[full_key] = value
+        self._table.send_changelog(partition, full_key, value)
+
+    async def declare(self) -> None:
+        """Create the changelog topic again (a broker that lost its log lost it too)."""
+        await self._table.changelog_topic.maybe_declare()
+
+
 class Worker:
     """Per-partition window state plus the writes of one batch."""
 
@@ -247,11 +282,13 @@ class Worker:
         grids: GridRegistry,
         index: IndexConfig,
         *,
+        store: StateStore,
         clock: Clock,
         baseline: BaselineModel | None = None,
         rules: FeedRules | None = None,
     ) -> None:
         self.app = app
+        self.store = store
         self.settings = settings
         self.grids = grids
         self.clock = clock
@@ -273,7 +310,6 @@ class Worker:
         self.rereads = 0  # times a partition was read again from a hole in what was delivered
         self.states: dict[int, PartitionState] = {}
         self.set_aside: dict[int, PartitionState] = {}  # revoked partitions' states (see forget)
-        self.table: Any = None
         self.processed = 0
         self.batches = 0
         # Where batch time goes, reported with the progress log: the first place to look when tuning.
@@ -303,7 +339,7 @@ class Worker:
         event id), and the whole state goes to the changelog at the next checkpoint (it may be gone too)."""
         self.log_losses += len(lost)
         await ensure_topics(self.settings)
-        await self.table.changelog_topic.maybe_declare()
+        await self.store.declare()
         for partition in lost:
             self.state_for(partition).restart_log()
         self.log_checked(list(lost))  # the new log is checked from its own done points on
@@ -327,12 +363,7 @@ class Worker:
         state = self.states.get(partition)
         if state is None:
             state = PartitionState(self.spec)
-            prefix = f"{partition}|".encode()
-            state.restore(
-                (key[len(prefix) :].decode(), value)
-                for key, value in list(self.table.data.items())
-                if key.startswith(prefix) and value is not None
-            )
+            state.restore(self.store.records(partition))
             kept = self.set_aside.pop(partition, None)
             if kept is not None and state.done_offset < 0 <= kept.done_offset:
                 # Nothing in the changelog, though this worker had done records here: the changelog's log was
@@ -490,8 +521,9 @@ class Worker:
 
     async def _send(self, message: Outgoing) -> Any:
         future = await self.app.producer.send(
-            message.topic, message.key, message.value, message.partition, None, message.headers
-        )
+            message.topic, message.key, message.value, partition=message.partition, timestamp=None,
+            headers=message.headers,
+        )  # fmt: skip
         return await future
 
     async def _checkpoint(self, results: Sequence[tuple[int, BatchResult]]) -> None:
@@ -508,23 +540,16 @@ class Worker:
             records = result.checkpoint
             mark = next(i for i, (key, _) in enumerate(records) if key == "wm")
             for key, value in records[:mark]:
-                self._send_checkpoint(partition, key, value)
+                self.store.put(partition, key, value)
             marks.append((partition, records[mark], records[mark + 1 :]))
         await self.app.producer.flush()
         for partition, (key, value), _ in marks:
-            self._send_checkpoint(partition, key, value)
+            self.store.put(partition, key, value)
         await self.app.producer.flush()
         for partition, _, deletions in marks:
             for key, value in deletions:
-                self._send_checkpoint(partition, key, value)
+                self.store.put(partition, key, value)
 
-    def _send_checkpoint(self, partition: int, key: str, value: bytes | None) -> None:
-        full_key = f"{partition}|{key}".encode()
-        if value is None:
-            self.table.data.pop(full_key, None)
-        else:
-            self.table.data[full_key] = value
-        self.table.send_changelog(partition, full_key, value)
 
 
 class LogWatch:
@@ -746,9 +771,9 @@ def create_app(
         value_type=bytes,
     )
     worker = Worker(
-        app, settings, grids, index, clock=clock or SystemClock(), baseline=baseline, rules=rules
-    )
-    worker.table = table
+        app, settings, grids, index, store=StateStore(table), clock=clock or SystemClock(), baseline=baseline,
+        rules=rules,
+    )  # fmt: skip
     watch.done = worker.checkpointed
     watch.anchor = worker.anchor
     watch.log_checked = worker.log_checked
