@@ -30,10 +30,9 @@ from pingan.dead_letter import DeadLetter, http_origin, to_message
 from pingan.errors import ServiceError
 from pingan.feeds import FeedRules, FeedSpec
 from pingan.grids import GridRegistry
-from pingan.partitioning import partition_for_key
 from pingan.producers.adapters.base import redact
 from pingan.producers.kafka import EventProducer
-from pingan.schemas.batch import batched, encode_batch
+from pingan.schemas.batch import records_to_send
 from pingan.schemas.payloads import SOURCE_PAYLOADS
 from pingan.settings import Settings
 from pingan.topics import ensure_topics
@@ -70,21 +69,17 @@ class IngestProducer(EventProducer):
         topic = topic or self.topic
         # A request's events for one partition's grids go as one event batch record (schemas/batch.py) when
         # they go to the events topic the worker reads; a feed's own topic gets plain records.
-        partitions = self.settings.topic_partitions
-        placed = [(None if key is None else partition_for_key(key, partitions), len(value)) for key, value in events]
-        groups = batched(placed, max_events=self.batch_events if topic == self.settings.topic_events else 1)
+        planned = records_to_send(
+            events, partitions=self.settings.topic_partitions,
+            max_events=self.batch_events if topic == self.settings.topic_events else 1,
+        )  # fmt: skip
         pending: list[tuple[int, asyncio.Future[Any]]] = []  # (records it carries, its ack)
         failure: BaseException | None = None
         try:
             # send() only waits for buffer space; each future resolves on the broker's ack, so all of a
             # request's records share round trips.
-            for partition, indices in groups:
-                if len(indices) == 1:
-                    key, value = events[indices[0]]
-                    pending.append((1, await producer.send(topic, value, key=key)))
-                else:
-                    batch = encode_batch([events[i][1] for i in indices])
-                    pending.append((len(indices), await producer.send(topic, batch, partition=partition)))
+            for key, partition, value, carried in planned:
+                pending.append((carried, await producer.send(topic, value, key=key, partition=partition)))
             for value, headers in dead_letters:
                 pending.append((1, await producer.send(self.settings.topic_dead_letters, value, headers=headers)))
         except KafkaError as exc:

@@ -32,7 +32,7 @@ from pingan.services import free_loopback_ports, running_services
 from pingan.settings import Settings
 from pingan.store import alert_actions, alerts
 from pingan.store.client import connect
-from pingan.store.migrate import create_database, migrate
+from pingan.store.migrate import prepare_database
 
 COMMUNITY = {"Authorization": "Bearer pingan-demo-community-key"}
 SUBDISTRICT = {"Authorization": "Bearer pingan-demo-subdistrict-key"}
@@ -40,14 +40,9 @@ SUBDISTRICT = {"Authorization": "Bearer pingan-demo-subdistrict-key"}
 
 def seed(settings: Settings, registry: GridRegistry, n_alerts: int, n_actions: int) -> str:
     """Store the history; return the alert id of an incident of the community's own grid to act on."""
-    admin = connect(settings, database="")
-    try:
-        create_database(admin, settings.clickhouse_database)
-    finally:
-        admin.close()
+    prepare_database(settings)
     executor = connect(settings)
     try:
-        migrate(executor)
         rng = random.Random(14)
         start = datetime.now(UTC) - timedelta(days=7)
         grids = [g.grid_id for g in registry.grids]

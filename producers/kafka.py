@@ -27,8 +27,7 @@ from aiokafka.structs import RecordMetadata
 
 from pingan.errors import InvalidEvent, ServiceError
 from pingan.grids import GridRegistry
-from pingan.partitioning import partition_for_key
-from pingan.schemas.batch import batched, encode_batch
+from pingan.schemas.batch import records_to_send
 from pingan.settings import Settings
 
 __all__ = ["EventProducer", "encode_event"]
@@ -161,20 +160,16 @@ class EventProducer:
         return delivered
 
     async def _send_chunk(self, producer: AIOKafkaProducer, records: list[tuple[bytes, bytes | None]]) -> int:
-        partitions = self.settings.topic_partitions
-        placed = [(None if key is None else partition_for_key(key, partitions), len(value)) for value, key in records]
+        planned = records_to_send(
+            [(key, value) for value, key in records], partitions=self.settings.topic_partitions,
+            max_events=self.batch_events,
+        )  # fmt: skip
         pending: list[tuple[int, asyncio.Future[RecordMetadata]]] = []  # (events in the record, its ack)
         failure: BaseException | None = None
         try:
-            for partition, indices in batched(placed, max_events=self.batch_events):
-                if len(indices) == 1:  # one event alone stays a plain envelope, keyed by its grid
-                    value, key = records[indices[0]]
-                    send = producer.send(self.topic, value, key=key)
-                else:  # a batch goes to its grids' partition
-                    batch = encode_batch([records[i][0] for i in indices])
-                    send = producer.send(self.topic, batch, partition=partition)
+            for key, partition, value, carried in planned:
                 # send() only waits for buffer space; the returned future resolves on the broker's ack.
-                pending.append((len(indices), await send))
+                pending.append((carried, await producer.send(self.topic, value, key=key, partition=partition)))
         except KafkaError as exc:
             failure = exc
         finally:

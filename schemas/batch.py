@@ -19,6 +19,7 @@ from collections.abc import Sequence
 import orjson
 
 from pingan.errors import InvalidEvent
+from pingan.partitioning import partition_for_key
 
 BATCH_VERSION = 1
 BATCH_PREFIX = b'{"pingan_batch":'
@@ -55,6 +56,24 @@ def split_batch(value: bytes) -> list[bytes]:
         count = len(events) if isinstance(events, list) else type(events).__name__
         raise InvalidEvent("bad_batch", f"a batch's events must be a list of 1 to {MAX_BATCH_EVENTS}, got {count}")
     return [orjson.dumps(item) for item in events]
+
+
+def records_to_send(
+    events: Sequence[tuple[bytes | None, bytes]], *, partitions: int, max_events: int
+) -> list[tuple[bytes | None, int | None, bytes, int]]:
+    """What a producer sends for encoded events ``(grid key, envelope)``: ``(key, partition, value, events
+    carried)`` per record. One event alone stays a plain envelope keyed by its grid (partition None: the
+    default partitioner, which agrees with :func:`pingan.partitioning.partition_for_key`); the events of one
+    partition's grids go together as event batch records to that partition."""
+    placed = [(None if key is None else partition_for_key(key, partitions), len(value)) for key, value in events]
+    out: list[tuple[bytes | None, int | None, bytes, int]] = []
+    for partition, indices in batched(placed, max_events=max_events):
+        if len(indices) == 1:
+            key, value = events[indices[0]]
+            out.append((key, None, value, 1))
+        else:
+            out.append((None, partition, encode_batch([events[i][1] for i in indices]), len(indices)))
+    return out
 
 
 def batched(
