@@ -160,15 +160,14 @@ def _short(value: Any) -> str:
 
 def check_time(name: str, value: datetime, *, now: datetime, max_future: timedelta) -> datetime:
     """``value`` in UTC if it lies in the window every stored time must (see EARLIEST_TIME), else InvalidEvent."""
-    written = value.isoformat()
     try:
         utc = value.astimezone(UTC)
     except OverflowError:  # year 1 or 9999 with an offset: outside what UTC datetimes hold, so outside the window
         utc = EARLIEST_TIME - timedelta(days=1) if value.year == 1 else datetime.max.replace(tzinfo=UTC)
     if utc < EARLIEST_TIME:
-        raise InvalidEvent("out_of_range", f"{name} {written} is before {EARLIEST_TIME.isoformat()}", name)
+        raise InvalidEvent("out_of_range", f"{name} {value.isoformat()} is before {EARLIEST_TIME.isoformat()}", name)
     if utc > now + max_future:
-        raise InvalidEvent("future_timestamp", f"{name} {written} is more than {max_future} ahead of "
+        raise InvalidEvent("future_timestamp", f"{name} {value.isoformat()} is more than {max_future} ahead of "
                            f"{now.isoformat()}", name)  # fmt: skip
     return utc
 

@@ -49,7 +49,7 @@ from pingan.store import alerts, dead_letters, events, risk, windows
 from pingan.store.client import DriverExecutor, connect
 from pingan.streams.log_loss import LogLossKeeper
 from pingan.streams.pipeline import BatchResult, PipelineConfig, Record, dead_letter_of, heartbeat_record, process_batch
-from pingan.streams.windows import PartitionState, WindowSpec, record_fingerprint
+from pingan.streams.windows import PartitionState, record_fingerprint, window_spec
 from pingan.topics import ensure_topics
 
 log = logging.getLogger(__name__)
@@ -292,10 +292,7 @@ class Worker:
         self.settings = settings
         self.grids = grids
         self.clock = clock
-        self.spec = WindowSpec(
-            settings.window_seconds, settings.hop_window_seconds, settings.allowed_lateness_seconds,
-            index.quiet_windows, settings.score_step_seconds,
-        )  # fmt: skip
+        self.spec = window_spec(settings, index)
         self.pipeline = PipelineConfig(index, settings.topic_partitions, baseline, rules or FeedRules(
             MappingProxyType(dict(SOURCE_PAYLOADS)), {}, settings.max_event_bytes,
             timedelta(seconds=settings.max_future_seconds),

@@ -62,6 +62,25 @@ class PipelineConfig:
     # The check every way in makes (envelope, payload models, size and time limits, the feeds' type tables):
     # by default the four built-in feeds with the default limits and no type tables.
     rules: FeedRules = field(default_factory=lambda: FeedRules(MappingProxyType(dict(SOURCE_PAYLOADS)), {}))
+    # partition_of's answers (a murmur2 hash per event otherwise); one entry per known grid at most.
+    _partitions: dict[str, int] = field(default_factory=dict, init=False, compare=False, repr=False)
+
+    def partition_of(self, grid_id: str) -> int:
+        """The input partition a grid's events belong to (the producers key them by grid)."""
+        partition = self._partitions.get(grid_id)
+        if partition is None:
+            partition = self._partitions[grid_id] = partition_for_key(grid_id.encode(), self.partitions)
+        return partition
+
+
+@dataclass(frozen=True, slots=True)
+class LiveValue:
+    """A grid's live value as judged, not yet built into a RiskUpdate."""
+
+    judgement: Judgement
+    version: int
+    previous: GridRisk | None
+    provisional: bool = False
 
 
 @dataclass
@@ -77,6 +96,9 @@ class BatchResult:
     # The map's view between steps: provisional risk at the end of the batch, and the step's verdict on grids
     # that had one. Written to risk_latest and the risk topic only, never to the risk_updates log.
     live_updates: list[RiskUpdate] = field(default_factory=list)
+    # While the batch is processed: each grid's newest live value, built into live_updates at the end only if
+    # no logged update is as new (most judgements of a busy grid are superseded within the batch).
+    newest_live: dict[str, LiveValue] = field(default_factory=dict, repr=False)
     checkpoint: list[tuple[str, bytes | None]] = field(default_factory=list)
     # The first range of offsets (first, last) that never arrived before a record that did: the batch stops
     # there, and the worker reads the partition again from ``first``.
@@ -140,7 +162,7 @@ def process_batch(
     that passes them is applied), so they are the same however the stream is cut into batches.
     """
     result = BatchResult()
-    state.forget_assessments()  # memoised for this batch's config and baseline only
+    state.score_with(config.index, config.baseline)
     previous = state.done_offset  # -1: nothing done yet on this partition, so no gap can be told
     last_done: Record | None = None
     for record in records:
@@ -188,22 +210,15 @@ def process_batch(
         state.done_fingerprint = record_fingerprint(last_done.value)
     _window_rows(state, config, state.watermark_ms, result)
     _provisional(state, config, result)
-    result.live_updates = latest_live(result.live_updates, result.risk_updates)
-    state.forget_assessments()
+    newest_logged = {u.grid_id: u.version for u in result.risk_updates}  # in step order: the last is the newest
+    result.live_updates = [
+        _update(config, grid_id, live.judgement, live.version, live.previous, provisional=live.provisional)
+        for grid_id, live in sorted(result.newest_live.items())
+        if live.version > newest_logged.get(grid_id, -1)
+    ]
+    result.newest_live.clear()
     result.checkpoint = list(state.checkpoint())
     return result
-
-
-def latest_live(live: Sequence[RiskUpdate], logged: Sequence[RiskUpdate]) -> list[RiskUpdate]:
-    """Of a batch's live updates, the newest of each grid, unless a logged update of the grid is as new: the
-    map and ``risk_latest`` only ever need a grid's newest value (the log keeps every decided change)."""
-    newest_logged = {u.grid_id: u.version for u in logged}  # logged in step order: the last is the newest
-    newest: dict[str, RiskUpdate] = {}
-    for update in live:
-        kept = newest.get(update.grid_id)
-        if kept is None or update.version >= kept.version:
-            newest[update.grid_id] = update
-    return [u for g, u in sorted(newest.items()) if u.version > newest_logged.get(g, -1)]
 
 
 def _take(
@@ -221,7 +236,7 @@ def _take(
         log.exception("unexpected error on %s", record.origin)
         result.dead_letters.append(dead_letter_of(record, arrived, "internal_error", None, repr(exc)))
         return
-    if partition_for_key(grid_id.encode(), config.partitions) != record.partition:
+    if config.partition_of(grid_id) != record.partition:
         # All of a grid's events must pass through one partition for its window state to be exact.
         result.reroutes.append((grid_id, record))
         return
@@ -260,14 +275,14 @@ def _claimed_source(raw: bytes) -> str:
 
 
 def _update(
-    state: PartitionState, config: PipelineConfig, grid_id: str, judgement: Judgement, version: int,
-    previous: GridRisk | None,
+    config: PipelineConfig, grid_id: str, judgement: Judgement, version: int, previous: GridRisk | None, *,
+    provisional: bool = False,
 ) -> RiskUpdate:  # fmt: skip
     baseline = config.baseline
     return RiskUpdate.build(
         grid_id, datetime.fromtimestamp(version / 1000, UTC), judgement.live, judgement.shown,
         previous.level.value if previous else None, config.index.version, version,
-        baseline.version if baseline is not None else "", hold=judgement.hold,
+        baseline.version if baseline is not None else "", hold=judgement.hold, provisional=provisional,
     )  # fmt: skip
 
 
@@ -301,17 +316,17 @@ def _score_step(state: PartitionState, config: PipelineConfig, at_ms: int, resul
         risk = GridRisk(live.score, shown, version, live.dominant_source, live.window_events, live.score)
         if (previous is None and plain) or (previous is not None and previous.same_values(risk)):
             if grid_id in state.provisional:  # the map showed a provisional value: put the decided one back
-                result.live_updates.append(_update(state, config, grid_id, judgement, version, previous))
+                result.newest_live[grid_id] = LiveValue(judgement, version, previous)
             continue
-        update = _update(state, config, grid_id, judgement, version, previous)
         if previous is not None and not plain and not risk.worth_logging_after(previous):
             # A small move: the map shows it (decided, not provisional); the log keeps the last logged value.
-            result.live_updates.append(update)
-            state.set_risk(grid_id, replace(risk, logged_score=previous.logged_score))
+            result.newest_live[grid_id] = LiveValue(judgement, version, previous)
+            state.set_risk(grid_id, risk.logged_as(previous.logged_score))
             continue
+        update = _update(config, grid_id, judgement, version, previous)
         result.risk_updates.append(update)
         alert = alert_for(
-            grid_id, update.previous_level, update.level, update.score, update.as_of, version, update.explanation(),
+            grid_id, update.previous_level, update.level, update.score, update.as_of, version, update.explanation,
             index.version,
         )  # fmt: skip
         if alert is not None:
@@ -335,8 +350,7 @@ def _provisional(state: PartitionState, config: PipelineConfig, result: BatchRes
             continue
         if previous is not None and previous.same_values(risk) and grid_id not in state.provisional:
             continue
-        update = _update(state, config, grid_id, judgement, at_ms, previous)
-        result.live_updates.append(replace(update, provisional=True))
+        result.newest_live[grid_id] = LiveValue(judgement, at_ms, previous, provisional=True)
         state.provisional.add(grid_id)
 
 

@@ -25,6 +25,7 @@ from pingan.index.baseline import BaselineModel
 from pingan.index.levels import Level
 from pingan.index.records import Hold
 from pingan.index.scoring import Assessment, Expectations, IndexConfig, assess, shown_level
+from pingan.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +116,14 @@ class WindowSpec:
             base += size
 
 
+def window_spec(settings: Settings, index: IndexConfig) -> WindowSpec:
+    """The worker's windows: the sizes in the settings, with buckets kept for the index's hysteresis."""
+    return WindowSpec(
+        settings.window_seconds, settings.hop_window_seconds, settings.allowed_lateness_seconds,
+        index.quiet_windows, settings.score_step_seconds,
+    )  # fmt: skip
+
+
 @dataclass(slots=True)
 class Bucket:
     counts: dict[CountKey, int] = field(default_factory=dict)
@@ -172,6 +181,10 @@ class GridRisk:
             or self.dominant_source != previous.dominant_source
             or abs(self.score - previous.logged_score) >= LOG_SCORE_STEP
         )
+
+    def logged_as(self, logged_score: float) -> GridRisk:
+        """The same risk, with the score of the last logged one (when this one is not logged)."""
+        return GridRisk(self.score, self.level, self.as_of_ms, self.dominant_source, self.window_events, logged_score)
 
     def to_bytes(self) -> bytes:
         return orjson.dumps([
@@ -246,17 +259,20 @@ class PartitionState:
     expired: list[tuple[str, int, int]] = field(default_factory=list)  # (grid, bucket start, record version)
     unrowed: set[tuple[str, int]] = field(default_factory=set)
     rows_bucket: int = -1  # the current bucket when window rows were last emitted
-    # Assessments of hopping windows per grid and window end, while one batch is processed (a window is read
-    # for its row, the live level and hysteresis, at many steps). An event drops those of the windows whose
-    # hour holds its bucket, so an entry never outlives the counts it was read from.
+    # Assessments of hopping windows per grid and window end (a window is read for its row, the live level and
+    # hysteresis, at many steps and in many batches), for one index config and baseline (see score_with). An
+    # event drops those of the windows whose hour holds its bucket, so an entry never outlives the counts it
+    # was read from; all are dropped when buckets expire, which bounds them.
     _assessed: dict[str, dict[int, Assessment]] = field(default_factory=dict, repr=False, compare=False)
-    # The same per-batch memo for the summed counts of a window's buckets before its last (the live window is
+    # The same memo for the summed counts of a window's buckets before its last (the live window is
     # read at every step while only its last bucket changes), dropped by an event in any of them ...
     _earlier: dict[str, dict[int, dict[CountKey, int]]] = field(default_factory=dict, repr=False, compare=False)
     # ... and for the baseline's expectation per (grid, window end, source), which no event changes.
     _expected: dict[tuple[str, int, str], tuple[float, float]] = field(
         default_factory=dict, repr=False, compare=False
     )
+    # The index config and baseline the memos above were computed with.
+    _memo_for: tuple[object, object] | None = field(default=None, repr=False, compare=False)
     # Buckets starting at or before this were dropped by the last expire(): until the threshold moves, nothing
     # else can have expired (a bucket that old is late: no event creates it again).
     _expired_through: int | None = field(default=None, repr=False, compare=False)
@@ -417,6 +433,7 @@ class PartitionState:
         if through == self._expired_through:
             return []
         self._expired_through = through
+        self.forget_assessments()
         expired = []
         for grid_id, grid_buckets in list(self.buckets.items()):
             for start in [s for s in grid_buckets if self.spec.is_expired(s, at_ms)]:
@@ -438,6 +455,12 @@ class PartitionState:
                 bucket.applied_position = -1
                 self.touched.add((grid_id, start))
         self.dirty_risks |= set(self.risks)
+
+    def score_with(self, config: IndexConfig, baseline: BaselineModel | None) -> None:
+        """Keep the memoised assessments if they were made with this config and baseline, else drop them."""
+        if self._memo_for is None or self._memo_for[0] is not config or self._memo_for[1] is not baseline:
+            self.forget_assessments()
+            self._memo_for = (config, baseline)
 
     def forget_assessments(self) -> None:
         """Drop memoised window assessments (they are only valid for the counts they were read from)."""

@@ -5,6 +5,7 @@ alert document."""
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -46,10 +47,11 @@ class Alert:
 
 
 def alert_for(
-    grid_id: str, previous: str, level: str, score: float, as_of: datetime, version: int, explanation: dict,
-    config_version: str,
+    grid_id: str, previous: str, level: str, score: float, as_of: datetime, version: int,
+    explanation: dict[str, Any] | Callable[[], dict[str, Any]], config_version: str,
 ) -> Alert | None:  # fmt: skip
-    """An alert when a grid rises into orange/red or falls from it; None for any other change."""
+    """An alert when a grid rises into orange/red or falls from it; None for any other change. The
+    explanation may be given as a function, called only for an alert (most changes are not one)."""
     up, down = rank_of(level) > rank_of(previous), rank_of(level) < rank_of(previous)
     if up and level in ALERT_LEVELS:
         kind = "escalation"
@@ -57,6 +59,8 @@ def alert_for(
         kind = "de-escalation"
     else:
         return None
+    if callable(explanation):
+        explanation = explanation()
     return Alert(grid_id, kind, level, previous, score, as_of, version, explanation, config_version)
 
 

@@ -149,11 +149,13 @@ class RiskUpdate:
         baseline_version: str = "",
         *,
         hold: Hold | None = None,
+        provisional: bool = False,
     ) -> RiskUpdate:
         return cls(
             grid_id, as_of, assessment.score, shown.value, previous_level or "", assessment.window_events,
             assessment.dominant_source, dict(assessment.sub_indices), config_version, version,
             assessment.level.value, assessment.top_types, dict(assessment.sources), baseline_version, hold,
+            provisional,
         )  # fmt: skip
 
     def to_json(self) -> bytes:

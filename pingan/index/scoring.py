@@ -10,6 +10,7 @@ import math
 from bisect import bisect_right
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +65,13 @@ class IndexConfig:
     orange_min_events: int = 1
     red_min_events: int = 1
     # event_weight's answers: a handful of (source, type, severity) keys, asked for every window scored.
-    _weights: dict[tuple[str, str, int], float] = field(default_factory=dict, compare=False, repr=False)
+    # (Not init fields: dataclasses.replace must not hand a changed config the answers of the old one.)
+    _weights: dict[tuple[str, str, int], float] = field(default_factory=dict, init=False, compare=False, repr=False)
+    # _assess_source's answers by (source, weighted count, events, expectation): a window scored again after
+    # one more event of one source finds the other sources' evidence unchanged (see assess).
+    _source_memo: dict[tuple, tuple[float, SourceAssessment]] = field(
+        default_factory=dict, init=False, compare=False, repr=False
+    )
 
     def event_weight(self, source: str, event_type: str, severity: int) -> float:
         key = (source, event_type, severity)
@@ -173,16 +180,28 @@ class SourceAssessment:
 
 @dataclass(frozen=True)
 class Assessment:
-    """A grid's risk over one window: the score, its colour, and what drove it."""
+    """A grid's risk over one window: the score, its colour, and what drove it.
+
+    The worker judges a grid at every step with events, and only some judgements are written: the heaviest
+    types are worked out from the window's counts when first asked for, not at every judgement.
+    """
 
     score: float
     level: Level
     dominant_source: str
-    sub_indices: Mapping[str, float]
     window_events: int
-    # The event types that weigh most: ("source/type", weighted count, events), heaviest first, at most 3.
-    top_types: tuple[tuple[str, float, int], ...] = ()
     sources: Mapping[str, SourceAssessment] = field(default_factory=dict)
+    counts: Mapping[tuple[str, str, int], int] = field(default_factory=dict)
+    config: IndexConfig | None = field(default=None, compare=False, repr=False)
+
+    @cached_property
+    def sub_indices(self) -> Mapping[str, float]:
+        return {source: detail.sub_index for source, detail in self.sources.items()}
+
+    @cached_property
+    def top_types(self) -> tuple[tuple[str, float, int], ...]:
+        """The event types that weigh most: ("source/type", weighted count, events), heaviest first, at most 3."""
+        return () if self.config is None else top_types(self.counts, self.config)
 
 
 def shown_level(live: Level, closed: Sequence[Level]) -> Level:
@@ -236,10 +255,28 @@ def _corroborated(index: float, events: int, config: IndexConfig) -> float:
 Expectations = Mapping[str, tuple[float, float]]
 
 
+# Distinct evidence remembered per index config before the memo starts again (a few MB at most).
+SOURCE_MEMO_SIZE = 100_000
+
+
 def _assess_source(
     weighted: float, events: int, source: str, config: IndexConfig, expectation: tuple[float, float] | None
 ) -> tuple[float, SourceAssessment]:
-    """(the exact sub-index, the assessment as reported)."""
+    """(the exact sub-index, the assessment as reported), remembered: the surprise costs a series or a
+    continued fraction, and a grid's other sources rarely change between two of its judgements."""
+    memo = config._source_memo
+    key = (source, weighted, events, expectation)
+    found = memo.get(key)
+    if found is None:
+        if len(memo) >= SOURCE_MEMO_SIZE:
+            memo.clear()
+        found = memo[key] = _evaluate_source(weighted, events, source, config, expectation)
+    return found
+
+
+def _evaluate_source(
+    weighted: float, events: int, source: str, config: IndexConfig, expectation: tuple[float, float] | None
+) -> tuple[float, SourceAssessment]:
     volume = sub_index(weighted, config.sources[source].breakpoints)
     if expectation is None or config.surprise_breakpoints is None:
         capped = _corroborated(volume, events, config)
@@ -289,8 +326,6 @@ def assess(
     dominant, score = max(exact.items(), key=lambda item: (item[1], item[0]), default=("", 0.0))
     if score <= 0:
         dominant, score = "", 0.0
-    subs = {source: detail.sub_index for source, detail in sources.items()}
     return Assessment(
-        shown_value(score), level_for(score, config), dominant, subs, sum(counts.values()), top_types(counts, config),
-        sources,
-    )  # fmt: skip
+        shown_value(score), level_for(score, config), dominant, sum(counts.values()), sources, counts, config
+    )

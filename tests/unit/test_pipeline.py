@@ -414,3 +414,33 @@ def test_the_log_keeps_colour_source_and_ten_point_moves_and_the_map_gets_every_
     assert whole.risk_updates == logged and len(whole.live_updates) <= 1
     newest = max([*whole.risk_updates, *whole.live_updates], key=lambda u: u.version)
     assert newest == max(shown, key=lambda u: u.version)
+
+
+class _Unmemoised(PartitionState):
+    """Window state that reads every window afresh: what the memoised assessments must always equal."""
+
+    def assess_hop(self, grid_id, end_bucket_start, config, baseline=None):
+        self.forget_assessments()
+        return super().assess_hop(grid_id, end_bucket_start, config, baseline)
+
+
+def _everything(results) -> list:
+    return [
+        ([u.to_json() for u in r.risk_updates], [u.to_json() for u in r.live_updates], [repr(a) for a in r.alerts],
+         [repr(w) for w in r.window_rows], r.checkpoint)
+        for r in results
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("size", [5, 60])
+def test_assessments_remembered_across_batches_equal_windows_read_afresh(size: int) -> None:
+    # The memos live as long as the state (dropped only when buckets expire): whatever they hold must be what a
+    # fresh read of the buckets gives, through three busy hours, expiry and two quiet ones.
+    quiet = [call(f"q{m}", "G3", T0 + timedelta(minutes=180 + m), "help") for m in range(0, 120, 7)]
+    stream = _stream(400) + records(*quiet, start_offset=400)
+    now = T0 + timedelta(hours=6)
+    remembered, fresh = PartitionState(SPEC), _Unmemoised(SPEC)
+    batches = [stream[i : i + size] for i in range(0, len(stream), size)]
+    expected = _everything(run(batch, fresh, now=now)[0] for batch in batches)
+    assert _everything(run(batch, remembered, now=now)[0] for batch in batches) == expected
+    assert any(r[0] for r in expected) and any(r[2] for r in expected)  # it decided and alerted

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from pingan.errors import ConfigError
@@ -79,6 +81,35 @@ def test_severity_and_type_weights_multiply() -> None:
     assert assess({("call110", "dispute", 4): 3}, config).score == 50.0
     # help (0.5) at severity 1 (x0.5) = 0.25
     assert config.event_weight("call110", "help", 1) == 0.25
+
+
+def test_a_changed_copy_of_a_config_scores_with_its_own_weights_and_breakpoints() -> None:
+    # The config remembers its answers (weights, sources' sub-indices): a copy made with dataclasses.replace
+    # must not inherit them.
+    config = parse_config(_document())
+    counts = {("call110", "criminal", 3): 1}
+    assert (config.event_weight("call110", "criminal", 3), assess(counts, config).score) == (3.0, 50.0)
+    heavier = replace(config, severity_multiplier={3: 2.0})
+    assert (heavier.event_weight("call110", "criminal", 3), assess(counts, heavier).score) == (
+        6.0,
+        80.0,
+    )  # 50 + 3 * 50 / 5: past the 2nd point
+    steeper = replace(
+        config,
+        sources={
+            **config.sources,
+            "call110": replace(config.sources["call110"], breakpoints=((0.0, 0.0), (3.0, 90.0))),
+        },
+    )
+    assert assess(counts, steeper).score == 90.0
+    assert assess(counts, config).score == 50.0
+
+
+def test_the_heaviest_types_are_worked_out_when_asked_for() -> None:
+    config = parse_config(_document())
+    assessment = assess({("call110", "criminal", 3): 1, ("camera", "fight", 3): 5, ("camera", "crowd", 1): 2}, config)
+    assert assessment.top_types == (("camera/fight", 20.0, 5), ("call110/criminal", 3.0, 1), ("camera/crowd", 0.5, 2))
+    assert assessment == assess(dict(assessment.counts), config)
 
 
 def test_unknown_sources_and_empty_windows_score_zero() -> None:
