@@ -17,7 +17,7 @@ from pingan.store.client import DriverExecutor, connect
 from pingan.store.migrate import prepare_database
 from pingan.topics import ensure_topics
 from tests.support.events import mixed_stream
-from tests.support.kafka import produce
+from tests.support.kafka import mixed_records, produce_records
 from tests.support.processes import ChildProcess, wait_for
 
 pytestmark = pytest.mark.integration
@@ -73,7 +73,8 @@ async def test_sigkill_mid_stream_loses_and_double_counts_nothing(settings: Sett
     messages, distinct_valid = mixed_stream(grid_ids, start, timedelta(hours=3), EVENTS)
 
     await ensure_topics(base)
-    await produce(base, base.topic_events, messages)
+    # Both record formats, so the replay after the kill goes through event batch records and single ones.
+    await produce_records(base, base.topic_events, mixed_records(messages, partitions=base.topic_partitions))
     prepare_database(killed)
     prepare_database(steady)
 

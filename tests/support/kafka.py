@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import time
 
+import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 
-from pingan.schemas.batch import is_batch, split_batch
+from pingan.schemas.batch import is_batch, records_to_send, split_batch
 from pingan.settings import Settings
 
 
@@ -17,6 +18,50 @@ async def produce(settings: Settings, topic: str, messages: list[tuple[bytes | N
     await producer.start()
     try:
         pending = [await producer.send(topic, value, key=key) for key, value in messages]
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+
+
+def mixed_records(
+    messages: list[tuple[bytes | None, bytes]], *, partitions: int, chunk: int = 100, max_events: int = 25
+) -> list[tuple[bytes | None, int | None, bytes]]:
+    """The messages as ``(key, partition, value)`` records, both formats the worker reads: chunks of ``chunk``
+    messages alternate between event batch records (as the project's producers write them, up to
+    ``max_events`` envelopes each) and one event per record. A value that is not JSON goes into a batch as a
+    JSON string, so it stays one bad envelope instead of spoiling its batch."""
+    out: list[tuple[bytes | None, int | None, bytes]] = []
+    for number, first in enumerate(range(0, len(messages), chunk)):
+        part = messages[first : first + chunk]
+        if number % 2:
+            out.extend((key, None, value) for key, value in part)
+            continue
+        envelopes = [(key, value if _is_json(value) else orjson.dumps(value.decode(errors="replace")))
+                     for key, value in part]  # fmt: skip
+        out.extend((key, partition, value)
+                   for key, partition, value, _ in records_to_send(envelopes, partitions=partitions,
+                                                                   max_events=max_events))  # fmt: skip
+    return out
+
+
+def _is_json(value: bytes) -> bool:
+    try:
+        orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return False
+    return True
+
+
+async def produce_records(
+    settings: Settings, topic: str, records: list[tuple[bytes | None, int | None, bytes]]
+) -> None:
+    """Write ``(key, partition, value)`` records in order (partition None: by key, as the default partitioner)."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=5, max_request_size=2 * 1024 * 1024
+    )
+    await producer.start()
+    try:
+        pending = [await producer.send(topic, value, key=key, partition=partition) for key, partition, value in records]
         await asyncio.gather(*pending)
     finally:
         await producer.stop()
