@@ -262,7 +262,7 @@ class PartitionState:
     # Assessments of hopping windows per grid and window end (a window is read for its row, the live level and
     # hysteresis, at many steps and in many batches), for one index config and baseline (see score_with). An
     # event drops those of the windows whose hour holds its bucket, so an entry never outlives the counts it
-    # was read from; all are dropped when buckets expire, which bounds them.
+    # was read from; when buckets expire, those of windows no judgement reads any more go too.
     _assessed: dict[str, dict[int, Assessment]] = field(default_factory=dict, repr=False, compare=False)
     # The same memo for the summed counts of a window's buckets before its last (the live window is
     # read at every step while only its last bucket changes), dropped by an event in any of them ...
@@ -321,19 +321,46 @@ class PartitionState:
         earlier = self._earlier.setdefault(grid_id, {})
         before_last = earlier.get(end_bucket_start)
         if before_last is None:
-            before_last = {}
-            for start in self.spec.hop_buckets(end_bucket_start)[:-1]:
-                bucket = grid_buckets.get(start)
-                if bucket is not None:
-                    for key, n in bucket.counts.items():
-                        before_last[key] = before_last.get(key, 0) + n
-            earlier[end_bucket_start] = before_last
+            before_last = earlier[end_bucket_start] = self._slid(grid_buckets, earlier, end_bucket_start)
         total = dict(before_last)
         last = grid_buckets.get(end_bucket_start)
         if last is not None:
             for key, n in last.counts.items():
                 total[key] = total.get(key, 0) + n
         return total
+
+    def _slid(
+        self, grid_buckets: dict[int, Bucket], earlier: dict[int, dict[CountKey, int]], end_bucket_start: int
+    ) -> dict[CountKey, int]:
+        """The summed counts of the buckets before the window's last: from the window one bucket earlier when it
+        is remembered (one bucket in, one out, instead of the hour's eleven), else from the buckets."""
+        size, hop = self.spec.bucket_seconds, self.spec.hop_seconds
+        previous = earlier.get(end_bucket_start - size)
+        leaving = end_bucket_start - hop
+        # The bucket leaving must still be here to be taken out, unless it never was (it is newer than expiry).
+        if previous is not None and (leaving in grid_buckets or self._expired_through is None
+                                     or leaving > self._expired_through):  # fmt: skip
+            summed = dict(previous)
+            entering = grid_buckets.get(end_bucket_start - size)
+            if entering is not None:
+                for key, n in entering.counts.items():
+                    summed[key] = summed.get(key, 0) + n
+            gone = grid_buckets.get(leaving)
+            if gone is not None:
+                for key, n in gone.counts.items():
+                    left = summed[key] - n
+                    if left:
+                        summed[key] = left
+                    else:
+                        del summed[key]
+            return summed
+        summed = {}
+        for start in self.spec.hop_buckets(end_bucket_start)[:-1]:
+            bucket = grid_buckets.get(start)
+            if bucket is not None:
+                for key, n in bucket.counts.items():
+                    summed[key] = summed.get(key, 0) + n
+        return summed
 
     def expectations(
         self, grid_id: str, end_bucket_start: int, sources: Iterable[str], baseline: BaselineModel
@@ -433,7 +460,7 @@ class PartitionState:
         if through == self._expired_through:
             return []
         self._expired_through = through
-        self.forget_assessments()
+        self._forget_unreadable(at_ms)
         expired = []
         for grid_id, grid_buckets in list(self.buckets.items()):
             for start in [s for s in grid_buckets if self.spec.is_expired(s, at_ms)]:
@@ -455,6 +482,22 @@ class PartitionState:
                 bucket.applied_position = -1
                 self.touched.add((grid_id, start))
         self.dirty_risks |= set(self.risks)
+
+    def _forget_unreadable(self, at_ms: int) -> None:
+        """Drop the memos of windows no judgement reads any more (older than the oldest closed window looked back
+        over): they would only fill memory, and a window whose first bucket expired may no longer be summed."""
+        # The oldest window judge() reads ends quiet_windows - 1 buckets before the last closed one (at least
+        # one, the window that held the live hour before: the memo it leaves is where the next one slides from).
+        looked_back = max(self.spec.held_windows, 1) * self.spec.bucket_seconds
+        oldest = self.spec.last_closed_bucket(at_ms) - looked_back
+        for memo in (self._assessed, self._earlier):
+            for grid_id in list(memo):
+                ends = memo[grid_id]
+                for end in [end for end in ends if end < oldest]:
+                    del ends[end]
+                if not ends:
+                    del memo[grid_id]
+        self._expected = {key: value for key, value in self._expected.items() if key[1] >= oldest}
 
     def score_with(self, config: IndexConfig, baseline: BaselineModel | None) -> None:
         """Keep the memoised assessments if they were made with this config and baseline, else drop them."""

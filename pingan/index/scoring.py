@@ -227,10 +227,18 @@ def top_types(counts: Mapping[tuple[str, str, int], int], config: IndexConfig, n
 def _evidence_by_source(
     counts: Mapping[tuple[str, str, int], int], config: IndexConfig
 ) -> dict[str, tuple[float, int]]:
-    """Per source: (weighted count, events that weigh something)."""
+    """Per source, in order of name: (weighted count, events that weigh something).
+
+    Summed in order of (source, type, severity), so the same counts give the same floating-point sums however
+    they were gathered (a window summed from its buckets, or slid from the one before: streams/windows.py).
+    """
+    weights = config._weights
     totals: dict[str, tuple[float, int]] = {}
-    for (source, event_type, severity), count in counts.items():
-        weight = config.event_weight(source, event_type, severity)
+    for key, count in sorted(counts.items()):
+        weight = weights.get(key)
+        if weight is None:
+            weight = config.event_weight(*key)
+        source = key[0]
         weighted, events = totals.get(source, (0.0, 0))
         totals[source] = (weighted + count * weight, events + (count if weight > 0 else 0))
     return totals
@@ -319,8 +327,9 @@ def assess(
     """
     exact: dict[str, float] = {}
     sources: dict[str, SourceAssessment] = {}
+    known = config.sources
     for source, (weighted, events) in _evidence_by_source(counts, config).items():
-        if source in config.sources:
+        if source in known:
             expectation = None if expectations is None else expectations.get(source)
             exact[source], sources[source] = _assess_source(weighted, events, source, config, expectation)
     dominant, score = max(exact.items(), key=lambda item: (item[1], item[0]), default=("", 0.0))
