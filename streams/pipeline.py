@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 
@@ -199,9 +199,10 @@ def process_batch(
                 result.dead_letters.append(dead_letter_of(record, arrived, exc.kind, exc.field, exc.reason))
                 continue
             result.batches += 1
+            topic, partition, offset, key = record.topic, record.partition, record.offset, record.key
             for index, envelope in enumerate(envelopes):
-                item = replace(record, value=envelope, item=index)
-                _take(item, record.offset * ITEM_SLOTS + index, arrived, state, grids, config, result)
+                item = Record(topic, partition, offset, key, envelope, record.timestamp_ms, index)  # replace() is slow
+                _take(item, offset * ITEM_SLOTS + index, arrived, state, grids, config, result)
         else:
             _take(record, record.offset * ITEM_SLOTS, arrived, state, grids, config, result)
 
