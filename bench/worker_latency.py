@@ -10,9 +10,11 @@ as the map page does) and notes when each marker's grid first shows an event in 
 (``window_events``); the latency is the difference.
 
 The worker keeps up when, at the end of the run, the events produced but not yet stored in ClickHouse are
-fewer than ``KEEP_UP_S`` seconds of the offered rate (a batch being taken, processed and written). Otherwise
-the backlog grows with every second of the run, a percentile would only say how long the run was, and the
-result says so with the lag instead.
+fewer than ``KEEP_UP_S`` seconds of the offered rate (a batch being taken, processed and written), and the
+markers of the run's second half took at most ``TREND_S`` longer (median) than those of its first half (a
+worker at 90 % of the offered rate falls behind by about that much in 10 s). Otherwise the backlog grows with
+every second of the run, a percentile would only say how long the run was, and the result says so with the
+lag instead.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ MARKER_EVERY_S = 0.1
 POLL_S = 0.05
 TICK_S = 0.02
 KEEP_UP_S = 3.0
+TREND_S = 1.0
 DRAIN_S = 15.0  # how long after the run the poller waits for markers still on their way (worker keeping up)
 
 
@@ -65,11 +68,21 @@ class Latency:
 
     @property
     def keeps_up(self) -> bool:
-        return self.lag <= self.rate * KEEP_UP_S
+        return self.lag <= self.rate * KEEP_UP_S and self.trend <= TREND_S
 
     @property
     def latencies(self) -> list[float]:
         return sorted(self.seen_at[g] - self.sent_at[g] for g in self.seen_at)
+
+    @property
+    def trend(self) -> float:
+        """Median latency of the markers sent in the second half of the run minus that of the first half
+        (markers never shown count as infinitely late)."""
+        in_order = [self.seen_at.get(g, float("inf")) - sent for g, sent in self.sent_at.items()]  # as sent
+        half = len(in_order) // 2
+        if half == 0:
+            return 0.0
+        return statistics.median(in_order[half:]) - statistics.median(in_order[:half])
 
     def percentile(self, q: float) -> float:
         values = self.latencies
@@ -78,7 +91,7 @@ class Latency:
     def summary(self) -> str:
         if not self.keeps_up:
             return (f"backlog grows: p99 n/a, lag {self.lag:,} events ({self.lag / self.rate:.1f} s of production) "
-                    f"after {self.seconds:.0f} s")  # fmt: skip
+                    f"after {self.seconds:.0f} s, markers {self.trend:+.1f} s later in the second half")  # fmt: skip
         if not self.seen_at:
             return "no marker shown"
         return f"p50 {self.percentile(50):.2f} s, p99 {self.percentile(99):.2f} s"

@@ -306,13 +306,14 @@ def render(results: dict[str, dict[str, Any]], rows: Sequence[tuple[str, ...]], 
     for run in latency:
         lines.append(
             f"- latency at {run.rate:,.0f} events/s: {run.produced:,} events in {run.seconds:.1f} s, "
-            f"{len(run.seen_at)} of {len(run.sent_at)} markers shown; lag at the end {run.lag:,} events."
+            f"{len(run.seen_at)} of {len(run.sent_at)} markers shown, those of the second half "
+            f"{run.trend:+.2f} s later (median); lag at the end {run.lag:,} events."
         )
     peaks = " / ".join(f"{s['peak_rss_mb']:,.0f}" for s in scales)
     lines.append(
-        f"- memory: retained objects walked (state: the PartitionState; baseline cache: what the baseline "
-        f"model memoised while scoring); RSS growth over the pipeline run; peak RSS "
-        f"{peaks} MB."
+        f"- memory: objects held, walked (state: the PartitionState; baseline cache: what the baseline model "
+        f"memoised while scoring); RSS growth over the pipeline run; the measuring process's peak RSS "
+        f"(registry document and stream included) {peaks} MB."
     )
     lines.append("")
     return "\n".join(lines)
