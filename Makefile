@@ -105,7 +105,8 @@ test-cluster: install cluster-tools
 demo: install
 	$(BIN)/pingan demo
 
-# Worker throughput, both record formats, against the raw ceiling (docs/benchmarks.md; about 10 minutes).
+# One table in docs/benchmarks.md: worker and Faust agents in both record formats against the raw ceiling,
+# catch-up, latency to the map API, memory and grid lookup at 1,000-50,000 grids (about 10 minutes).
 bench: install
 	$(BIN)/python -m bench.worker_throughput --write docs/benchmarks.md
 

@@ -1,18 +1,36 @@
-"""Worker throughput on this machine, with the ceilings it is measured against, for both record formats.
+"""Worker throughput, latency, catch-up and memory on this machine, with the ceilings they are measured against.
 
-    make bench    # = .venv/bin/python -m bench.worker_throughput --write docs/benchmarks.md (about 10 minutes)
+    make bench    # = .venv/bin/python -m bench.worker_throughput --write docs/benchmarks.md (about 12 minutes)
 
 Starts its own broker and ClickHouse on free loopback ports in a temporary directory, makes a realistic
-mixed stream (four feeds, 300 grids, 2 % invalid, 1 % repeated) and writes it twice, to two topic sets: as
-event batch records (schemas/batch.py, what the project's producers write) and one event per record (the
-contract a third-party producer uses). For each it measures:
+mixed stream (four feeds, 300 grids, 2 % invalid, 1 % repeated; ``--events``, 100,000 by default) and a dense
+one (the same mix at 20 events per grid per 10 s step, a province's density), and writes them in both record
+formats, each to a topic set and database of its own: as event batch records (schemas/batch.py, what the
+project's producers write) and one event per record (the contract a third-party producer uses). For each:
 
-1. ceiling: a raw aiokafka consumer reading the topic and parsing each value with orjson (no validation);
-2. pure pipeline: pingan.streams.pipeline.process_batch in-process (validation, grid check, windows, scoring);
-3. worker: `pingan worker` as a separate process, from 10 % of the events stored to every event stored in
-   ClickHouse (all writes, topics and checkpoint included), sampled every 0.1 s;
+1. producer: the records written with aiokafka, acks=all, from one process;
+2. ceiling: a raw aiokafka consumer reading the topic and parsing each value with orjson (no validation);
+3. Faust counting agent: a Faust agent on the same topic that only counts ``take_events(5000)`` batches and
+   parses each value (bench/faust_agents.py ``count``), its own process;
+4. textbook Faust agent: one update of a hopping windowed Table per event (bench/faust_agents.py
+   ``textbook``), its own process; its per-(grid, window) counts must equal those of the stream written;
+5. pure pipeline: pingan.streams.pipeline.process_batch in-process (validation, grid check, windows, scoring),
+   on the stream and on the dense stream;
+6. worker: `pingan worker` as a separate process, from 10 % of the events stored to every event stored in
+   ClickHouse (all writes, topics and checkpoint included), sampled every 0.1 s.
 
-and once, ClickHouse's insert path as the worker uses it (DriverExecutor.insert of event rows).
+Then, with batch records only:
+
+7. catch-up: one hour of the simulated city (producers/simulator.py, as `make demo` runs it) at 20 times its
+   rate, its busiest hour (18:00-19:00 China time), written first; a fresh worker's time from its start to
+   every event stored;
+8. latency: production to the effect on ``GET /v1/grids/risk``, p50 and p99, with a worker and an API running,
+   at 10,000 events/s offered and at half the worker's rate measured in 6 (bench/worker_latency.py);
+9. memory and grid lookup at 1,000, 10,000 and 50,000 grids of a province-like registry, the pure pipeline in
+   a process of its own per size (bench/registry_scale.py);
+
+and once, ClickHouse's insert path as the worker uses it (DriverExecutor.insert of event rows). Every rate is
+also given as a share of the same run's ceiling for its record format.
 """
 
 from __future__ import annotations
@@ -21,75 +39,40 @@ import argparse
 import asyncio
 import contextlib
 import platform
-import random
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from bench.faust_agents import check_windows, run_agent
+from bench.registry_scale import measure_scales
+from bench.worker_latency import Latency, measure_latency
+from bench.workload import BUSY_GRIDS, as_batch_records, distinct_valid, is_unreadable, make_stream, pure_pipeline
 from pingan import services
-from pingan.baselines import grid_profiles
 from pingan.grids import GridRegistry
-from pingan.index.baseline import BaselineModel
-from pingan.index.scoring import load_config
-from pingan.partitioning import partition_for_key
-from pingan.schemas.batch import batched, encode_batch, is_batch
+from pingan.producers.kafka import EventProducer
+from pingan.producers.simulator import LOCAL_UTC_OFFSET_H, CitySimulator, demo_bursts
+from pingan.schemas.batch import is_batch
 from pingan.schemas.envelope import parse_event
 from pingan.settings import Settings
 from pingan.store import events
 from pingan.store.client import connect
 from pingan.store.migrate import prepare_database
-from pingan.streams.pipeline import PipelineConfig, Record, process_batch
-from pingan.streams.windows import PartitionState, WindowSpec
 from pingan.topics import ensure_topics
 from tests.support.processes import ChildProcess, free_port
 
 MARKER = "<!-- make bench writes here -->"
-SOURCES = ("call110", "camera", "camera", "camera", "checkpoint", "app_report")
-
-
-def make_stream(registry: GridRegistry, count: int, seed: int = 1) -> list[tuple[bytes, bytes]]:
-    rng = random.Random(seed)
-    grid_ids = [g.grid_id for g in registry.grids[:300]]
-    start = datetime.now(UTC) - timedelta(hours=2)
-    messages: list[tuple[bytes, bytes]] = []
-    for i in range(count):
-        grid_id = rng.choice(grid_ids)
-        at = (start + timedelta(seconds=7200 * i / count)).isoformat()
-        source = rng.choice(SOURCES)
-        payload = {
-            "call110": {"incident_id": f"i{i}", "category": "dispute", "priority": 2, "reported_at": at},
-            "camera": {"camera_id": "c1", "analytic": "crowd_density", "confidence": 0.8, "count": 9},
-            "checkpoint": {"checkpoint_id": "k1", "direction": "in", "flagged": False},
-            "app_report": {"report_id": f"r{i}", "reporter_role": "citizen", "category": "hazard"},
-        }[source]
-        event_type = {"call110": "dispute", "camera": "crowd_density", "checkpoint": "pass", "app_report": "hazard"}
-        document = {
-            "event_id": f"b-{i}", "source": source, "type": event_type[source], "severity": 2, "event_time": at,
-            "grid_id": grid_id, "payload": payload,
-        }  # fmt: skip
-        value = b'{"broken' if rng.random() < 0.02 else orjson.dumps(document)
-        messages.append((grid_id.encode(), value))
-        if rng.random() < 0.01:
-            messages.append(messages[-1])
-    return messages
-
-
-def as_batch_records(settings: Settings, messages: list[tuple[bytes, bytes]]) -> list[tuple[int | None, bytes]]:
-    """The stream as the project's producers write it: event batch records of up to
-    ``settings.producer_batch_events`` envelopes per partition (an unreadable one goes in as a JSON string)."""
-    values = [v if not v.startswith(b'{"broken') else orjson.dumps(v.decode()) for _, v in messages]
-    partitions = settings.topic_partitions
-    placed = [(partition_for_key(key, partitions), len(v)) for (key, _), v in zip(messages, values, strict=True)]
-    return [
-        (partition, encode_batch([values[i] for i in indices]))
-        for partition, indices in batched(placed, max_events=settings.producer_batch_events)
-    ]
+DENSE_PER_STEP = 20  # events per grid per score step in the dense stream (10^5 events/s over 50,000 grids)
+CATCH_UP_RATE = 20.0  # times the simulated city's rate
+CATCH_UP_LOCAL_HOUR = 18  # China time: the simulated city's busiest hour (the evening peak)
+LATENCY_RATE = 10_000.0
 
 
 async def produce(settings: Settings, records: list[tuple[bytes | int | None, bytes]]) -> float:
@@ -141,28 +124,10 @@ async def raw_ceiling(settings: Settings, expected: int) -> float:
     return seen / (time.perf_counter() - (started or time.perf_counter()))
 
 
-def pure_pipeline(
-    settings: Settings, registry: GridRegistry, messages: list[tuple[bytes | None, bytes]], events: int
-) -> float:
-    index = load_config(settings.risk_config_path)
-    # The worker scores against a baseline (the priors until one is learned): so does this measurement.
-    baseline = BaselineModel(index.baseline, grid_profiles(registry))
-    config = PipelineConfig(index=index, partitions=1, baseline=baseline)
-    state = PartitionState(WindowSpec(settings.window_seconds, settings.hop_window_seconds))
-    records = [Record("bench", 0, i, key, value, None) for i, (key, value) in enumerate(messages)]
-    started = time.perf_counter()
-    per_batch = settings.batch_max_events
-    if records and is_batch(records[0].value):  # the worker takes as many records; each carries many events
-        per_batch = max(1, per_batch * len(records) // events)
-    for i in range(0, len(records), per_batch):
-        process_batch(records[i : i + per_batch], state, registry, config, now=datetime.now(UTC))
-    return events / (time.perf_counter() - started)
-
-
 def insert_rate(settings: Settings, messages: list[tuple[bytes, bytes]], rows: int = 100_000) -> float:
     """Event rows/s through DriverExecutor.insert (the worker's own sink), in inserts of 20,000 rows."""
     now = datetime.now(UTC)
-    valid = [parse_event(v, now=now) for _, v in messages[: rows * 2] if not v.startswith(b'{"broken')][:rows]
+    valid = [parse_event(v, now=now) for _, v in messages[: rows * 2] if not is_unreadable(v)][:rows]
     table = [events.row(e, partition=0, offset=i, late=False, ingested_at=now) for i, e in enumerate(valid)]
     executor = connect(settings)
     try:
@@ -177,7 +142,7 @@ def insert_rate(settings: Settings, messages: list[tuple[bytes, bytes]], rows: i
     return rate
 
 
-def worker_throughput(settings: Settings, distinct_valid: int, log_path: Path) -> tuple[float, float, str]:
+def worker_throughput(settings: Settings, expected: int, log_path: Path) -> tuple[float, float, str]:
     """(events/s between 10 % and 100 % stored, seconds from start to all stored, the worker's stage log)."""
     executor = connect(settings)
     worker = ChildProcess("worker", settings, log_path).start()
@@ -187,15 +152,17 @@ def worker_throughput(settings: Settings, distinct_valid: int, log_path: Path) -
         while True:
             stored = events.count_rows(executor)
             now = time.perf_counter()
-            if first is None and stored >= distinct_valid * 0.1:
+            if first is None and expected * 0.1 <= stored < expected:
                 first = (now, stored)
-            if events.count_distinct(executor) >= distinct_valid:
+            # Rows before distinct ids: uniqExact over every row at 10 Hz would take CPU from the worker.
+            if stored >= expected and events.count_distinct(executor) >= expected:
                 break
             if not worker.alive or now - started > 600:
                 raise RuntimeError(f"worker stopped or too slow:\n{worker.log_tail()}")
             time.sleep(0.1)
-        assert first is not None
-        rate, total = (distinct_valid - first[1]) / (now - first[0]), now - started
+        # A small stream may be stored between two samples: then the rate is over the worker's whole run.
+        since, stored_then = first or (started, 0)
+        rate, total = (expected - stored_then) / (now - since), now - started
     finally:
         worker.stop()
         executor.close()
@@ -203,31 +170,166 @@ def worker_throughput(settings: Settings, distinct_valid: int, log_path: Path) -
     return rate, total, stages[-1].split("] ", 2)[-1].strip() if stages else "no progress line"
 
 
-def measure(settings: Settings, registry: GridRegistry, messages: list[tuple[bytes, bytes]], batch: bool,
-            distinct_valid: int, log_path: Path) -> dict[str, object]:  # fmt: skip
-    """One record format on its own topics and database: producer, ceiling, pure pipeline, worker."""
+def measure(settings: Settings, registry: GridRegistry, messages: list[tuple[bytes, bytes]],
+            dense: list[tuple[bytes, bytes]], batch: bool, work_dir: Path) -> dict[str, Any]:  # fmt: skip
+    """One record format on its own topics and database: producer, ceiling, Faust agents, pure pipeline, worker."""
     records: list[tuple[bytes | int | None, bytes]]
     records = list(as_batch_records(settings, messages)) if batch else list(messages)
+    dense_records = as_batch_records(settings, dense) if batch else dense
     asyncio.run(ensure_topics(settings))
     produce_rate = asyncio.run(produce(settings, records)) * len(messages) / len(records)
     ceiling = asyncio.run(raw_ceiling(settings, len(messages)))
-    in_process = [(k if isinstance(k, bytes) else None, v) for k, v in records]
-    pure = pure_pipeline(settings, registry, in_process, len(messages))
+    count = run_agent(settings, "count", len(messages), work_dir)
+    textbook = run_agent(settings, "textbook", len(messages), work_dir)
+    pure = pure_pipeline(settings, registry, records, len(messages))
+    pure_dense = pure_pipeline(settings, registry, dense_records, len(dense))
     prepare_database(settings)
-    worker_rate, total_s, stages = worker_throughput(settings, distinct_valid, log_path)
-    return {"records": len(records), "produce": produce_rate, "ceiling": ceiling, "pure": pure,
-            "worker": worker_rate, "total": total_s, "stages": stages}  # fmt: skip
+    log_path = work_dir / f"{settings.worker_id}.log"
+    worker_rate, total_s, stages = worker_throughput(settings, distinct_valid(messages), log_path)
+    return {
+        "records": len(records), "produce": produce_rate, "ceiling": ceiling,
+        "faust_count": count["events"] / count["seconds"], "faust_textbook": textbook["events"] / textbook["seconds"],
+        "textbook_check": check_windows(settings, messages, textbook), "pure": pure, "pure_dense": pure_dense,
+        "worker": worker_rate, "total": total_s, "stages": stages,
+    }  # fmt: skip
+
+
+def busiest_hour(now: datetime) -> tuple[datetime, datetime]:
+    """The latest full hour from CATCH_UP_LOCAL_HOUR to the next, China time, that has ended by ``now``."""
+    end = now.replace(minute=0, second=0, microsecond=0)
+    while (end.hour + LOCAL_UTC_OFFSET_H) % 24 != (CATCH_UP_LOCAL_HOUR + 1) % 24:
+        end -= timedelta(hours=1)
+    return end - timedelta(hours=1), end
+
+
+async def send_backlog(settings: Settings, registry: GridRegistry, backlog: Sequence[dict[str, Any]]) -> None:
+    async with EventProducer(settings, registry) as producer:  # the simulator's producer: event batch records
+        await producer.send_many(backlog)
+
+
+def catch_up(base: Settings, registry: GridRegistry, work_dir: Path) -> dict[str, Any]:
+    """A fresh worker on an hour's backlog of the simulated city at CATCH_UP_RATE times its rate."""
+    settings = base.model_copy(update={"topic_prefix": "benchc.", "clickhouse_database": "bench_c",
+                                       "worker_id": "bench-c"})  # fmt: skip
+    start, end = busiest_hour(datetime.now(UTC))
+    key = settings.pseudonym_key.get_secret_value().encode()
+    simulator = CitySimulator(registry, rate=CATCH_UP_RATE, pseudonym_key=key, nonce="catchup")
+    for burst in demo_bursts(registry, start):  # `pingan simulate` starts with these incidents
+        simulator.add_burst(burst)
+    backlog = simulator.events_between(start, end)
+    asyncio.run(ensure_topics(settings))
+    asyncio.run(send_backlog(settings, registry, backlog))
+    prepare_database(settings)
+    _, total_s, stages = worker_throughput(settings, len(backlog), work_dir / "bench-c.log")
+    return {"events": len(backlog), "start": start, "seconds": total_s, "rate": len(backlog) / total_s,
+            "stages": stages}  # fmt: skip
+
+
+def _share(value: float, ceiling: float) -> str:
+    return f"{value:,.0f} ({value / ceiling:.1%} of the ceiling)"
+
+
+def table_rows(results: dict[str, dict[str, Any]], backlog: dict[str, Any], latency: Sequence[Latency],
+               rates: Sequence[float], scales: Sequence[dict[str, float]]) -> list[tuple[str, ...]]:  # fmt: skip
+    """The one table: a label, then a cell per record format (``–`` where a row measures batch records only)."""
+    rows: list[tuple[str, ...]] = []
+    per_format = [
+        ("producer (aiokafka, acks=all, one process)", "produce"),
+        ("ceiling: raw aiokafka consume + orjson parse", "ceiling"),
+        ("Faust counting agent: counts `take_events(5000)` batches, orjson parse", "faust_count"),
+        ("textbook Faust agent: a hopping windowed Table updated per event", "faust_textbook"),
+        ("pure pipeline (validate, grid, windows, score), in-process", "pure"),
+        (f"pure pipeline, dense stream ({DENSE_PER_STEP} events per grid per 10 s step)", "pure_dense"),
+        ("**worker end to end** (Faust + ClickHouse + topics + checkpoint)", "worker"),
+    ]
+    for label, key in per_format:
+        cells = [f"{r[key]:,.0f}" if key in ("produce", "ceiling") else _share(r[key], r["ceiling"])
+                 for r in results.values()]  # fmt: skip
+        rows.append((label, *cells))
+    ceiling = float(results["batch records"]["ceiling"])
+    rows.append((
+        f"catch-up: a fresh worker on 1 h of the simulated city at {CATCH_UP_RATE:.0f}× ({backlog['events']:,} "
+        "events), start to every event stored",
+        f"{backlog['seconds']:.0f} s: {_share(backlog['rate'], ceiling)}", "–",
+    ))  # fmt: skip
+    for rate in rates:
+        why = "" if rate == LATENCY_RATE else ", half the worker's rate above"
+        label = f"latency, production to `GET /v1/grids/risk`, {rate:,.0f} events/s offered ({BUSY_GRIDS} grids{why})"
+        found = next((run for run in latency if run.rate == rate), None)
+        shown = found.summary() if found else "not run: the worker had not caught up with the run before"
+        rows.append((label, shown, "–"))
+    sizes = " / ".join(f"{s['grids']:,.0f}" for s in scales)
+    times = " / ".join(f"{s['locate_us']:.2f}" for s in scales)
+    candidates = " / ".join(f"{s['candidates']:.1f}" for s in scales)
+    rows.append((f"grid lookup (`GridRegistry.locate`), µs per point at {sizes} grids",
+                 f"{times} µs ({candidates} candidate grids tested per point)", "–"))  # fmt: skip
+    for s in scales:
+        held = s["state_mb"] + s["baseline_cache_mb"]
+        rows.append((
+            f"worker memory at {s['grids']:,.0f} grids (pure pipeline, {s['events']:,.0f} events, "
+            f"{s['events'] / s['grids']:.0f} per grid in {s['span_s'] / 60:.0f} min)",
+            f"{held:,.1f} MB held ({held * 1024 / s['grids']:.1f} KB per grid: state {s['state_mb']:,.1f}, baseline "
+            f"cache {s['baseline_cache_mb']:,.1f}), RSS +{s['rss_growth_mb']:,.0f} MB; registry "
+            f"{s['registry_mb']:,.1f} MB; {s['pipeline_events_per_s']:,.0f} events/s", "–",
+        ))  # fmt: skip
+    return rows
+
+
+def render(results: dict[str, dict[str, Any]], rows: Sequence[tuple[str, ...]], *, events_count: int, distinct: int,
+           dense_count: int, sink: float, backlog: dict[str, Any], latency: Sequence[Latency],
+           scales: Sequence[dict[str, float]], settings: Settings, minutes: float) -> str:  # fmt: skip
+    cpu = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
+    lines = [
+        f"### {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: {events_count:,} events, {distinct:,} distinct valid",
+        "",
+        f"Machine: {cpu} cores, Python {platform.python_version()}, Tansu broker + ClickHouse 18.16 on the same host.",
+        f"Batch records: up to {settings.producer_batch_events} events each, one partition's grids "
+        f"({settings.topic_partitions} partitions). `make bench` took {minutes:.1f} minutes.",
+        "",
+        "| events/s unless stated | " + " | ".join(results) + " |",
+        "|---|" + "---|" * len(results),
+        *("| " + " | ".join(row) + " |" for row in rows),
+        "",
+        f"ClickHouse insert path (DriverExecutor.insert, event rows, 20,000 per insert): {sink:,.0f} rows/s.",
+        "",
+    ]
+    for name, result in results.items():
+        lines.append(f"- {name}: {result['records']:,} records; worker start to last event stored "
+                     f"{result['total']:.1f} s; its own account: `{result['stages']}`; textbook agent's counts "
+                     f"against the stream's: {result['textbook_check']}.")  # fmt: skip
+    lines.append(
+        f"- dense stream: {dense_count:,} events over {BUSY_GRIDS} grids in "
+        f"{dense_count * settings.score_step_seconds / (DENSE_PER_STEP * BUSY_GRIDS):.0f} s of event time."
+    )
+    lines.append(f"- catch-up: the hour from {backlog['start']:%Y-%m-%d %H:%M} UTC; the worker's own account: "
+                 f"`{backlog['stages']}`.")  # fmt: skip
+    for run in latency:
+        lines.append(
+            f"- latency at {run.rate:,.0f} events/s: {run.produced:,} events in {run.seconds:.1f} s, "
+            f"{len(run.seen_at)} of {len(run.sent_at)} markers shown, those of the second half "
+            f"{run.trend:+.2f} s later (median); lag at the end {run.lag:,} events."
+        )
+    peaks = " / ".join(f"{s['peak_rss_mb']:,.0f}" for s in scales)
+    lines.append(
+        f"- memory: objects held, walked (state: the PartitionState; baseline cache: what the baseline model "
+        f"memoised while scoring); RSS growth over the pipeline run; the measuring process's peak RSS "
+        f"(registry document and stream included) {peaks} MB."
+    )
+    lines.append("")
+    return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--write", type=Path, default=None, help="append the results to this markdown file")
     args = parser.parse_args()
+    started = time.monotonic()
 
     with tempfile.TemporaryDirectory(prefix="pingan-bench-") as tmp:
+        work_dir = Path(tmp)
         base = Settings(
-            data_dir=Path(tmp),
+            data_dir=work_dir,
             kafka_bootstrap=f"127.0.0.1:{free_port()}",
             clickhouse_port=free_port(),
             clickhouse_http_port=free_port(),
@@ -239,49 +341,27 @@ def main() -> None:
         try:
             registry = GridRegistry.load(base.grid_registry_path)
             messages = make_stream(registry, args.events)
-            distinct_valid = len({orjson.loads(v)["event_id"] for _, v in messages if not v.startswith(b'{"broken')})
+            dense_span = args.events * base.score_step_seconds / (DENSE_PER_STEP * BUSY_GRIDS)
+            dense = make_stream(registry, args.events, seed=2, span_s=dense_span)
             results = {}
             for name, batch in (("batch records", True), ("one event per record", False)):
                 tag = "b" if batch else "s"
                 settings = base.model_copy(update={
                     "topic_prefix": f"bench{tag}.", "clickhouse_database": f"bench_{tag}", "worker_id": f"bench-{tag}",
                 })  # fmt: skip
-                results[name] = measure(settings, registry, messages, batch, distinct_valid, Path(tmp) / f"{tag}.log")
+                results[name] = measure(settings, registry, messages, dense, batch, work_dir)
             sink = insert_rate(settings, messages)
+            backlog = catch_up(base, registry, work_dir)
+            latency_rates = [LATENCY_RATE, float(results["batch records"]["worker"]) / 2]
+            latency = measure_latency(base, registry, latency_rates, work_dir)
         finally:
             services.down(base)
+    scales = measure_scales()  # no services: the broker's and ClickHouse's memory and CPU are given back first
 
-    cpu = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
-    batch_size = base.producer_batch_events
-    lines = [
-        f"### {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: {len(messages):,} events, {distinct_valid:,} distinct valid",
-        "",
-        f"Machine: {cpu} cores, Python {platform.python_version()}, Tansu broker + ClickHouse 18.16 on the same host.",
-        f"Batch records: up to {batch_size} events each, one partition's grids ({base.topic_partitions} partitions).",
-        "",
-        "| events/s | " + " | ".join(results) + " |",
-        "|---|" + "---|" * len(results),
-    ]
-    rows = [
-        ("producer (aiokafka, acks=all, one process)", "produce"),
-        ("ceiling: raw aiokafka consume + orjson parse", "ceiling"),
-        ("pure pipeline (validate, grid, windows, score), in-process", "pure"),
-        ("**worker end to end** (Faust + ClickHouse + topics + checkpoint)", "worker"),
-    ]
-    for label, key in rows:
-        cells = []
-        for result in results.values():
-            value, ceiling = float(result[key]), float(result["ceiling"])  # type: ignore[arg-type]
-            ratio = f" ({value / ceiling:.1%} of the ceiling)" if key in ("pure", "worker") else ""
-            cells.append(f"{value:,.0f}{ratio}")
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    lines += ["", f"ClickHouse insert path (DriverExecutor.insert, event rows, 20,000 per insert): {sink:,.0f} rows/s.",
-              ""]  # fmt: skip
-    for name, result in results.items():
-        lines.append(f"- {name}: {result['records']:,} records; worker start to last event stored "
-                     f"{result['total']:.1f} s; its own account: `{result['stages']}`.")  # fmt: skip
-    lines.append("")
-    report = "\n".join(lines)
+    rows = table_rows(results, backlog, latency, latency_rates, scales)
+    report = render(results, rows, events_count=len(messages), distinct=distinct_valid(messages),
+                    dense_count=len(dense), sink=sink, backlog=backlog, latency=latency, scales=scales,
+                    settings=base, minutes=(time.monotonic() - started) / 60)  # fmt: skip
     print(report)
     if args.write:  # newest first, under the marker (appended when the file has none)
         text = args.write.read_text(encoding="utf-8") if args.write.exists() else ""
