@@ -139,7 +139,7 @@ def measure(grids: int, events_per_grid: int, span_s: float) -> dict[str, float]
     baseline_before = retained_mb(config.baseline, set(counted))
     gc.collect()
     before = rss_mb()
-    state = new_state(settings)
+    state = new_state(settings, config)
     seconds = run_pipeline(settings, registry, config, records, state, events)
     gc.collect()
     rss_growth = rss_mb() - before

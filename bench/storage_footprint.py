@@ -30,7 +30,7 @@ from pingan.store import events, risk, windows
 from pingan.store.client import connect
 from pingan.store.migrate import prepare_database
 from pingan.streams.pipeline import PipelineConfig, Record, process_batch
-from pingan.streams.windows import PartitionState, WindowSpec
+from pingan.streams.windows import PartitionState, window_spec
 from tests.support.processes import free_port
 
 TABLES = ("events", "grid_windows", "risk_updates", "risk_latest")
@@ -65,7 +65,7 @@ def main() -> None:
         index = load_config(settings.risk_config_path)
         baseline = BaselineModel(index.baseline, grid_profiles(registry))
         config = PipelineConfig(index=index, partitions=1, baseline=baseline)
-        state = PartitionState(WindowSpec(settings.window_seconds, settings.hop_window_seconds))
+        state = PartitionState(window_spec(settings, index))
         stamps = [int(t.timestamp() * 1000) for t in _times(documents)]
         records = [Record("footprint", 0, i, key, value, stamp)
                    for i, (key, value, stamp) in enumerate(zip(keys, values, stamps, strict=True))]  # fmt: skip

@@ -12,14 +12,15 @@ from typing import Any
 import orjson
 
 from pingan.baselines import grid_profiles
+from pingan.feeds import load_feeds
 from pingan.grids import GridRegistry
 from pingan.index.baseline import BaselineModel
-from pingan.index.scoring import load_config
+from pingan.index.loading import load_index
 from pingan.partitioning import partition_for_key
 from pingan.schemas.batch import batched, encode_batch, is_batch
 from pingan.settings import Settings
 from pingan.streams.pipeline import PipelineConfig, Record, process_batch
-from pingan.streams.windows import PartitionState, WindowSpec
+from pingan.streams.windows import PartitionState, window_spec
 
 SOURCES = ("call110", "camera", "camera", "camera", "checkpoint", "app_report")
 EVENT_TYPES = {"call110": "dispute", "camera": "crowd_density", "checkpoint": "pass", "app_report": "hazard"}
@@ -89,14 +90,15 @@ def in_process(records: Sequence[tuple[bytes | int | None, bytes]]) -> list[Reco
 
 
 def pipeline_config(settings: Settings, registry: GridRegistry) -> PipelineConfig:
-    index = load_config(settings.risk_config_path)
+    index = load_index(settings, load_feeds(settings)).config  # what the worker scores with
     # The worker scores against a baseline (the priors until one is learned): so does this measurement.
     baseline = BaselineModel(index.baseline, grid_profiles(registry))
     return PipelineConfig(index=index, partitions=1, baseline=baseline)
 
 
-def new_state(settings: Settings) -> PartitionState:
-    return PartitionState(WindowSpec(settings.window_seconds, settings.hop_window_seconds))
+def new_state(settings: Settings, config: PipelineConfig) -> PartitionState:
+    """A partition's state with the worker's windows (buckets kept for the index's hysteresis)."""
+    return PartitionState(window_spec(settings, config.index))
 
 
 def run_pipeline(settings: Settings, registry: GridRegistry, config: PipelineConfig, records: Sequence[Record],
@@ -115,5 +117,5 @@ def pure_pipeline(settings: Settings, registry: GridRegistry, records: Sequence[
                   events: int) -> float:  # fmt: skip
     """Events/s of pingan.streams.pipeline.process_batch on a fresh partition state."""
     config = pipeline_config(settings, registry)
-    seconds = run_pipeline(settings, registry, config, in_process(records), new_state(settings), events)
+    seconds = run_pipeline(settings, registry, config, in_process(records), new_state(settings, config), events)
     return events / seconds

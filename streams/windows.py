@@ -486,9 +486,9 @@ class PartitionState:
     def _forget_unreadable(self, at_ms: int) -> None:
         """Drop the memos of windows no judgement reads any more (older than the oldest closed window looked back
         over): they would only fill memory, and a window whose first bucket expired may no longer be summed."""
-        # The oldest window judge() reads ends quiet_windows - 1 buckets before the last closed one (at least
-        # one, the window that held the live hour before: the memo it leaves is where the next one slides from).
-        looked_back = max(self.spec.held_windows, 1) * self.spec.bucket_seconds
+        # The oldest window judge() reads ends quiet_windows - 1 buckets before the last closed one (the windows
+        # a live one slides from are newer).
+        looked_back = max(self.spec.held_windows - 1, 0) * self.spec.bucket_seconds
         oldest = self.spec.last_closed_bucket(at_ms) - looked_back
         for memo in (self._assessed, self._earlier):
             for grid_id in list(memo):

@@ -28,6 +28,7 @@ scoring use the same one.
 from __future__ import annotations
 
 import math
+from array import array
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -182,7 +183,9 @@ class BaselineModel:
         self.learned = learned
         self._grids = {grid.grid_id: grid for grid in grids}
         self._profiles: dict[str, tuple[float, ...]] = {}
-        self._hourly: dict[tuple[str, str], tuple[float, ...]] = {}
+        # Per (grid, source): 168 doubles in an array (1.3 KB; a tuple of floats is 5.4 KB, and a province has
+        # 50,000 grids times its sources).
+        self._hourly: dict[tuple[str, str], array[float]] = {}
         self._totals: dict[str, list[float]] = {}
         self._expected: dict[tuple[str, str, int, int, int], float] = {}
         self._observed: frozenset[str] = frozenset()
@@ -220,7 +223,7 @@ class BaselineModel:
         self._profiles[source] = profile
         return profile
 
-    def hourly(self, grid_id: str, source: str) -> tuple[float, ...]:
+    def hourly(self, grid_id: str, source: str) -> Sequence[float]:
         """Expected weighted count per hour, for each hour of the week."""
         key = (grid_id, source)
         cached = self._hourly.get(key)
@@ -234,17 +237,17 @@ class BaselineModel:
         if learned is None or grid_id not in self._observed:
             # No history of this grid (none learned yet, or a grid added since): its prior, shaped by the
             # district's hour-of-week profile when there is one.
-            values = tuple(max(prior_config.minimum, prior * p) for p in profile)
+            values = array("d", (max(prior_config.minimum, prior * p) for p in profile))
         else:
             cell = learned.cells.get(key, {})
             hours = learned.weeks * HOURS_PER_WEEK
             strength = self.config.grid_prior_hours
             rate = (sum(cell.values()) + strength * prior) / (hours + strength)
             k = self.config.cell_prior_weeks
-            values = tuple(
+            values = array("d", (
                 max(prior_config.minimum, (cell.get(how, 0.0) + k * rate * profile[how]) / (learned.weeks + k))
                 for how in range(HOURS_PER_WEEK)
-            )
+            ))  # fmt: skip
         self._hourly[key] = values
         return values
 
