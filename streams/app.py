@@ -301,8 +301,9 @@ class Worker:
             timedelta(seconds=settings.max_future_seconds),
         ))  # fmt: skip
         self.storage = StorageWriter(settings, stopping=lambda: app.should_stop)
+        history = timedelta(weeks=settings.baseline_history_weeks)
         self.keeper = LogLossKeeper(settings.worker_id, settings.topic_events, self.spec, self.pipeline,
-                                    self.storage.call, clock)  # fmt: skip
+                                    self.storage.call, clock, history)  # fmt: skip
         self.refused_messages = 0
         self.last_record: dict[int, float] = {}  # partition -> time.monotonic() of its last record
         self.log_losses = 0  # partitions whose input log was found shorter than their checkpoint
