@@ -31,6 +31,9 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import UnknownError
 from prometheus_client.parser import text_string_to_metric_families
 
 from pingan import services
@@ -39,7 +42,7 @@ from pingan.grids import GridRegistry
 from pingan.settings import Settings
 from pingan.store.client import connect
 from pingan.store.migrate import prepare_database
-from pingan.topics import ensure_topics
+from pingan.topics import ensure_topics, recreate_changelog
 from tests.support.events import call110
 from tests.support.kafka import produce
 from tests.support.multi_worker import differences, results
@@ -264,3 +267,55 @@ async def test_a_broker_that_comes_back_empty_loses_no_later_event_and_the_map_i
         for worker_process in workers:
             worker_process.stop()
         services.down(mine)
+
+
+async def _send_all(producer: AIOKafkaProducer, topic: str, values: list[bytes]) -> list[int | str]:
+    """Each value's offset, or the name of the error the broker answered."""
+    sent: list[int | str] = []
+    for value in values:
+        try:
+            sent.append((await (await producer.send(topic, value, partition=0))).offset)
+        except UnknownError as exc:
+            sent.append(type(exc).__name__)
+    return sent
+
+
+async def _log(settings: Settings, topic: str) -> list[bytes | None]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tp = TopicPartition(topic, 0)
+        consumer.assign([tp])
+        consumer.seek(tp, 0)
+        return [record.value for record in (await consumer.getmany(tp, timeout_ms=2000)).get(tp, [])]
+    finally:
+        await consumer.stop()
+
+
+async def test_a_changelog_created_again_holds_none_of_the_records_sent_to_it_before(settings: Settings) -> None:
+    """Tansu takes records for a topic it does not have (a producer whose metadata still lists the topic of a
+    broker that came back empty sends them). Creating the topic then restarts its offsets without removing them:
+    the next writes collide with them (UNKNOWN_SERVER_ERROR) and the log mixes them with the new records.
+    recreate_changelog deletes the changelog on the local broker, which removes them."""
+    name = f"{settings.topic_prefix}w-window-state-changelog"
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    await admin.start()
+    await producer.start()
+    try:
+        for topic in (name, f"{name}-plain"):  # the changelog, and a topic created the plain way
+            await admin.create_topics([NewTopic(topic, settings.topic_partitions, 1)])
+            await (await producer.send(topic, b"known", partition=0))  # the producer's metadata has it now
+            await admin.delete_topics([topic])  # what the broker's restart does
+            assert await _send_all(producer, topic, [b"stray-0", b"stray-1", b"stray-2"]) == [0, 1, 2]
+        await admin.create_topics([NewTopic(f"{name}-plain", settings.topic_partitions, 1)])
+        plain = await _send_all(producer, f"{name}-plain", [b"new-0", b"new-1", b"new-2", b"new-3"])
+        assert plain == ["UnknownError"] * 3 + [3], "Tansu no longer keeps such records: the changelog can stay"
+        assert await _log(settings, f"{name}-plain") == [b"stray-0", b"stray-1", b"stray-2", b"new-3"]
+
+        await recreate_changelog(settings, name)
+        assert await _send_all(producer, name, [b"new-0", b"new-1", b"new-2", b"new-3"]) == [0, 1, 2, 3]
+        assert await _log(settings, name) == [b"new-0", b"new-1", b"new-2", b"new-3"]
+    finally:
+        await producer.stop()
+        await admin.close()
