@@ -11,18 +11,17 @@ Two losses, one test (each broker restart costs seconds):
    from ClickHouse ("clickhouse").
 A reference worker reads all the events in one undisturbed log into a database of its own meanwhile.
 
-At the end, on the same services: SIGTERM stops a worker within 5 s while it is joining the group (a
-rebalance) and while the broker is gone (fetches, heartbeats and commits failing). A graceful stop that would
-take longer is cut short by pingan.streams.stopping.PromptWorker, which loses nothing. Waiting out ClickHouse is in
-test_clickhouse_restart.py.
+On the way, on the same services: SIGTERM stops a healthy worker gracefully (its stop deadline does not fire),
+and stops a worker within 5 s while it is joining the group (a rebalance) and while the broker is gone (fetches,
+heartbeats and commits failing). A graceful stop that would take longer is cut short by
+pingan.streams.stopping.PromptWorker, which loses nothing. Waiting out ClickHouse is in test_clickhouse_restart.py,
+changelog recovery in test_stopping.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import signal
-import subprocess
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -87,18 +86,6 @@ def _stored_within(settings: Settings, expected: int, worker: ChildProcess, what
         raise AssertionError(f"{exc}; stored per partition (events, first, last offset): {_by_partition(settings)}"
                              f"\n{worker.log_tail(30)}") from None  # fmt: skip
     return time.monotonic() - started
-
-
-def _stop_seconds(child: ChildProcess) -> float:
-    """SIGTERM, and the seconds until the process is gone (fails past STOP_WITHIN_S)."""
-    assert child.process is not None and child.alive, child.log_tail()
-    began = time.monotonic()
-    child.process.send_signal(signal.SIGTERM)
-    try:
-        child.process.wait(timeout=STOP_WITHIN_S)
-    except subprocess.TimeoutExpired:
-        raise AssertionError(f"SIGTERM: still running after {STOP_WITHIN_S:.0f}s\n{child.log_tail()}") from None
-    return time.monotonic() - began
 
 
 class Api:
@@ -204,7 +191,9 @@ async def test_a_broker_that_comes_back_empty_loses_no_later_event_and_the_map_i
         first_partitions = {loss["partition"] for loss in lost}
 
         # 2. The broker restarts while the worker is down: a new worker finds nothing on the broker to tell.
-        workers[0].stop()
+        # (A healthy worker stops gracefully: its stop deadline does not fire.)
+        healthy = workers[0].stop_seconds(STOP_WITHIN_S)
+        assert "did not stop within" not in workers[0].log_path.read_text(errors="replace"), workers[0].log_tail()
         services.down(mine)
         services.up(mine)
         await ensure_topics(mine)
@@ -257,12 +246,13 @@ async def test_a_broker_that_comes_back_empty_loses_no_later_event_and_the_map_i
         workers.append(joiner.start())
         wait_for(lambda: "(Re-)joining group" in joiner.log_tail(200), timeout=60, what="the new member joining")
         assert "Successfully synced group" not in joiner.log_tail(200), "joined already: no rebalance to stop in"
-        rebalancing = _stop_seconds(joiner)
+        rebalancing = joiner.stop_seconds(STOP_WITHIN_S)
         # SIGTERM with the broker gone.
         services.down(mine)
         wait_for(lambda: "Connect call failed" in workers[1].log_tail(50), timeout=30, what="the worker missing it")
-        broker_gone = _stop_seconds(workers[1])
-        log.info("SIGTERM to exit: rebalancing %.1fs, broker gone %.1fs", rebalancing, broker_gone)
+        broker_gone = workers[1].stop_seconds(STOP_WITHIN_S)
+        log.info("SIGTERM to exit: healthy %.1fs, rebalancing %.1fs, broker gone %.1fs", healthy, rebalancing,
+                 broker_gone)  # fmt: skip
     finally:
         for worker_process in workers:
             worker_process.stop()

@@ -91,7 +91,8 @@ async def test_a_clickhouse_restart_loses_nothing(settings: Settings, tmp_path) 
         began = time.monotonic()
         worker.stop()
         assert worker.process is not None and worker.process.returncode is not None
-        assert time.monotonic() - began < 10, f"SIGTERM took {time.monotonic() - began:.1f}s while retrying"
+        # within the 5 s the worker promises in every state (pingan.streams.stopping)
+        assert time.monotonic() - began < 5, f"SIGTERM took {time.monotonic() - began:.1f}s while retrying"
     finally:
         if worker is not None:
             worker.stop()
