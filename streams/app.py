@@ -395,12 +395,9 @@ class Worker:
                           "the state this worker had (%d grids)", partition, kept.done_offset + 1,
                           len(kept.buckets))  # fmt: skip
                 state = kept
-            log.info(
-                "partition %d: restored %d grids, watermark %d",
-                partition,
-                len(state.buckets),
-                state.watermark_ms,
-            )
+            log.info("partition %d: restored %d grids, watermark %d, done offset %d, %d records left over",
+                     partition, len(state.buckets), state.watermark_ms, state.done_offset,
+                     len(state.garbage))  # fmt: skip
             self.states[partition] = state
         return state
 
@@ -608,8 +605,13 @@ class LogWatch:
         # Held while the consumer positions partitions: no batch runs meanwhile (Worker.handle holds it too), so a
         # lost log is acted on between batches, never under one.
         self.quiet = asyncio.Lock()
-        # Assignments and revocations the consumer saw.
+        # Assignments and revocations the consumer saw, and their count when Faust last finished restoring the
+        # table (its on_rebalance_complete): partitions are positioned only from a whole table (see _position).
         self.assignments = 0
+        self.recovered_at = -1
+
+    def recovered(self) -> None:
+        self.recovered_at = self.assignments
 
     async def fingerprints(self, topic: str, offsets: Mapping[int, int]) -> dict[int, int | None]:
         """The fingerprint of the record at each partition's offset, None where there is none: read with a
@@ -721,7 +723,8 @@ def rewinding_consumer(topic: str, watch: LogWatch) -> type[faust_kafka.Consumer
 
             records, seen = await thread.call_thread(fetch)
             breaks = self._breaks()
-            if breaks != self._checked_breaks:
+            if breaks != self._checked_breaks and watch.recovered_at == watch.assignments:
+                # (during a rebalance the positioning that ends it checks the logs)
                 if breaks != self._warned_breaks:
                     log.warning("a connection to the broker broke: checking the logs of %s before reading on", topic)
                     self._warned_breaks = breaks
@@ -768,6 +771,13 @@ def rewinding_consumer(topic: str, watch: LogWatch) -> type[faust_kafka.Consumer
         async def _position(self) -> bool:
             """Seek the partitions of ``topic`` from the checkpoint's point of view; False when it must wait."""
             await super().perform_seek()
+            if watch.recovered_at != watch.assignments:
+                # Faust also seeks while it is still restoring the table (from getmany, when it finds the flow
+                # stopped by a rebalance). A state restored from a table half read back was kept and used: a
+                # partition taken over then had buckets of an older batch under the watermark of a newer one (events
+                # of the batches between were missing from its windows: the 2-worker mismatch). The positioning is
+                # left to the seek Faust makes once the table is whole (Recovery.on_recovery_completed).
+                return False
             mine = sorted(tp for tp in self.assignment() if tp.topic == topic)
             if not mine:
                 return True
@@ -944,6 +954,10 @@ def create_app(
     async def risk_index_agent(stream: faust.StreamT) -> None:
         async for batch in stream.take_events(settings.batch_max_events, within=settings.batch_within_seconds):
             await worker.handle(batch)
+
+    @app.on_rebalance_complete.connect
+    async def on_recovered(app: faust.App, **_: Any) -> None:
+        watch.recovered()
 
     @app.on_partitions_revoked.connect
     async def on_revoked(app: faust.App, revoked: set[Any], **_: Any) -> None:
