@@ -5,6 +5,7 @@ are in test_broker_restart.py, waiting out ClickHouse in test_clickhouse_restart
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime, timedelta
 
 import orjson
@@ -23,6 +24,7 @@ from tests.support.processes import ChildProcess, wait_for
 from tests.support.stored import distinct_events
 
 pytestmark = pytest.mark.integration
+log = logging.getLogger(__name__)
 
 STOP_WITHIN_S = 5.0
 PER_PHASE = 1200
@@ -83,7 +85,7 @@ async def test_sigterm_stops_a_healthy_worker_gracefully_and_one_restoring_its_s
         healthy = ChildProcess("worker", mine, tmp_path / "healthy.log").start()
         children.append(healthy)
         wait_for(lambda: distinct_events(mine) == PER_PHASE, timeout=90, what="the first events stored")
-        healthy.stop_seconds(STOP_WITHIN_S)
+        graceful = healthy.stop_seconds(STOP_WITHIN_S)
         assert DEADLINE_FIRED not in healthy.log_path.read_text(errors="replace"), healthy.log_tail()
         # The last commit of a graceful stop: every partition committed past the last record it stored.
         stored_to = dict(db.query("SELECT kafka_partition, max(kafka_offset) + 1 FROM events GROUP BY kafka_partition"))
@@ -96,7 +98,8 @@ async def test_sigterm_stops_a_healthy_worker_gracefully_and_one_restoring_its_s
         wait_for(lambda: "Restoring state from changelog" in restoring.log_tail(200), timeout=60,
                  what="the changelog recovery", interval=0.02)  # fmt: skip
         assert "Done reading from changelog" not in restoring.log_tail(200), "restored already: make it longer"
-        restoring.stop_seconds(STOP_WITHIN_S)
+        recovering = restoring.stop_seconds(STOP_WITHIN_S)
+        log.info("SIGTERM to exit: healthy %.1fs, restoring the changelog %.1fs", graceful, recovering)
 
         after = ChildProcess("worker", mine, tmp_path / "after.log").start()
         children.append(after)
