@@ -29,7 +29,6 @@ from pingan.index.rollup import DEFAULT_TOP, GridScore, UnitRisk, _roll, members
 log = logging.getLogger(__name__)
 
 
-
 class Scoped(Protocol):
     """What a scope is read from: a caller (pingan.api.access.Caller, which this module cannot import: access
     imports the ingest routes, which import deps, which import this module)."""

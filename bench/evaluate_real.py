@@ -396,7 +396,8 @@ def evaluate(
             methods.append(Method(label, f">= {value:.3g}", f, t, q))
             for incident in incidents:
                 incident.detected_after[label] = _baseline_detection(
-                    incident, times, cumulative, starts, ends, score, value)
+                    incident, times, cumulative, starts, ends, score, value
+                )
     # static hot spots
     projection = _projection(prep)
     centroids = np.array([projection(*g.centroid) for g in prep.registry.grids])
@@ -433,7 +434,7 @@ def _baseline_detection(incident: Incident, times: np.ndarray, cumulative: np.nd
 
     ``times`` are sorted by grid then time, ``cumulative`` the running sum of their weights (from 0)."""
     first = starts[incident.grid]
-    cell = times[first:ends[incident.grid]]
+    cell = times[first : ends[incident.grid]]
     lo, hi = np.searchsorted(cell, [incident.start, incident.start + 3600 + 1e-6])
     for t in cell[lo:hi]:
         bucket = math.floor(t / rb.BUCKET_S)
@@ -508,7 +509,8 @@ def report(prep: Prepared, result: dict, period: tuple[float, float], per_cell: 
         f"seed {seed}); "
         f"index config {prep.index.version}; event times {ds.time_note}. Replay: {run.batches:,} batches through "
         f"process_batch in {run.seconds:.0f} s; dead letters: "
-        + (", ".join(f"{n} {k}" for k, n in sorted(run.dead_letters.items())) or "none") + ".",
+        + (", ".join(f"{n} {k}" for k, n in sorted(run.dead_letters.items())) or "none")
+        + ".",
         "",
         "| base-rate quintile | grids | events/h per grid (median) | flag rate | incidents | median events added "
         "| recall 15 min (2x/3x/5x) | recall 30 min (2x/3x/5x) | recall 60 min (2x/3x/5x) |",

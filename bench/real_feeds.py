@@ -21,7 +21,13 @@ class OpenDataPayload(BaseModel):
 
 
 def envelope(
-    source: str, record_id: str, category: str, event_type: str, severity: int, epoch_s: float, lon: float,
+    source: str,
+    record_id: str,
+    category: str,
+    event_type: str,
+    severity: int,
+    epoch_s: float,
+    lon: float,
     lat: float,
 ) -> dict[str, Any]:
     """The envelope a producer of the feed would send (located by lon/lat: the worker finds the grid)."""

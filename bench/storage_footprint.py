@@ -101,7 +101,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     for table, (rows, compressed, uncompressed, on_disk) in parts.items():
         rows = int(rows or 0)
-        per = (lambda b, rows=rows: f"{b / rows:.1f}" if rows else "-")  # noqa: E731
+        per = lambda b, rows=rows: f"{b / rows:.1f}" if rows else "-"  # noqa: E731
         print(f"| {table} | {rows:,} | {rows / count:.3f} | {per(on_disk)} | {per(compressed)} | {per(uncompressed)} |")
 
 

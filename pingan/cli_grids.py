@@ -79,7 +79,9 @@ def add_grids_parser(commands: Any) -> None:
     generate = sub.add_parser("generate", help="square cells over a box, hierarchy from the data's own areas")
     generate.set_defaults(handler=_generate)
     generate.add_argument(
-        "--bbox", type=_bbox, required=True,
+        "--bbox",
+        type=_bbox,
+        required=True,
         help="min_lon,min_lat,max_lon,max_lat (WGS-84); write --bbox=-79.6,... when it starts with a minus",
     )
     generate.add_argument("--cell-metres", type=float, default=500.0, help="side of a cell (default 500)")

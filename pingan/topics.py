@@ -21,7 +21,7 @@ from aiokafka.errors import KafkaError
 from pingan.errors import ConfigError, ServiceError
 from pingan.settings import Settings
 
-__all__ = ["COMPACTED", "ensure_topics", "topic_names"]
+__all__ = ["COMPACTED", "ensure_topics", "recreate_changelog", "topic_names"]
 
 log = logging.getLogger(__name__)
 
@@ -102,3 +102,44 @@ async def _check_partitions(admin: AIOKafkaAdminClient, topics: list[str], parti
                 f"topic {description.get('topic')} has {found} partitions but topic_partitions is {partitions}: "
                 "keys would route to the wrong partition; use a new topic_prefix or recreate the topic"
             )
+
+
+async def recreate_changelog(settings: Settings, name: str) -> None:
+    """Create a worker's window-state changelog ``name`` (compacted, ``topic_partitions``) again after the broker
+    lost its logs; on the local broker, empty.
+
+    The worker calls this rather than Faust's declare, which skips the creation while its client's metadata still
+    lists the topic (it does for a while after the broker came back empty).
+
+    On the local broker the changelog is deleted and created again, so that it holds none of what was written to
+    it since the restart. Tansu takes records for a topic it does not have (a producer whose metadata still lists
+    the topic sends them: a checkpoint under way when the broker restarted), and creating the topic (by a
+    CreateTopics request, or by a client's metadata request, which Tansu answers by creating the topics it names)
+    restarts its offsets at 0 without removing them: the next writes fail with UNKNOWN_SERVER_ERROR
+    ("ObjectStore(AlreadyExists)" in the broker's log) until the offsets pass them, and readers then see them
+    among the new records and miss new records written over their offsets. Deleting the topic removes every
+    record Tansu kept under its name; a changelog of a lost log holds nothing worth keeping (each worker writes its
+    whole state to it after finding the loss).
+    """
+    partitions, replication = settings.topic_partitions, settings.topic_replication
+    wanted = [NewTopic(name, partitions, replication, topic_configs=dict(COMPACTED))]
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id="pingan-topics")
+    try:
+        await admin.start()
+        # Tansu deletes only a topic it knows: records taken for an unknown one stay until it exists.
+        steps = ("create", "delete", "create") if settings.kafka_is_managed else ("create",)
+        for step in steps:
+            if step == "delete":
+                await admin.delete_topics([name])
+                continue
+            code, message = (await _create(admin, wanted)).get(name, (0, None))
+            if code not in (0, _TOPIC_ALREADY_EXISTS):
+                raise ServiceError(f"could not create topic {name} on {settings.kafka_bootstrap}: error {code}: "
+                                   f"{message or 'no message'}")  # fmt: skip
+        await _check_partitions(admin, [name], partitions)
+        log.info("created topic %s again (%d partitions, replication %d%s)", name, partitions, replication,
+                 ", emptied" if settings.kafka_is_managed else "")  # fmt: skip
+    except KafkaError as exc:
+        raise ServiceError(f"cannot manage topics on Kafka at {settings.kafka_bootstrap}: {exc!r}") from exc
+    finally:
+        await admin.close()

@@ -33,8 +33,7 @@ SCHEMA_VERSION = 1
 # The newest is the receiving clock plus ``max_future``. Record timestamps are held to the same window.
 EARLIEST_TIME = datetime(2000, 1, 1, tzinfo=UTC)
 _TIME_RANGE = (
-    "UTC or with an offset, from 2000-01-01T00:00:00Z to at most max_future_seconds (default 300) after it is "
-    "received"
+    "UTC or with an offset, from 2000-01-01T00:00:00Z to at most max_future_seconds (default 300) after it is received"
 )
 
 EventId = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:\-]+$")]

@@ -30,14 +30,15 @@ from typing import Any, TypeVar
 
 import faust
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
+from aiokafka.conn import CloseReason
+from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError, UnknownError
 from faust.exceptions import ProducerSendError
 from faust.transport.drivers import aiokafka as faust_kafka
 from faust.types import TP, EventT
 
 from pingan.clock import Clock, SystemClock
 from pingan.dead_letter import DeadLetter, to_message
-from pingan.errors import StorageUnavailable
+from pingan.errors import ServiceError, StorageUnavailable
 from pingan.feeds import FeedRules
 from pingan.grids import GridRegistry
 from pingan.index.baseline import BaselineModel
@@ -50,7 +51,7 @@ from pingan.store.client import DriverExecutor, connect
 from pingan.streams.log_loss import LogLossKeeper
 from pingan.streams.pipeline import BatchResult, PipelineConfig, Record, dead_letter_of, heartbeat_record, process_batch
 from pingan.streams.windows import PartitionState, record_fingerprint, window_spec
-from pingan.topics import ensure_topics
+from pingan.topics import ensure_topics, recreate_changelog
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -185,7 +186,7 @@ class Outgoing:
 
     topic: str
     key: bytes | None
-    value: bytes
+    value: bytes | None  # None: a deletion (a changelog tombstone)
     partition: int | None = None
     headers: list[tuple[str, bytes]] | None = None
     # For a reroute: the record, which becomes a dead letter if it cannot be re-published.
@@ -202,6 +203,21 @@ def is_transient_kafka_error(exc: BaseException) -> bool:
     if isinstance(exc, KafkaError):
         return bool(exc.retriable) or isinstance(exc, KafkaConnectionError | KafkaTimeoutError)
     return isinstance(exc, OSError | asyncio.TimeoutError)
+
+
+def is_retriable(cause: BaseException, collisions: int, *, local_broker: bool) -> bool:
+    """Whether sending a message again can get past ``cause``: aiokafka's retriable errors, and on the local broker
+    an UNKNOWN_SERVER_ERROR ``MAX_COLLISIONS`` times. That is how Tansu answers a write that collides with records it
+    took for a topic before the topic was created (a broker that came back empty: pingan.topics.recreate_changelog);
+    each failed write moves the partition's end on, so a later one lands past them. Elsewhere, and past that, it is
+    an error of the broker's that a retry would only repeat."""
+    if is_transient_kafka_error(cause):
+        return True
+    return isinstance(cause, UnknownError) and local_broker and collisions < MAX_COLLISIONS
+
+
+# UNKNOWN_SERVER_ERRORs a message may meet on the local broker before it counts as refused (see is_retriable).
+MAX_COLLISIONS = 8
 
 
 def dead_letter_message(letter: DeadLetter, topic: str) -> Outgoing:
@@ -241,13 +257,17 @@ class StateStore:
     """The worker's checkpoint records in Faust's changelog-backed table (the one place that touches it).
 
     Keys are ``<input partition>|<record key>`` (see PartitionState.checkpoint), values bytes. A write goes to
-    the table's memory and to the changelog partition of the input partition, so a worker that takes the
-    partition over restores exactly these records. Faust's table API has no write that names the changelog
-    partition, hence its ``data`` mapping and ``send_changelog``.
+    the table's memory, and its changelog message (to the changelog partition of the input partition, so a worker
+    that takes the partition over restores exactly these records) is returned for the worker to send and wait
+    for: Faust's own ``send_changelog`` only logs a message the broker refused, and a checkpoint must not lose one.
     """
 
     def __init__(self, table: faust.Table) -> None:
         self._table = table
+
+    @property
+    def topic(self) -> str:
+        return self._table.changelog_topic.get_topic_name()
 
     def records(self, partition: int) -> list[tuple[str, bytes]]:
         """The partition's records (record key, value), as recovered from the changelog or written since."""
@@ -258,18 +278,18 @@ class StateStore:
             if key.startswith(prefix) and value is not None
         ]
 
-    def put(self, partition: int, key: str, value: bytes | None) -> None:
-        """Write one record (``None`` deletes it)."""
+    def put(self, partition: int, key: str, value: bytes | None) -> Outgoing:
+        """Write one record (``None`` deletes it) to memory; return its changelog message."""
         full_key = f"{partition}|{key}".encode()
         if value is None:
             self._table.data.pop(full_key, None)
         else:
             self._table.data[full_key] = value
-        self._table.send_changelog(partition, full_key, value)
+        return Outgoing(self.topic, full_key, value, partition)
 
-    async def declare(self) -> None:
-        """Create the changelog topic again (a broker that lost its log lost it too)."""
-        await self._table.changelog_topic.maybe_declare()
+    async def declare(self, settings: Settings) -> None:
+        """Create the changelog topic again (a broker that lost its log lost it too), empty on the local broker."""
+        await recreate_changelog(settings, self.topic)
 
 
 class Worker:
@@ -298,14 +318,17 @@ class Worker:
             timedelta(seconds=settings.max_future_seconds),
         ))  # fmt: skip
         self.storage = StorageWriter(settings, stopping=lambda: app.should_stop)
+        history = timedelta(weeks=settings.baseline_history_weeks)
         self.keeper = LogLossKeeper(settings.worker_id, settings.topic_events, self.spec, self.pipeline,
-                                    self.storage.call, clock)  # fmt: skip
+                                    self.storage.call, clock, history)  # fmt: skip
         self.refused_messages = 0
         self.last_record: dict[int, float] = {}  # partition -> time.monotonic() of its last record
         self.log_losses = 0  # partitions whose input log was found shorter than their checkpoint
         self.anchors: dict[int, tuple[int, int]] = {}  # partition -> (offset, fingerprint): see anchor
         self.rereads = 0  # times a partition was read again from a hole in what was delivered
         self.states: dict[int, PartitionState] = {}
+        # Held by a batch, and by the consumer while it positions partitions (LogWatch.quiet; set by create_app).
+        self.quiet = asyncio.Lock()
         self.set_aside: dict[int, PartitionState] = {}  # revoked partitions' states (see forget)
         self.processed = 0
         self.batches = 0
@@ -336,7 +359,7 @@ class Worker:
         event id), and the whole state goes to the changelog at the next checkpoint (it may be gone too)."""
         self.log_losses += len(lost)
         await ensure_topics(self.settings)
-        await self.store.declare()
+        await self.store.declare(self.settings)
         for partition in lost:
             self.state_for(partition).restart_log()
         self.log_checked(list(lost))  # the new log is checked from its own done points on
@@ -369,18 +392,16 @@ class Worker:
                           "the state this worker had (%d grids)", partition, kept.done_offset + 1,
                           len(kept.buckets))  # fmt: skip
                 state = kept
-            log.info(
-                "partition %d: restored %d grids, watermark %d",
-                partition,
-                len(state.buckets),
-                state.watermark_ms,
-            )
+            log.info("partition %d: restored %d grids, watermark %d, done offset %d, %d records left over",
+                     partition, len(state.buckets), state.watermark_ms, state.done_offset,
+                     len(state.garbage))  # fmt: skip
             self.states[partition] = state
         return state
 
     async def handle(self, batch: Sequence[EventT]) -> None:
         try:
-            await self._handle(batch)
+            async with self.quiet:
+                await self._handle(batch)
         except Abandoned as exc:
             # Returning would acknowledge the batch. Its writes may be partial: the restarted worker replays it
             # from the checkpoint, exactly. Faust's own stop would wait for this batch forever.
@@ -427,8 +448,7 @@ class Worker:
         stored = time.perf_counter()
         await self._publish([r for _, r in results], now)
         published = time.perf_counter()
-        await retry_transient("checkpoint", lambda: self._checkpoint(results), (KafkaError, OSError, ProducerSendError),
-                              stopping=lambda: self.app.should_stop)  # fmt: skip
+        await self._checkpoint(results)
         for partition, result in results:
             for first, last in result.gaps:
                 # Faust skipped these (it does around rebalances); the rest of the batch was not processed either.
@@ -463,38 +483,51 @@ class Worker:
         return messages
 
     async def _publish(self, results: Sequence[BatchResult], now: datetime) -> None:
-        """Publish the batch's messages and wait for the broker's acks. Only the messages that failed are sent
-        again, and only while the failure can pass (broker away, leader moving, timeouts); a message the broker
-        can never take is logged with its origin, and a reroute among them becomes a dead letter."""
+        """Publish the batch's messages and wait for the broker's acks (see _deliver). A message the broker can
+        never take is logged with its origin, and a reroute among them becomes a dead letter."""
         pending = self._outgoing(results)
+        while pending:
+            refused = await self._deliver(pending, "publish")
+            pending = []
+            for message, cause in refused:
+                log.error("the broker refused a message to %s for good (%r); key %r, %d bytes",
+                          message.topic, cause, message.key, len(message.value or b""))  # fmt: skip
+                self.refused_messages += 1
+                if message.origin is not None:  # a reroute that cannot be re-published: keep the record
+                    letter = dead_letter_of(message.origin, now, "unroutable", None, f"re-publishing failed: {cause!r}")
+                    await self.storage.write_dead_letters([letter], now)
+                    pending.append(dead_letter_message(letter, self.settings.topic_dead_letters))
+
+    async def _deliver(self, messages: Sequence[Outgoing], what: str) -> list[tuple[Outgoing, BaseException]]:
+        """Send the messages and wait for the broker's acks. Only the messages that failed are sent again, and only
+        while the failure can pass (broker away, leader moving, timeouts; see is_retriable); returns those the broker
+        refused for good, with the reason. Raises Abandoned when the worker stops while some still fail."""
+        pending = list(messages)
+        refused: list[tuple[Outgoing, BaseException]] = []
+        collisions: dict[int, int] = defaultdict(int)  # id(message) -> UNKNOWN_SERVER_ERRORs so far
         delay = 0.2
         while pending:
             outcomes = await asyncio.gather(*(self._send(message) for message in pending), return_exceptions=True)
             retry: list[Outgoing] = []
-            extra: list[Outgoing] = []
             for message, outcome in zip(pending, outcomes, strict=True):
                 if not isinstance(outcome, BaseException):
                     continue
                 if isinstance(outcome, asyncio.CancelledError):
                     raise outcome
                 cause = _cause(outcome)
-                if is_transient_kafka_error(cause):
+                if is_retriable(cause, collisions[id(message)], local_broker=self.settings.kafka_is_managed):
+                    collisions[id(message)] += isinstance(cause, UnknownError)
                     retry.append(message)
-                    continue
-                log.error("the broker refused a message to %s for good (%r); key %r, %d bytes",
-                          message.topic, cause, message.key, len(message.value))  # fmt: skip
-                self.refused_messages += 1
-                if message.origin is not None:  # a reroute that cannot be re-published: keep the record
-                    letter = dead_letter_of(message.origin, now, "unroutable", None, f"re-publishing failed: {cause!r}")
-                    await self.storage.write_dead_letters([letter], now)
-                    extra.append(dead_letter_message(letter, self.settings.topic_dead_letters))
+                else:
+                    refused.append((message, cause))
             if retry:
                 if self.app.should_stop:
-                    raise Abandoned(f"publishing {len(retry)} messages failed while stopping")
-                log.warning("publish: %d messages failed, retrying them in %.1fs: %r", len(retry), delay, retry[0])
+                    raise Abandoned(f"{what}: {len(retry)} messages failed while stopping")
+                log.warning("%s: %d messages failed, retrying them in %.1fs: %r", what, len(retry), delay, retry[0])
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
-            pending = retry + extra
+            pending = retry
+        return refused
 
     async def send_heartbeats(self) -> None:
         """Write a heartbeat into each partition that has risk waiting for its step to end but no records to end
@@ -526,27 +559,32 @@ class Worker:
     async def _checkpoint(self, results: Sequence[tuple[int, BatchResult]]) -> None:
         """Write each partition's checkpoint records to the changelog partition of its input partition.
 
-        Order matters (see PartitionState.checkpoint): updates, then the watermark, then deletions. The
-        watermark goes in a produce request of its own: Tansu reports a partition's end as the first offset of
-        its last request + 1, so Faust's recovery stops there and would miss the rest of that request. Alone,
-        the watermark of the last completed batch is always recovered. Faust flushes its producer before it
-        commits offsets, so a committed offset implies its checkpoint is in the changelog.
+        Order matters (see PartitionState.checkpoint): deletions of what a restore found left over, updates, the
+        watermark, then deletions of what this batch superseded or expired. Each stage is acknowledged by the
+        broker before the next is sent, so a retried record never overtakes a later one. The watermark goes in a
+        produce request of its own: Tansu reports a partition's end as the first offset of its last request + 1,
+        so Faust's recovery stops there and would miss the rest of that request. Alone, the watermark of the last
+        completed batch is always recovered. A record the broker refuses for good fails the batch (the worker
+        exits without committing it, and the batch is replayed).
         """
-        marks = []
+        stages: list[list[Outgoing]] = [[], [], [], []]
         for partition, result in results:
             records = result.checkpoint
             mark = next(i for i, (key, _) in enumerate(records) if key == "wm")
-            for key, value in records[:mark]:
-                self.store.put(partition, key, value)
-            marks.append((partition, records[mark], records[mark + 1 :]))
-        await self.app.producer.flush()
-        for partition, (key, value), _ in marks:
-            self.store.put(partition, key, value)
-        await self.app.producer.flush()
-        for partition, _, deletions in marks:
-            for key, value in deletions:
-                self.store.put(partition, key, value)
+            leftovers = next((i for i, (_, value) in enumerate(records) if value is not None), mark)
+            for stage, part in enumerate((records[:leftovers], records[leftovers:mark], records[mark : mark + 1],
+                                          records[mark + 1 :])):  # fmt: skip
+                stages[stage] += [self.store.put(partition, key, value) for key, value in part]
+        for stage in stages:
+            refused = await self._deliver(stage, "checkpoint")
+            if refused:
+                message, cause = refused[0]
+                raise CheckpointRefused(f"the broker refused {len(refused)} changelog records, the first to "
+                                        f"{message.topic}[{message.partition}]: {cause!r}")  # fmt: skip
 
+
+class CheckpointRefused(Exception):
+    """A changelog record the broker will not take: the batch cannot be acknowledged (Worker.handle exits)."""
 
 
 class LogWatch:
@@ -561,6 +599,16 @@ class LogWatch:
         self.log_checked: Callable[[Sequence[int]], None] = lambda partitions: None
         self.on_log_lost: Callable[[dict[int, tuple[int, int]]], Awaitable[None]] = lambda lost: asyncio.sleep(0)
         self.prepare: Callable[[Sequence[int]], Awaitable[None]] = lambda partitions: asyncio.sleep(0)
+        # Held while the consumer positions partitions: no batch runs meanwhile (Worker.handle holds it too), so a
+        # lost log is acted on between batches, never under one.
+        self.quiet = asyncio.Lock()
+        # Assignments and revocations the consumer saw, and their count when Faust last finished restoring the
+        # table (its on_rebalance_complete): partitions are positioned only from a whole table (see _position).
+        self.assignments = 0
+        self.recovered_at = -1
+
+    def recovered(self) -> None:
+        self.recovered_at = self.assignments
 
     async def fingerprints(self, topic: str, offsets: Mapping[int, int]) -> dict[int, int | None]:
         """The fingerprint of the record at each partition's offset, None where there is none: read with a
@@ -586,6 +634,31 @@ class LogWatch:
 FINGERPRINT_WAIT_MS = 3000
 
 
+def _key(tp: Any) -> tuple[str, int]:
+    """A partition as a plain tuple (aiokafka's and Faust's TopicPartition types are both about)."""
+    return tp.topic, tp.partition
+
+
+class BreakCountingThread(faust_kafka.AIOKafkaConsumerThread):
+    """Faust's consumer thread, counting the connections to the broker that broke (not those closed at shutdown
+    or for idling): a broker may have restarted behind one (see rewinding_consumer)."""
+
+    breaks = 0
+
+    def _create_consumer(self, loop: asyncio.AbstractEventLoop) -> Any:
+        consumer = super()._create_consumer(loop)
+        client = consumer._client
+        closed = client._on_connection_closed  # each connection calls back what this was when it was opened
+
+        def on_closed(conn: Any, reason: Any) -> None:
+            if reason not in (CloseReason.SHUTDOWN, CloseReason.IDLE_DROP):
+                self.breaks += 1
+            closed(conn, reason)
+
+        client._on_connection_closed = on_closed
+        return consumer
+
+
 def rewinding_consumer(topic: str, watch: LogWatch) -> type[faust_kafka.Consumer]:
     """Faust's Kafka consumer, made to position the partitions of ``topic`` from the checkpoint's point of view
     each time partitions are (re)assigned.
@@ -600,24 +673,111 @@ def rewinding_consumer(topic: str, watch: LogWatch) -> type[faust_kafka.Consumer
       generation and dropped undelivered by the rebalance were then never fetched again (the SIGKILL test lost
       311 records of a partition the killed worker had not reached). Such partitions are re-read from the
       beginning: the checkpoint's offsets skip what is already done.
+    - Nothing of ``topic`` reaches the worker before its partitions are positioned. Faust resumes fetching before
+      it seeks, and the consumer reads on from wherever it was meanwhile: after a broker came back empty that is
+      the old position, in the middle of the new log, and the worker counted those records before the check
+      found the log lost (later records then looked late: windows short of events, in a quarter of the broker
+      restart test's runs). Records fetched before a partition's last seek are dropped unseen (the seek reads
+      them again from where it decided), so dropping costs nothing and never leaves a hole.
+    - After a connection to the broker broke, nothing of ``topic`` reaches the worker before the logs were checked
+      again. A broker that restarts empty under a running worker is not noticed by the group for a second or so,
+      and meanwhile the consumer fetched on from its old position into the new log: records from the middle of
+      the new log moved the watermark on, and the new log's earlier records, read after the loss was found, were
+      then late. The check is the one an assignment makes (records fetched before it are dropped, as above).
     """
 
     class Consumer(faust_kafka.Consumer):
         _positioning: asyncio.Lock | None = None
+        # watch.assignments when the last full positioning began: records of ``topic`` pass only once a
+        # positioning has finished since the latest assignment.
+        _positioned_at = -1
+        # Broken connections counted by the consumer's thread when the logs were last checked, and when that was
+        # last logged (see _getmany).
+        _checked_breaks = 0
+        _warned_breaks = 0
+        # Seeks per (topic, partition), counted on the consumer's thread (where fetched records are handed out).
+        _seeks: dict[tuple[str, int], int]
+
+        async def on_partitions_revoked(self, revoked: set[Any]) -> None:
+            watch.assignments += 1
+            await super().on_partitions_revoked(revoked)
+
+        async def on_partitions_assigned(self, assigned: set[Any], generation_id: int = 0) -> None:
+            watch.assignments += 1
+            await super().on_partitions_assigned(assigned, generation_id)
+
+        async def _getmany(self, active_partitions: set[Any] | None, timeout: float) -> dict[Any, list[Any]]:
+            """Faust's fetch, less the records of ``topic`` fetched before their partition's last seek or while
+            its partitions wait for their positioning (see above)."""
+            thread = self._thread
+            consumer = thread._ensure_consumer()
+            seeks = self._seeks_made()
+
+            async def fetch() -> tuple[dict[Any, list[Any]], dict[tuple[str, int], int]]:
+                records = await thread._fetch_records(consumer, active_partitions, timeout=timeout,
+                                                      max_records=consumer._max_poll_records)  # fmt: skip
+                return records, dict(seeks)  # the seeks made when the records were handed out, on that thread
+
+            records, seen = await thread.call_thread(fetch)
+            breaks = self._breaks()
+            if breaks != self._checked_breaks and watch.recovered_at == watch.assignments:
+                # (during a rebalance the positioning that ends it checks the logs)
+                if breaks != self._warned_breaks:
+                    log.warning("a connection to the broker broke: checking the logs of %s before reading on", topic)
+                    self._warned_breaks = breaks
+                try:
+                    await self.perform_seek()
+                except (KafkaError, OSError, ServiceError) as exc:
+                    # the broker is not back yet (or has no topic yet): nothing is read until the check passes
+                    log.warning("checking the logs of %s failed (%r); trying again", topic, exc)
+                    return {tp: batch for tp, batch in records.items() if tp.topic != topic}
+            positioning = self._positioning is not None and self._positioning.locked()
+            unpositioned = positioning or self._positioned_at != watch.assignments
+            stale = [
+                tp for tp in records
+                if tp.topic == topic and (unpositioned or seen.get(_key(tp), 0) != seeks.get(_key(tp), 0))
+            ]  # fmt: skip
+            if not stale:
+                return records
+            log.info("dropped records of %s fetched before their positioning: %s", topic,
+                      {tp.partition: len(records[tp]) for tp in stale})  # fmt: skip
+            return {tp: batch for tp, batch in records.items() if tp not in stale}
+
+        def _seeks_made(self) -> dict[tuple[str, int], int]:
+            if not hasattr(self, "_seeks"):
+                self._seeks = {}
+            return self._seeks
+
+        def _new_consumer_thread(self) -> faust_kafka.AIOKafkaConsumerThread:
+            return BreakCountingThread(self, loop=self.loop, beacon=self.beacon)
 
         async def perform_seek(self) -> None:
             # Faust seeks from the recovery and from getmany, which can overlap: one positioning at a time, so a
             # lost log is acted on once and the second sees the state the first left.
             if self._positioning is None:
                 self._positioning = asyncio.Lock()
-            async with self._positioning:
-                await self._position()
+            async with self._positioning, watch.quiet:
+                began, breaks = watch.assignments, self._breaks()
+                if await self._position():
+                    self._positioned_at, self._checked_breaks = began, breaks
 
-        async def _position(self) -> None:
+        def _breaks(self) -> int:
+            thread = self._thread
+            return thread.breaks if isinstance(thread, BreakCountingThread) else 0
+
+        async def _position(self) -> bool:
+            """Seek the partitions of ``topic`` from the checkpoint's point of view; False when it must wait."""
             await super().perform_seek()
+            if watch.recovered_at != watch.assignments:
+                # Faust also seeks while it is still restoring the table (from getmany, when it finds the flow
+                # stopped by a rebalance). A state restored from a table half read back was kept and used: a
+                # partition taken over then had buckets of an older batch under the watermark of a newer one (events
+                # of the batches between were missing from its windows: the 2-worker mismatch). The positioning is
+                # left to the seek Faust makes once the table is whole (Recovery.on_recovery_completed).
+                return False
             mine = sorted(tp for tp in self.assignment() if tp.topic == topic)
             if not mine:
-                return
+                return True
             await watch.prepare([tp.partition for tp in mine])
             ends = await self.highwaters(*mine)
             lost: dict[int, tuple[int, int]] = {}
@@ -659,13 +819,15 @@ def rewinding_consumer(topic: str, watch: LogWatch) -> type[faust_kafka.Consumer
                     log.error("partition %d of %s: committed offset %d is past the checkpoint (%d done); reading "
                               "from %d", tp.partition, topic, committed, done_offset, done_offset + 1)  # fmt: skip
                     self._committed_offset[tp] = done_offset + 1
-                    await self.seek_in_thread(tp, done_offset + 1)
             never_committed = sorted(tp for tp in mine if not self._committed_offset.get(tp))
             if never_committed:
                 log.info("partitions %s of %s have no committed offset: reading them from the beginning",
                          [tp.partition for tp in never_committed], topic)  # fmt: skip
-                for tp in never_committed:
-                    await self.seek_in_thread(tp, 0)
+            # Every partition is sought last, also those already at their committed offset: what was fetched before
+            # is dropped (_getmany), and is read again from here.
+            for tp in mine:
+                await self.seek_in_thread(tp, self._committed_offset.get(tp) or 0)
+            return True
 
         async def seek_to_committed(self) -> Mapping[Any, int | None]:
             """Seek each assigned partition to its committed offset, skipping a partition revoked meanwhile.
@@ -694,7 +856,14 @@ def rewinding_consumer(topic: str, watch: LogWatch) -> type[faust_kafka.Consumer
             aiokafka is not thread-safe (a seek during a fetch crashed the fetcher with a KeyError). This runs it
             on the consumer's thread, then sets Faust's read offset as its own seek does."""
             thread = self._thread
-            await thread.call_thread(thread.seek, faust_kafka.ensure_aiokafka_TP(tp), offset)
+            seeks = self._seeks_made()
+            key = _key(tp)
+
+            def seek() -> None:
+                thread.seek(faust_kafka.ensure_aiokafka_TP(tp), offset)
+                seeks[key] = seeks.get(key, 0) + 1
+
+            await thread.call_thread(seek)
             self._read_offset[TP(tp.topic, tp.partition)] = offset if offset else None
 
         async def _add_gap(self, tp: Any, offset_from: int, offset_to: int) -> None:
@@ -776,11 +945,16 @@ def create_app(
     watch.log_checked = worker.log_checked
     watch.on_log_lost = worker.on_log_lost
     watch.prepare = worker.prepare
+    watch.quiet = worker.quiet
 
     @app.agent(events_topic, name="risk-index")
     async def risk_index_agent(stream: faust.StreamT) -> None:
         async for batch in stream.take_events(settings.batch_max_events, within=settings.batch_within_seconds):
             await worker.handle(batch)
+
+    @app.on_rebalance_complete.connect
+    async def on_recovered(app: faust.App, **_: Any) -> None:
+        watch.recovered()
 
     @app.on_partitions_revoked.connect
     async def on_revoked(app: faust.App, revoked: set[Any], **_: Any) -> None:

@@ -25,36 +25,40 @@ from pingan.store import events, log_losses
 from pingan.store.client import Executor
 from pingan.store.log_losses import LogLoss
 from pingan.streams.pipeline import PipelineConfig
-from pingan.streams.rebuild import StoredEvent, rebuild_state, replay_span_seconds
+from pingan.streams.rebuild import StoredEvent, newest_event_floors, rebuild_state, replay_span_seconds
 from pingan.streams.windows import PartitionState, WindowSpec
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-# How far back the rebuild looks for a partition's newest stored event (the days ClickHouse reads): state
-# whose events are all older than this is not rebuilt (its windows closed long ago).
-REBUILD_LOOKBACK = timedelta(days=2)
 
 
 class LogLossKeeper:
     """Records lost logs in ClickHouse and rebuilds lost partition state from the stored events.
 
     ``storage`` runs a function with a ClickHouse client on the worker's storage thread, retried while
-    ClickHouse is away (StorageWriter.call)."""
+    ClickHouse is away (StorageWriter.call). ``history`` is how far back the baselines learn from
+    (``baseline_history_weeks``): the oldest newest-event a rebuild looks for (rebuild.newest_event_floors)."""
 
     def __init__(
         self, worker: str, topic: str, spec: WindowSpec, pipeline: PipelineConfig,
-        storage: Callable[[Callable[[Executor], Any]], Awaitable[Any]], clock: Clock,
+        storage: Callable[[Callable[[Executor], Any]], Awaitable[Any]], clock: Clock, history: timedelta,
     ) -> None:  # fmt: skip
         self.worker, self.topic, self.spec, self.pipeline = worker, topic, spec, pipeline
         self._storage = storage
         self._clock = clock
+        self._history = history
         self.rebuilt_partitions = 0
 
     async def _stored_state(self, partition: int) -> tuple[PartitionState, int]:
         """The partition's state replayed from ClickHouse, and how many events that took (0: none stored)."""
-        floor = self._clock.now() - REBUILD_LOOKBACK
         span = replay_span_seconds(self.spec)
-        rows = await self._storage(lambda c: events.open_window_events(c, partition, span_seconds=span, floor=floor))
+        rows: list[Any] = []
+        for floor in newest_event_floors(self.spec, self._clock.now(), self._history):
+            rows = await self._storage(
+                lambda c, floor=floor: events.open_window_events(c, partition, span_seconds=span, floor=floor)
+            )
+            if rows:
+                break
         state = rebuild_state((StoredEvent(*row) for row in rows), self.spec, self.pipeline)
         if rows:
             self.rebuilt_partitions += 1

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from pingan.streams.pipeline import BatchResult, PipelineConfig, _end_steps_before, _provisional, _window_rows
 from pingan.streams.windows import PartitionState, WindowSpec
@@ -38,6 +39,23 @@ def replay_span_seconds(spec: WindowSpec) -> int:
     """How far before the newest stored event the replay must start: the oldest bucket a window still open at
     that watermark (or held by hysteresis) can read (the same span ``WindowSpec.is_expired`` keeps)."""
     return spec.kept_seconds
+
+
+def newest_event_floors(spec: WindowSpec, now: datetime, history: timedelta) -> tuple[datetime, ...]:
+    """Where to look for a partition's newest stored event, nearest first (each is a bound ClickHouse prunes
+    the days before; the next is tried only when nothing is found after one):
+
+    1. the oldest bucket the window state keeps at a watermark of now (``spec.kept_seconds`` before the clock):
+       where a partition whose feed keeps up has its newest event;
+    2. the start of the baseline history (``baseline_history_weeks``): a feed far behind the clock, or a
+       partition that went quiet, still has state at the watermark it stopped at. Events older than the history
+       the baselines are learned from are not looked for: such state is not rebuilt.
+
+    The replay itself then reaches ``replay_span_seconds`` back from the newest event, whichever floor found it.
+    """
+    kept = now - timedelta(seconds=spec.kept_seconds)
+    oldest = now - history
+    return (kept, oldest) if oldest < kept else (kept,)
 
 
 def rebuild_state(rows: Iterable[StoredEvent], spec: WindowSpec, config: PipelineConfig) -> PartitionState:

@@ -268,9 +268,7 @@ class PartitionState:
     # read at every step while only its last bucket changes), dropped by an event in any of them ...
     _earlier: dict[str, dict[int, dict[CountKey, int]]] = field(default_factory=dict, repr=False, compare=False)
     # ... and for the baseline's expectation per (grid, window end, source), which no event changes.
-    _expected: dict[tuple[str, int, str], tuple[float, float]] = field(
-        default_factory=dict, repr=False, compare=False
-    )
+    _expected: dict[tuple[str, int, str], tuple[float, float]] = field(default_factory=dict, repr=False, compare=False)
     # The index config and baseline the memos above were computed with.
     _memo_for: tuple[object, object] | None = field(default=None, repr=False, compare=False)
     # Buckets starting at or before this were dropped by the last expire(): until the threshold moves, nothing
@@ -608,7 +606,7 @@ class PartitionState:
         yield "wm", orjson.dumps(
             [self.watermark_ms, self.scored_ms, self.done_offset, sorted(self.pending), sorted(self.provisional),
              self.done_fingerprint]
-        )
+        )  # fmt: skip
         for grid_id, start, record_version in self.expired:
             if record_version >= 0:
                 yield f"b|{grid_id}|{start}|{record_version}", None

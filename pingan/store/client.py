@@ -33,6 +33,7 @@ def classified(exc: BaseException, what: str) -> StorageError:
         return StorageRejected(message)
     return StorageUnavailable(message)
 
+
 T = TypeVar("T")
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")

@@ -76,7 +76,8 @@ def open_window_events(
     """The on-time events of one input partition that windows still open at its newest stored event can read:
     (event_id, grid_id, source, type, severity, event time in ms), each event once, oldest first. What the
     worker replays when a partition's window state was lost (pingan.streams.rebuild). ``floor`` bounds the search for
-    the newest event (ClickHouse prunes the days before it); ``span_seconds`` reaches back from it."""
+    the newest event (ClickHouse prunes the days before it); ``span_seconds`` reaches back from it, past the floor
+    if need be (the state keeps what its windows read, however far that is)."""
     params = {"partition": partition, "floor": floor}
     newest = executor.query(
         "SELECT toUInt32(max(event_time)) FROM events "
@@ -93,7 +94,7 @@ def open_window_events(
         ORDER BY ms, event_id
         LIMIT 1 BY event_id
         """,
-        {**params, "since": max(int(newest) - span_seconds, int(floor.timestamp()))},
+        {**params, "since": int(newest) - span_seconds},
     )
     return [(event_id, grid_id, source, kind, int(severity), int(ms)) for event_id, grid_id, source, kind, severity, ms
             in rows]  # fmt: skip

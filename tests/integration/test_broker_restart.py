@@ -11,18 +11,17 @@ Two losses, one test (each broker restart costs seconds):
    from ClickHouse ("clickhouse").
 A reference worker reads all the events in one undisturbed log into a database of its own meanwhile.
 
-At the end, on the same services: SIGTERM stops a worker within 5 s while it is joining the group (a
-rebalance) and while the broker is gone (fetches, heartbeats and commits failing). A graceful stop that would
-take longer is cut short by pingan.streams.stopping.PromptWorker, which loses nothing. Waiting out ClickHouse is in
-test_clickhouse_restart.py.
+On the way, on the same services: SIGTERM stops a healthy worker gracefully (its stop deadline does not fire),
+and stops a worker within 5 s while it is joining the group (a rebalance) and while the broker is gone (fetches,
+heartbeats and commits failing). A graceful stop that would take longer is cut short by
+pingan.streams.stopping.PromptWorker, which loses nothing. Waiting out ClickHouse is in test_clickhouse_restart.py,
+changelog recovery in test_stopping.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import signal
-import subprocess
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -31,6 +30,9 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import UnknownError
 from prometheus_client.parser import text_string_to_metric_families
 
 from pingan import services
@@ -39,7 +41,7 @@ from pingan.grids import GridRegistry
 from pingan.settings import Settings
 from pingan.store.client import connect
 from pingan.store.migrate import prepare_database
-from pingan.topics import ensure_topics
+from pingan.topics import ensure_topics, recreate_changelog
 from tests.support.events import call110
 from tests.support.kafka import produce
 from tests.support.multi_worker import differences, results
@@ -84,18 +86,6 @@ def _stored_within(settings: Settings, expected: int, worker: ChildProcess, what
         raise AssertionError(f"{exc}; stored per partition (events, first, last offset): {_by_partition(settings)}"
                              f"\n{worker.log_tail(30)}") from None  # fmt: skip
     return time.monotonic() - started
-
-
-def _stop_seconds(child: ChildProcess) -> float:
-    """SIGTERM, and the seconds until the process is gone (fails past STOP_WITHIN_S)."""
-    assert child.process is not None and child.alive, child.log_tail()
-    began = time.monotonic()
-    child.process.send_signal(signal.SIGTERM)
-    try:
-        child.process.wait(timeout=STOP_WITHIN_S)
-    except subprocess.TimeoutExpired:
-        raise AssertionError(f"SIGTERM: still running after {STOP_WITHIN_S:.0f}s\n{child.log_tail()}") from None
-    return time.monotonic() - began
 
 
 class Api:
@@ -201,7 +191,9 @@ async def test_a_broker_that_comes_back_empty_loses_no_later_event_and_the_map_i
         first_partitions = {loss["partition"] for loss in lost}
 
         # 2. The broker restarts while the worker is down: a new worker finds nothing on the broker to tell.
-        workers[0].stop()
+        # (A healthy worker stops gracefully: its stop deadline does not fire.)
+        healthy = workers[0].stop_seconds(STOP_WITHIN_S)
+        assert "did not stop within" not in workers[0].log_path.read_text(errors="replace"), workers[0].log_tail()
         services.down(mine)
         services.up(mine)
         await ensure_topics(mine)
@@ -254,13 +246,66 @@ async def test_a_broker_that_comes_back_empty_loses_no_later_event_and_the_map_i
         workers.append(joiner.start())
         wait_for(lambda: "(Re-)joining group" in joiner.log_tail(200), timeout=60, what="the new member joining")
         assert "Successfully synced group" not in joiner.log_tail(200), "joined already: no rebalance to stop in"
-        rebalancing = _stop_seconds(joiner)
+        rebalancing = joiner.stop_seconds(STOP_WITHIN_S)
         # SIGTERM with the broker gone.
         services.down(mine)
         wait_for(lambda: "Connect call failed" in workers[1].log_tail(50), timeout=30, what="the worker missing it")
-        broker_gone = _stop_seconds(workers[1])
-        log.info("SIGTERM to exit: rebalancing %.1fs, broker gone %.1fs", rebalancing, broker_gone)
+        broker_gone = workers[1].stop_seconds(STOP_WITHIN_S)
+        log.info("SIGTERM to exit: healthy %.1fs, rebalancing %.1fs, broker gone %.1fs", healthy, rebalancing,
+                 broker_gone)  # fmt: skip
     finally:
         for worker_process in workers:
             worker_process.stop()
         services.down(mine)
+
+
+async def _send_all(producer: AIOKafkaProducer, topic: str, values: list[bytes]) -> list[int | str]:
+    """Each value's offset, or the name of the error the broker answered."""
+    sent: list[int | str] = []
+    for value in values:
+        try:
+            sent.append((await (await producer.send(topic, value, partition=0))).offset)
+        except UnknownError as exc:
+            sent.append(type(exc).__name__)
+    return sent
+
+
+async def _log(settings: Settings, topic: str) -> list[bytes | None]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tp = TopicPartition(topic, 0)
+        consumer.assign([tp])
+        consumer.seek(tp, 0)
+        return [record.value for record in (await consumer.getmany(tp, timeout_ms=2000)).get(tp, [])]
+    finally:
+        await consumer.stop()
+
+
+async def test_a_changelog_created_again_holds_none_of_the_records_sent_to_it_before(settings: Settings) -> None:
+    """Tansu takes records for a topic it does not have (a producer whose metadata still lists the topic of a
+    broker that came back empty sends them). Creating the topic then restarts its offsets without removing them:
+    the next writes collide with them (UNKNOWN_SERVER_ERROR) and the log mixes them with the new records.
+    recreate_changelog deletes the changelog on the local broker, which removes them."""
+    name = f"{settings.topic_prefix}w-window-state-changelog"
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    await admin.start()
+    await producer.start()
+    try:
+        for topic in (name, f"{name}-plain"):  # the changelog, and a topic created the plain way
+            await admin.create_topics([NewTopic(topic, settings.topic_partitions, 1)])
+            await (await producer.send(topic, b"known", partition=0))  # the producer's metadata has it now
+            await admin.delete_topics([topic])  # what the broker's restart does
+            assert await _send_all(producer, topic, [b"stray-0", b"stray-1", b"stray-2"]) == [0, 1, 2]
+        await admin.create_topics([NewTopic(f"{name}-plain", settings.topic_partitions, 1)])
+        plain = await _send_all(producer, f"{name}-plain", [b"new-0", b"new-1", b"new-2", b"new-3"])
+        assert plain == ["UnknownError"] * 3 + [3], "Tansu no longer keeps such records: the changelog can stay"
+        assert await _log(settings, f"{name}-plain") == [b"stray-0", b"stray-1", b"stray-2", b"new-3"]
+
+        await recreate_changelog(settings, name)
+        assert await _send_all(producer, name, [b"new-0", b"new-1", b"new-2", b"new-3"]) == [0, 1, 2, 3]
+        assert await _log(settings, name) == [b"new-0", b"new-1", b"new-2", b"new-3"]
+    finally:
+        await producer.stop()
+        await admin.close()

@@ -182,15 +182,23 @@ def run_store_reads(executor: Executor) -> dict[str, Any]:
         "dead_letters.count_by_kind": dead_letters.count_by_kind(executor),
         "dead_letters.recent.tailer": dead_letters.recent(executor, source="tailer"),
         "dead_letters.recent.filtered": dead_letters.recent(
-            executor, feed="electrical_fire", kind="unknown_place", since=T0 - timedelta(hours=3), until=T0,
+            executor,
+            feed="electrical_fire",
+            kind="unknown_place",
+            since=T0 - timedelta(hours=3),
+            until=T0,
             replayed=False,
         ),
         "dead_letters.recent.replayed": dead_letters.recent(executor, replayed=True),
         "dead_letters.find": dead_letters.find(executor, "http:cad/r1", 0, 3),
         "dead_letters.find.none": dead_letters.find(executor, "http:cad/r1", 0, 4),
         "dead_letters.existing_origins": dead_letters.existing_origins(
-            executor, [*FILE_LETTERS, dead_letters.DeadLetter("t.events", 1, 3, NOW, "k", "", "r", b""),
-                       dead_letters.DeadLetter("t.events", 1, 77, NOW, "k", "", "r", b"")]
+            executor,
+            [
+                *FILE_LETTERS,
+                dead_letters.DeadLetter("t.events", 1, 3, NOW, "k", "", "r", b""),
+                dead_letters.DeadLetter("t.events", 1, 77, NOW, "k", "", "r", b""),
+            ],
         ),
         "dead_letters.count_by_feed_and_kind": dead_letters.count_by_feed_and_kind(executor),
         "events.count_by_source": events.count_by_source(executor),

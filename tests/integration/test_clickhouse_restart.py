@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import time
+import logging
 from datetime import UTC, datetime, timedelta
 
 import orjson
@@ -20,6 +20,7 @@ from tests.support.kafka import produce
 from tests.support.processes import ChildProcess, wait_for
 
 pytestmark = pytest.mark.integration
+log = logging.getLogger(__name__)
 
 PER_PHASE = 3000
 
@@ -88,10 +89,8 @@ async def test_a_clickhouse_restart_loses_nothing(settings: Settings, tmp_path) 
         failures = worker.log_tail(400).count("ClickHouse insert failed")
         wait_for(lambda: worker.log_tail(400).count("ClickHouse insert failed") > failures, timeout=30,
                  what="the worker to retry again")  # fmt: skip
-        began = time.monotonic()
-        worker.stop()
-        assert worker.process is not None and worker.process.returncode is not None
-        assert time.monotonic() - began < 10, f"SIGTERM took {time.monotonic() - began:.1f}s while retrying"
+        # within the 5 s the worker promises in every state (pingan.streams.stopping)
+        log.info("SIGTERM to exit while waiting out ClickHouse: %.1fs", worker.stop_seconds(5.0))
     finally:
         if worker is not None:
             worker.stop()

@@ -60,6 +60,14 @@ def test_open_window_events_are_the_partitions_on_time_events_within_the_span(en
     assert events.open_window_events(engine, 1, span_seconds=3600, floor=NOW) == []  # all before the floor
 
 
+def test_the_span_reaches_back_from_the_newest_event_past_the_floor(engine: Executor) -> None:
+    # A window longer than the floor's reach: the floor only bounds the search for the newest event.
+    newest = NOW - timedelta(hours=1)
+    events.insert(engine, [_row("early", "G1", newest - timedelta(days=3)), _row("last", "G1", newest)])
+    rows = events.open_window_events(engine, 1, span_seconds=4 * 86_400, floor=NOW - timedelta(days=1))
+    assert [row[0] for row in rows] == ["early", "last"]
+
+
 def test_log_losses_keep_the_latest_version_of_each_detection(engine: Executor) -> None:
     first = LogLoss(NOW - timedelta(hours=1), "w", "t.events", 0, log_losses.LOG_LOST, 7000, 812)
     second = LogLoss(NOW, "w", "t.events", 1, log_losses.STATE_LOST, -1, -1)

@@ -74,6 +74,7 @@ async def test_poison_records_are_dead_lettered_and_never_stall_the_worker(pipel
 
     executor = connect(settings)
     try:
+
         def stored() -> list[tuple]:
             assert worker.alive, worker.log_tail()
             try:

@@ -95,6 +95,17 @@ class ChildProcess:
             self.process.kill()
             self.process.wait(timeout=10)
 
+    def stop_seconds(self, within: float) -> float:
+        """SIGTERM, and the seconds until the process is gone (fails past ``within``)."""
+        assert self.process is not None and self.alive, self.log_tail()
+        began = time.monotonic()
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=within)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"SIGTERM: still running after {within:.0f}s\n{self.log_tail()}") from None
+        return time.monotonic() - began
+
     def log_tail(self, lines: int = 40) -> str:
         text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
         return "\n".join(text.splitlines()[-lines:])

@@ -10,7 +10,7 @@ import orjson
 from pingan.index.scoring import load_config
 from pingan.settings import Settings
 from pingan.streams.pipeline import BatchResult, PipelineConfig, Record, process_batch
-from pingan.streams.rebuild import StoredEvent, rebuild_state, replay_span_seconds
+from pingan.streams.rebuild import StoredEvent, newest_event_floors, rebuild_state, replay_span_seconds
 from pingan.streams.windows import PartitionState, WindowSpec
 from tests.unit.test_pipeline import GRIDS, call, ms
 
@@ -54,6 +54,17 @@ def _counts(state: PartitionState) -> dict[str, dict[int, dict]]:
 def test_the_replay_span_is_what_an_open_or_held_window_can_read() -> None:
     assert replay_span_seconds(WindowSpec(300, 3600, 120, 3, 10)) == 3600 + 120 + 3 * 300
     assert replay_span_seconds(WindowSpec(60, 600, 0, 0, 10)) == 600
+
+
+def test_the_newest_event_is_looked_for_since_the_oldest_kept_bucket_then_over_the_baseline_history() -> None:
+    # The demo's settings: an hour's window, 120 s lateness, two held windows; four weeks of baseline history.
+    kept = 3600 + 120 + INDEX.quiet_windows * 300
+    assert SPEC.kept_seconds == kept
+    floors = newest_event_floors(SPEC, NOW, timedelta(weeks=4))
+    assert floors == (NOW - timedelta(seconds=kept), NOW - timedelta(weeks=4))
+    # A window longer than the history (a three-day hopping window): the kept span alone, never cut short.
+    long = WindowSpec(3600, 3 * 86_400, 600, 2, 60)
+    assert newest_event_floors(long, NOW, timedelta(days=2)) == (NOW - timedelta(seconds=3 * 86_400 + 600 + 7200),)
 
 
 def test_stored_events_become_buckets_of_a_state_that_starts_the_new_log() -> None:

@@ -26,6 +26,7 @@ class FakeAdmin:
     script: ClassVar[list[dict[str, int]]] = []
     partitions: ClassVar[dict[str, int]] = {}
     calls: ClassVar[list[list[NewTopic]]] = []
+    deleted: ClassVar[list[list[str]]] = []
     closed: ClassVar[bool] = False
 
     def __init__(self, **kwargs: Any) -> None:
@@ -42,13 +43,16 @@ class FakeAdmin:
         answers = FakeAdmin.script.pop(0)
         return FakeResponse([(t.name, answers.get(t.name, 0), None) for t in new_topics])
 
+    async def delete_topics(self, names: list[str]) -> None:
+        FakeAdmin.deleted.append(names)
+
     async def describe_topics(self, names: list[str]) -> list[dict[str, Any]]:
         return [{"topic": n, "partitions": [{}] * FakeAdmin.partitions.get(n, 6)} for n in names]
 
 
 @pytest.fixture(autouse=True)
 def fake_admin(monkeypatch: pytest.MonkeyPatch) -> None:
-    FakeAdmin.script, FakeAdmin.partitions, FakeAdmin.calls = [], {}, []
+    FakeAdmin.script, FakeAdmin.partitions, FakeAdmin.calls, FakeAdmin.deleted = [], {}, [], []
     monkeypatch.setattr(topics, "AIOKafkaAdminClient", FakeAdmin)
 
 
@@ -91,3 +95,31 @@ async def test_other_errors_are_service_errors() -> None:
     with pytest.raises(ServiceError, match=r"unit\.events.*error 29"):
         await topics.ensure_topics(SETTINGS)
     assert FakeAdmin.closed
+
+
+LOCAL = SETTINGS.model_copy(update={"kafka_managed": True})
+EXTERNAL = SETTINGS.model_copy(update={"kafka_managed": False})
+
+
+async def test_the_changelog_is_created_deleted_and_created_again_on_the_local_broker() -> None:
+    # Tansu deletes only a topic it knows, and keeps records sent to one before it existed: create, delete, create.
+    FakeAdmin.script = [{"w-window-state-changelog": 36}, {}]
+    await topics.recreate_changelog(LOCAL, "w-window-state-changelog")
+    assert [[t.name for t in call] for call in FakeAdmin.calls] == [["w-window-state-changelog"]] * 2
+    assert FakeAdmin.deleted == [["w-window-state-changelog"]]
+    assert {(t.num_partitions, t.replication_factor) for call in FakeAdmin.calls for t in call} == {(6, 3)}
+    assert all(t.topic_configs == {"cleanup.policy": "compact"} for call in FakeAdmin.calls for t in call)
+    assert FakeAdmin.closed
+
+
+async def test_on_an_external_broker_the_changelog_is_only_created_if_missing() -> None:
+    FakeAdmin.script = [{"w-window-state-changelog": 36}]
+    await topics.recreate_changelog(EXTERNAL, "w-window-state-changelog")
+    assert len(FakeAdmin.calls) == 1 and FakeAdmin.deleted == []
+    FakeAdmin.script = [{"w-window-state-changelog": 36}]
+    FakeAdmin.partitions = {"w-window-state-changelog": 4}
+    with pytest.raises(ConfigError, match="has 4 partitions"):
+        await topics.recreate_changelog(EXTERNAL, "w-window-state-changelog")
+    FakeAdmin.script = [{"w-window-state-changelog": 29}]
+    with pytest.raises(ServiceError, match="error 29"):
+        await topics.recreate_changelog(EXTERNAL, "w-window-state-changelog")
