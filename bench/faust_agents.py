@@ -41,35 +41,12 @@ import orjson
 from bench.workload import is_unreadable
 from pingan.schemas.batch import is_batch
 from pingan.settings import Settings
+from pingan.streams.app import faust_app
 from pingan.streams.stopping import PromptWorker
 from tests.support.processes import ChildProcess, wait_for
 
 TAKE_EVENTS = 5000
 TAKE_WITHIN_S = 0.5
-
-
-def make_app(settings: Settings, app_id: str) -> faust.App:
-    """A Faust app on the bench's broker (memory store, Faust's default), configured like the worker's
-    (streams/app.py, create_app) where it matters for speed or start-up."""
-    return faust.App(
-        app_id,
-        broker=[f"kafka://{hostport}" for hostport in settings.kafka_bootstrap.split(",")],
-        datadir=str(settings.data_dir / "faust" / app_id),
-        topic_partitions=settings.topic_partitions,  # the table's changelog: as many as the events topic
-        consumer_auto_offset_reset="earliest",
-        # The worker's group and recovery timings: Faust's defaults add half a minute of start-up on Tansu.
-        broker_session_timeout=6.0,
-        broker_heartbeat_interval=1.0,
-        stream_recovery_delay=0.0,
-        stream_buffer_maxsize=max(TAKE_EVENTS * 2, 4096),
-        web_enabled=False,
-        # On Tansu, Faust's check of a changelog's highwater misfires (streams/app.py says why).
-        recovery_consistency_check=False,
-        # The worker's producer batching: Faust's 16 KB default makes the changelog a produce round trip per
-        # few updates, which would measure the batch size rather than the table.
-        producer_max_batch_size=1024 * 1024,
-        producer_linger=0.005,
-    )
 
 
 def events_in(value: bytes) -> Iterator[Any]:
@@ -152,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = Settings()
     (settings.data_dir / "faust" / args.app_id).mkdir(parents=True, exist_ok=True)  # Faust makes only the last
-    app = make_app(settings, args.app_id)
+    app = faust_app(settings, args.app_id, stream_buffer=TAKE_EVENTS * 2)  # the worker's Faust options
     topic = app.topic(settings.topic_events, key_type=bytes, value_type=bytes, key_serializer="raw",
                       value_serializer="raw", partitions=settings.topic_partitions)  # fmt: skip
     progress = Progress(args.expected, args.result)

@@ -881,21 +881,14 @@ def rewinding_consumer(topic: str, watch: LogWatch) -> type[faust_kafka.Consumer
     return Consumer
 
 
-def create_app(
-    settings: Settings,
-    grids: GridRegistry,
-    index: IndexConfig,
-    *,
-    clock: Clock | None = None,
-    baseline: BaselineModel | None = None,
-    rules: FeedRules | None = None,
-) -> tuple[faust.App, Worker]:
-    """The Faust app and its worker; nothing connects until the app starts."""
-    app = faust.App(
-        settings.worker_id,
+def faust_app(settings: Settings, app_id: str, *, stream_buffer: int) -> faust.App:
+    """A Faust app on the settings' broker with the worker's options (the benches' Faust agents use it too, so
+    they measure Faust as the worker runs it)."""
+    return faust.App(
+        app_id,
         broker=[f"kafka://{hostport}" for hostport in settings.kafka_bootstrap.split(",")],
         store="memory://",
-        datadir=str(settings.data_dir / "faust" / settings.worker_id),
+        datadir=str(settings.data_dir / "faust" / app_id),
         topic_partitions=settings.topic_partitions,
         topic_replication_factor=settings.topic_replication,
         consumer_auto_offset_reset="earliest",
@@ -904,7 +897,7 @@ def create_app(
         # to ready); heartbeats run on the consumer's own thread, so a busy batch does not miss them.
         broker_session_timeout=6.0,
         broker_heartbeat_interval=1.0,
-        stream_buffer_maxsize=max(settings.batch_max_events * 2, 4096),
+        stream_buffer_maxsize=max(stream_buffer, 4096),
         web_enabled=False,
         # Faust waits 3 s after each rebalance by default; nothing here needs that pause.
         stream_recovery_delay=0.0,
@@ -918,6 +911,19 @@ def create_app(
         producer_max_batch_size=1024 * 1024,
         producer_linger=0.005,
     )
+
+
+def create_app(
+    settings: Settings,
+    grids: GridRegistry,
+    index: IndexConfig,
+    *,
+    clock: Clock | None = None,
+    baseline: BaselineModel | None = None,
+    rules: FeedRules | None = None,
+) -> tuple[faust.App, Worker]:
+    """The Faust app and its worker; nothing connects until the app starts."""
+    app = faust_app(settings, settings.worker_id, stream_buffer=settings.batch_max_events * 2)
     watch = LogWatch(settings.kafka_bootstrap)
     app.transport.Consumer = rewinding_consumer(settings.topic_events, watch)
     events_topic = app.topic(
