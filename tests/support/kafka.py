@@ -14,13 +14,8 @@ from pingan.settings import Settings
 
 
 async def produce(settings: Settings, topic: str, messages: list[tuple[bytes | None, bytes]]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=5)
-    await producer.start()
-    try:
-        pending = [await producer.send(topic, value, key=key) for key, value in messages]
-        await asyncio.gather(*pending)
-    finally:
-        await producer.stop()
+    """Write ``(key, value)`` messages in order, each to its key's partition."""
+    await produce_records(settings, topic, [(key, None, value) for key, value in messages])
 
 
 def mixed_records(
