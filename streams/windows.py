@@ -265,10 +265,9 @@ class PartitionState:
     # was read from; when buckets expire, those of windows no judgement reads any more go too.
     _assessed: dict[str, dict[int, Assessment]] = field(default_factory=dict, repr=False, compare=False)
     # The same memo for the summed counts of a window's buckets before its last (the live window is
-    # read at every step while only its last bucket changes), dropped by an event in any of them ...
+    # read at every step while only its last bucket changes), dropped by an event in any of them. (What the
+    # baseline expects of a window is remembered by the baseline itself.)
     _earlier: dict[str, dict[int, dict[CountKey, int]]] = field(default_factory=dict, repr=False, compare=False)
-    # ... and for the baseline's expectation per (grid, window end, source), which no event changes.
-    _expected: dict[tuple[str, int, str], tuple[float, float]] = field(default_factory=dict, repr=False, compare=False)
     # The index config and baseline the memos above were computed with.
     _memo_for: tuple[object, object] | None = field(default=None, repr=False, compare=False)
     # Buckets starting at or before this were dropped by the last expire(): until the threshold moves, nothing
@@ -366,15 +365,10 @@ class PartitionState:
         """What the baseline expects of each source in the hopping window ending with the given bucket."""
         starts = self.spec.hop_buckets(end_bucket_start)
         size = self.spec.bucket_seconds
-        expected = self._expected
-        found: dict[str, tuple[float, float]] = {}
-        for source in sources:
-            key = (grid_id, end_bucket_start, source)
-            value = expected.get(key)
-            if value is None:
-                value = expected[key] = (baseline.expected(grid_id, source, starts, size), baseline.unit_weight(source))
-            found[source] = value
-        return found
+        return {
+            source: (baseline.expected(grid_id, source, starts, size), baseline.unit_weight(source))
+            for source in sources
+        }
 
     def assess_hop(
         self, grid_id: str, end_bucket_start: int, config: IndexConfig, baseline: BaselineModel | None = None
@@ -495,7 +489,6 @@ class PartitionState:
                     del ends[end]
                 if not ends:
                     del memo[grid_id]
-        self._expected = {key: value for key, value in self._expected.items() if key[1] >= oldest}
 
     def score_with(self, config: IndexConfig, baseline: BaselineModel | None) -> None:
         """Keep the memoised assessments if they were made with this config and baseline, else drop them."""
@@ -507,7 +500,6 @@ class PartitionState:
         """Drop memoised window assessments (they are only valid for the counts they were read from)."""
         self._assessed.clear()
         self._earlier.clear()
-        self._expected.clear()
 
     # --- checkpoint records (key, value or None for a deletion) ----------------------------------------
     def restore(self, records: Iterable[tuple[str, bytes]]) -> None:
