@@ -399,9 +399,14 @@ class Worker:
         return state
 
     async def handle(self, batch: Sequence[EventT]) -> None:
+        await self.handle_records([_to_record(event) for event in batch])
+
+    async def handle_records(self, records: Sequence[Record]) -> None:
+        """Process and write one batch of consumed records (any partitions, any order); return only when every
+        write is acknowledged, or exit the process without returning (its offsets must not be committed)."""
         try:
             async with self.quiet:
-                await self._handle(batch)
+                await self._handle(records)
         except Abandoned as exc:
             # Returning would acknowledge the batch. Its writes may be partial: the restarted worker replays it
             # from the checkpoint, exactly. Faust's own stop would wait for this batch forever.
@@ -416,10 +421,9 @@ class Worker:
             logging.shutdown()
             os._exit(70)
 
-    async def _handle(self, batch: Sequence[EventT]) -> None:
+    async def _handle(self, batch: Sequence[Record]) -> None:
         by_partition: dict[int, list[Record]] = defaultdict(list)
-        for event in batch:
-            record = _to_record(event)
+        for record in batch:
             by_partition[record.partition].append(record)
         for records in by_partition.values():
             records.sort(key=lambda r: r.offset)
