@@ -292,6 +292,10 @@ class StateStore:
         await recreate_changelog(settings, self.topic)
 
 
+# What the worker's log says at its first records (bench/worker_throughput.py times throughput from that line).
+FIRST_RECORDS = "taking records"
+
+
 class Worker:
     """Per-partition window state plus the writes of one batch."""
 
@@ -436,6 +440,11 @@ class Worker:
             await self._handle_round({p: c[round_] for p, c in chunks.items() if round_ < len(c)}, stopped)
 
     async def _handle_round(self, by_partition: Mapping[int, list[Record]], stopped: set[int]) -> None:
+        if not self.batches:
+            # Start-up (Faust, the group join, restoring the table) is over: what follows is throughput.
+            log.info(
+                "%s: first records taken %.1fs after the worker started", FIRST_RECORDS, time.monotonic() - self.started
+            )
         started = time.perf_counter()
         now = self.clock.now()
         results = []
