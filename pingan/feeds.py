@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import functools
 import hashlib
 import importlib
 import importlib.metadata
@@ -43,7 +44,7 @@ import io
 import re
 import unicodedata
 import zoneinfo
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -56,7 +57,7 @@ from pydantic import BaseModel
 from pingan.config_files import read_toml
 from pingan.errors import ConfigError, InvalidEvent
 from pingan.index.scoring import SourceConfig, parse_breakpoints
-from pingan.schemas.envelope import Event, parse_event
+from pingan.schemas.envelope import EnvelopeReader, Event, parse_event
 from pingan.schemas.payloads import SOURCE_PAYLOADS, DevicePayload
 
 if TYPE_CHECKING:
@@ -694,11 +695,12 @@ class FeedRules:
 
     def validate(self, raw: bytes, *, now: datetime) -> Event:
         """The event in ``raw``, or InvalidEvent with kind, field and reason."""
+        # (EnvelopeReader on one envelope measured no faster: the models' work, not the calls, is the cost.)
         event = parse_event(
             raw, now=now, max_bytes=self.max_bytes, max_future=self.max_future, payload_models=self.payload_models
         )
-        allowed = self.types.get(event.source)
-        if allowed and event.type not in allowed:
+        if not self._type_allowed(event):
+            allowed = self.types[event.source]
             raise InvalidEvent(
                 "unknown_type",
                 f"type {event.type!r} is not a type of feed {event.source} (its [feeds.{event.source}.types] "
@@ -706,6 +708,38 @@ class FeedRules:
                 "type",
             )
         return event
+
+    def validate_all(
+        self, raws: Sequence[bytes], documents: Sequence[Any], *, now: datetime
+    ) -> list[Event | InvalidEvent]:
+        """Per envelope, its event or why it is refused, as :meth:`validate` answers for each: ``raws`` are the
+        envelopes' bytes, ``documents`` the same decoded (an event batch record's, pingan.schemas.batch). The
+        envelopes are checked in one pass (EnvelopeReader), and only those it does not accept one at a time."""
+        fast = _reader(self.payload_models).events(documents, now=now, max_future=self.max_future)
+        out: list[Event | InvalidEvent] = []
+        for raw, event in zip(raws, fast, strict=True):
+            if event is not None and len(raw) <= self.max_bytes and self._type_allowed(event):
+                out.append(event)
+                continue
+            try:
+                out.append(self.validate(raw, now=now))
+            except InvalidEvent as exc:
+                out.append(exc)
+        return out
+
+    def _type_allowed(self, event: Event) -> bool:
+        allowed = self.types.get(event.source)
+        return not allowed or event.type in allowed
+
+
+@functools.lru_cache(maxsize=16)
+def _reader_of(models: tuple[tuple[str, type[BaseModel]], ...]) -> EnvelopeReader:
+    return EnvelopeReader(dict(models))
+
+
+def _reader(payload_models: Mapping[str, type[BaseModel]]) -> EnvelopeReader:
+    """One reader per set of payload models (building one costs a validator's compilation, ~0.1 s)."""
+    return _reader_of(tuple(sorted(payload_models.items())))
 
 
 # --- per-feed counts ---------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ worker fed one event per record at ~12k events/s on the project's machines (docs
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import orjson
 
@@ -42,6 +43,12 @@ def encode_batch(envelopes: Sequence[bytes]) -> bytes:
 
 def split_batch(value: bytes) -> list[bytes]:
     """The envelopes of a batch record, each encoded alone; InvalidEvent("bad_batch") if it is not one."""
+    return [orjson.dumps(document) for document in batch_documents(value)]
+
+
+def batch_documents(value: bytes) -> list[Any]:
+    """The envelopes of a batch record as decoded JSON (any JSON value: each is checked as an envelope later);
+    InvalidEvent("bad_batch") if it is not a batch record. ``orjson.dumps`` of one is its bytes alone."""
     if len(value) > MAX_BATCH_BYTES:
         raise InvalidEvent("oversize", f"batch record is {len(value)} bytes, the limit is {MAX_BATCH_BYTES}")
     try:
@@ -55,7 +62,7 @@ def split_batch(value: bytes) -> list[bytes]:
     if not isinstance(events, list) or not 0 < len(events) <= MAX_BATCH_EVENTS:
         count = len(events) if isinstance(events, list) else type(events).__name__
         raise InvalidEvent("bad_batch", f"a batch's events must be a list of 1 to {MAX_BATCH_EVENTS}, got {count}")
-    return [orjson.dumps(item) for item in events]
+    return events
 
 
 def records_to_send(

@@ -6,20 +6,22 @@ Producers in any language send JSON matching ``schemas/jsonschema/envelope.schem
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 import orjson
 from pydantic import (
     AwareDatetime,
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
     StringConstraints,
     TypeAdapter,
     ValidationError,
+    create_model,
 )
 from pydantic_core import ErrorDetails
 
@@ -206,13 +208,23 @@ def parse_event(
         envelope = _ENVELOPE.validate_python(document)
     except ValidationError as exc:
         raise _invalid_from(exc) from None
-    if envelope.location is None and envelope.grid_id is None:
-        raise InvalidEvent("missing_field", "an event needs a location (lon/lat) or a grid_id", "location")
+    _require_place(envelope)  # before the payload's errors
     try:
         payload = payload_models[envelope.source].model_validate(envelope.payload)
     except ValidationError as exc:
         raise _invalid_from(exc, "payload") from None
 
+    return _event(envelope, payload, now=now, max_future=max_future)
+
+
+def _require_place(envelope: Envelope) -> None:
+    if envelope.location is None and envelope.grid_id is None:
+        raise InvalidEvent("missing_field", "an event needs a location (lon/lat) or a grid_id", "location")
+
+
+def _event(envelope: Envelope, payload: BaseModel, *, now: datetime, max_future: timedelta) -> Event:
+    """The checks after the models' and the place's (the times' window) and the normalised event: the end of
+    parse_event, shared by the one-pass reading of many envelopes (:class:`EnvelopeReader`)."""
     event_time = check_time("event_time", envelope.event_time, now=now, max_future=max_future)
     receive_time = now.astimezone(UTC)
     if envelope.receive_time is not None:
@@ -223,16 +235,65 @@ def parse_event(
         raise InvalidEvent("invalid_field", f"payload cannot be stored: {exc}", "payload") from None
     location = envelope.location
     return Event(
-        event_id=envelope.event_id,
-        source=envelope.source,
-        type=envelope.type,
-        severity=envelope.severity,
-        event_time=event_time,
-        receive_time=receive_time,
-        grid_id=envelope.grid_id,
-        lon=location.lon if location else None,
-        lat=location.lat if location else None,
-        device_id=envelope.device_id or "",
-        schema_version=envelope.schema_version,
-        payload_json=payload_json,
-    )
+        envelope.event_id, envelope.source, envelope.type, envelope.severity, event_time, receive_time,
+        envelope.grid_id, location.lon if location else None, location.lat if location else None,
+        envelope.device_id or "", envelope.schema_version, payload_json,
+    )  # fmt: skip
+
+
+class EnvelopeReader:
+    """Many decoded envelopes checked in one call of one validator: the envelope and its source's payload model
+    together (a union tagged by ``source``), about half the cost of :func:`parse_event` per envelope (two
+    validator calls each, and the bytes decoded again). It only ever accepts: an envelope it does not take whole
+    is None, and parse_event, the contract, gives the answer for it (the error's kind, field and reason; or the
+    event, in a case this reader is stricter about). The events it does accept are those parse_event returns.
+    """
+
+    def __init__(self, payload_models: Mapping[str, type[BaseModel]]) -> None:
+        # A source parse_event's envelope would refuse is left to it.
+        per_source: list[Any] = [
+            create_model(f"Envelope_{name}", __base__=Envelope, source=(Literal[name], ...), payload=(model, ...))
+            for name, model in sorted(payload_models.items())
+            if _is_name(name)
+        ]
+        self._adapter: TypeAdapter[list[Any]] | None = None
+        if per_source:
+            tagged = per_source[0]
+            if len(per_source) > 1:
+                tagged = Annotated[Union[*per_source], Discriminator("source")]
+            # An envelope the union refuses is kept as it came (Any takes anything), so one call never raises.
+            either = Annotated[Union[tagged, Any], Field(union_mode="left_to_right")]  # noqa: UP007
+            self._adapter = TypeAdapter(list[either])
+
+    def events(self, documents: Sequence[Any], *, now: datetime, max_future: timedelta) -> list[Event | None]:
+        """Per decoded envelope, its event, or None where only parse_event can tell (see the class)."""
+        if self._adapter is None:
+            return [None] * len(documents)
+        checked = self._adapter.validate_python(documents)
+        return [
+            self._checked(document, envelope, now, max_future)
+            for document, envelope in zip(documents, checked, strict=True)
+        ]
+
+    @staticmethod
+    def _checked(document: Any, envelope: Any, now: datetime, max_future: timedelta) -> Event | None:
+        # The payload must be a JSON object, as parse_event's envelope requires, before its model sees it (a
+        # plugin's model could make an object of something else).
+        if not isinstance(envelope, Envelope) or type(document["payload"]) is not dict:
+            return None
+        try:
+            _require_place(envelope)
+            return _event(envelope, envelope.payload, now=now, max_future=max_future)  # type: ignore[attr-defined]
+        except InvalidEvent:
+            return None
+
+
+_NAME = TypeAdapter(Name)
+
+
+def _is_name(value: str) -> bool:
+    try:
+        _NAME.validate_python(value)
+    except ValidationError:
+        return False
+    return True

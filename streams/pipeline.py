@@ -13,6 +13,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
+from typing import Any
+
+import orjson
 
 from pingan.dead_letter import DeadLetter, batch_origin
 from pingan.errors import InvalidEvent
@@ -24,7 +27,7 @@ from pingan.index.levels import Level
 from pingan.index.records import RiskUpdate, WindowRow
 from pingan.index.scoring import IndexConfig
 from pingan.partitioning import partition_for_key
-from pingan.schemas.batch import is_batch, split_batch
+from pingan.schemas.batch import batch_documents, is_batch
 from pingan.schemas.envelope import EARLIEST_TIME, Event, decode_object
 from pingan.schemas.payloads import SOURCE_PAYLOADS
 from pingan.streams.windows import GridRisk, Judgement, Outcome, PartitionState, record_fingerprint
@@ -194,17 +197,20 @@ def process_batch(
             continue
         if is_batch(record.value):
             try:
-                envelopes = split_batch(record.value)
+                documents = batch_documents(record.value)
             except InvalidEvent as exc:
                 result.dead_letters.append(dead_letter_of(record, arrived, exc.kind, exc.field, exc.reason))
                 continue
             result.batches += 1
+            envelopes = [orjson.dumps(document) for document in documents]  # each alone, as a dead letter keeps it
+            checked = _checked_all(record, envelopes, documents, arrived, config)
             topic, partition, offset, key = record.topic, record.partition, record.offset, record.key
-            for index, envelope in enumerate(envelopes):
+            for index, (envelope, event) in enumerate(zip(envelopes, checked, strict=True)):
                 item = Record(topic, partition, offset, key, envelope, record.timestamp_ms, index)  # replace() is slow
-                _take(item, offset * ITEM_SLOTS + index, arrived, state, grids, config, result)
+                _take(item, event, offset * ITEM_SLOTS + index, arrived, state, grids, config, result)
         else:
-            _take(record, record.offset * ITEM_SLOTS, arrived, state, grids, config, result)
+            event = _checked(record, arrived, config)
+            _take(record, event, record.offset * ITEM_SLOTS, arrived, state, grids, config, result)
 
     if last_done is not None:
         state.done_offset = last_done.offset
@@ -222,19 +228,47 @@ def process_batch(
     return result
 
 
-def _take(
-    record: Record, position: int, arrived: datetime, state: PartitionState, grids: GridLookup,
-    config: PipelineConfig, result: BatchResult,
-) -> None:  # fmt: skip
-    """Check one envelope, route it, and apply it to the windows (after scoring the steps it ends)."""
+def _checked(record: Record, arrived: datetime, config: PipelineConfig) -> Event | Exception:
+    """The record's event, or why it is refused (InvalidEvent), or the error of a bug (it costs the record only)."""
     try:
-        event = config.rules.validate(record.value, now=arrived)
+        return config.rules.validate(record.value, now=arrived)
+    except Exception as exc:
+        return exc
+
+
+def _checked_all(
+    record: Record, envelopes: list[bytes], documents: list[Any], arrived: datetime, config: PipelineConfig
+) -> list[Event | Exception]:
+    """The events of a batch record's envelopes, checked in one pass (FeedRules.validate_all); should that fail
+    (a bug), each envelope is checked alone, so the bug costs the envelopes it is in and not the batch."""
+    try:
+        return list(config.rules.validate_all(envelopes, documents, now=arrived))
+    except Exception:
+        log.exception("checking the envelopes of %s in one pass failed; checking them one by one", record.origin)
+    checked: list[Event | Exception] = []
+    for envelope in envelopes:
+        try:
+            checked.append(config.rules.validate(envelope, now=arrived))
+        except Exception as exc:
+            checked.append(exc)
+    return checked
+
+
+def _take(
+    record: Record, checked: Event | Exception, position: int, arrived: datetime, state: PartitionState,
+    grids: GridLookup, config: PipelineConfig, result: BatchResult,
+) -> None:  # fmt: skip
+    """Route one checked envelope and apply it to the windows (after scoring the steps it ends)."""
+    try:
+        if isinstance(checked, Exception):
+            raise checked
+        event = checked
         grid_id = resolve_grid(event, grids)
     except InvalidEvent as exc:
         result.dead_letters.append(dead_letter_of(record, arrived, exc.kind, exc.field, exc.reason))
         return
     except Exception as exc:  # a bug must cost one record, not the worker: keep it with the reason
-        log.exception("unexpected error on %s", record.origin)
+        log.exception("unexpected error on %s", record.origin, exc_info=exc)
         result.dead_letters.append(dead_letter_of(record, arrived, "internal_error", None, repr(exc)))
         return
     if config.partition_of(grid_id) != record.partition:
