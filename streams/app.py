@@ -336,7 +336,6 @@ class Worker:
         self.set_aside: dict[int, PartitionState] = {}  # revoked partitions' states (see forget)
         self.processed = 0
         self.batches = 0
-        self.taking = False  # records taken since the start (see FIRST_RECORDS)
         # Where batch time goes, reported with the progress log: the first place to look when tuning.
         self.stage_seconds: dict[str, float] = defaultdict(float)
         self.started = time.monotonic()
@@ -434,36 +433,18 @@ class Worker:
             records.sort(key=lambda r: r.offset)
         # A take of event batch records can hold hundreds of thousands of events: it is processed and written in
         # rounds of at most batch_max_bytes of records per partition, each stored, published and checkpointed
-        # in order (a crash between rounds replays from the last checkpoint, like between batches). While one
-        # round is stored (ClickHouse, on the writer's thread), the next is processed; its writes start only once
-        # the round before is checkpointed, and the take returns (Faust acknowledges it) after the last one's.
+        # before the next (a crash between rounds replays from the last checkpoint, like between batches).
         chunks = {p: chunked(records, self.settings.batch_max_bytes) for p, records in sorted(by_partition.items())}
         stopped: set[int] = set()  # partitions a hole stopped: the rest of their records is read again later
-        writing: asyncio.Task[None] | None = None
-        try:
-            for round_ in range(max(len(c) for c in chunks.values())):
-                by_round = {p: c[round_] for p, c in chunks.items() if round_ < len(c)}
-                results, now = self._process_round(by_round, stopped)
-                if writing is not None:
-                    await writing
-                writing = asyncio.ensure_future(self._write_round(results, now, sum(map(len, by_round.values()))))
-                await asyncio.sleep(0)  # the store is on its thread before the next round holds the loop
-            if writing is not None:
-                await writing
-        finally:
-            if writing is not None and not writing.done():
-                writing.cancel()  # only when this batch failed: the worker exits without acknowledging it
+        for round_ in range(max(len(c) for c in chunks.values())):
+            await self._handle_round({p: c[round_] for p, c in chunks.items() if round_ < len(c)}, stopped)
 
-    def _process_round(
-        self, by_partition: Mapping[int, list[Record]], stopped: set[int]
-    ) -> tuple[list[tuple[int, BatchResult]], datetime]:
-        """Process one round's records (pure, per partition); a partition a hole stops takes no further round."""
-        if not self.taking:
+    async def _handle_round(self, by_partition: Mapping[int, list[Record]], stopped: set[int]) -> None:
+        if not self.batches:
             # Start-up (Faust, the group join, restoring the table) is over: what follows is throughput.
             log.info(
                 "%s: first records taken %.1fs after the worker started", FIRST_RECORDS, time.monotonic() - self.started
             )
-            self.taking = True
         started = time.perf_counter()
         now = self.clock.now()
         results = []
@@ -475,15 +456,7 @@ class Worker:
             results.append((partition, result))
             if partition not in self.anchors and result.checkpoint:
                 self.anchors[partition] = self.checkpointed(partition)
-            if result.gaps:
-                stopped.add(partition)
-        self.stage_seconds["process"] += time.perf_counter() - started
-        return results, now
-
-    async def _write_round(self, results: Sequence[tuple[int, BatchResult]], now: datetime, records: int) -> None:
-        """Store, publish and checkpoint one processed round, each acknowledged before the next; then read the
-        partitions a hole stopped again from the hole."""
-        started = time.perf_counter()
+        processed = time.perf_counter()
         await self.storage.write([r for _, r in results], now)
         stored = time.perf_counter()
         await self._publish([r for _, r in results], now)
@@ -495,13 +468,14 @@ class Worker:
                 log.error("partition %d: offsets %d-%d were not delivered; reading the partition again from %d",
                           partition, first, last, first)  # fmt: skip
                 self.rereads += 1
+                stopped.add(partition)
                 consumer = self.app.consumer
                 assert isinstance(consumer, faust_kafka.Consumer)
                 await consumer.seek_in_thread(TP(self.settings.topic_events, partition), first)
-        self.processed += records
+        self.processed += sum(len(records) for records in by_partition.values())
         self.batches += 1
-        # While a round is stored the next one is processed: "store" includes the time that shares.
-        self.stage_seconds["store"] += stored - started
+        self.stage_seconds["process"] += processed - started
+        self.stage_seconds["store"] += stored - processed
         self.stage_seconds["publish"] += published - stored
         self.stage_seconds["checkpoint"] += time.perf_counter() - published
 
