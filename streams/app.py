@@ -803,8 +803,9 @@ def rewinding_consumer(topic: str, watch: LogWatch, fetched: FetchedRecords) -> 
                     return {tp: batch for tp, batch in records.items() if tp.topic != topic}
             mine = {tp: batch for tp, batch in records.items() if tp.topic == topic and batch}
             if mine:
-                # Backpressure: while a batch is waiting, so does the fetch (and Faust's fetcher with it).
-                await fetched.room()
+                if self._positioned():  # (else all of it is dropped: nothing to wait for)
+                    # Backpressure: while a batch is waiting, so does the fetch (and Faust's fetcher with it).
+                    await fetched.room()
                 self._buffer(mine, seen)
             return {tp: batch for tp, batch in records.items() if tp.topic != topic}
 
@@ -813,8 +814,7 @@ def rewinding_consumer(topic: str, watch: LogWatch, fetched: FetchedRecords) -> 
             (``seen``: the seeks made when they were handed out) or while its partitions wait for their positioning.
             No await from the check to the put: a seek after it drops what was put (seek_in_thread)."""
             seeks = self._seeks_made()
-            positioning = self._positioning is not None and self._positioning.locked()
-            unpositioned = positioning or self._positioned_at != watch.assignments
+            unpositioned = not self._positioned()
             stale = {}
             for tp, batch in records.items():
                 if unpositioned or seen.get(_key(tp), 0) != seeks.get(_key(tp), 0):
@@ -823,6 +823,11 @@ def rewinding_consumer(topic: str, watch: LogWatch, fetched: FetchedRecords) -> 
                     fetched.put(tp.partition, to_records(topic, tp.partition, batch))
             if stale:
                 log.info("dropped records of %s fetched before their positioning: %s", topic, stale)
+
+        def _positioned(self) -> bool:
+            """Whether a positioning of the latest assignment has finished and none is under way."""
+            positioning = self._positioning is not None and self._positioning.locked()
+            return not positioning and self._positioned_at == watch.assignments
 
         def _seeks_made(self) -> dict[tuple[str, int], int]:
             if not hasattr(self, "_seeks"):
