@@ -1,17 +1,20 @@
 """The Faust worker: a thin I/O shell around :func:`pingan.streams.pipeline.process_batch`.
 
-Per batch (``stream.take_events``), for each input partition in it:
+The events topic's records are taken straight from what Faust's consumer fetched (``rewinding_consumer``'s
+``_getmany``), buffered in pingan.streams.feeding.FetchedRecords and handed to ``Worker.handle_records`` in batches
+by a task of the app (``feed``), never through Faust's streams; Faust keeps the group, the table and the commits.
+Per batch, for each input partition in it:
 1. process the records (pure): events, dead letters, late events, reroutes, window rows, risk updates and
    checkpoint records come back;
 2. write events, dead letters, windows and risk to ClickHouse, retrying until ClickHouse takes them;
 3. publish dead letters, late events, reroutes and risk updates, and wait for the broker's acks;
 4. write the checkpoint records to the window-state changelog (one record per touched bucket).
-Only then does the batch return, and only then does Faust acknowledge its offsets. A crash anywhere
+Only then does the batch return, and only then may Faust commit its offsets. A crash anywhere
 before that replays the batch; the per-bucket offsets in the checkpoint make the replay count nothing
 twice, and every ClickHouse row is keyed so that a replay stores it once.
 
-Nothing in the batch may raise out of the agent: Faust would acknowledge the batch anyway and its events
-would be lost. Bad records become dead letters in the pipeline; storage and broker failures are retried.
+Nothing in the batch may raise out of ``handle_records``: bad records become dead letters in the pipeline, storage
+and broker failures are retried, and anything else exits the process without committing (the batch is replayed).
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from aiokafka.conn import CloseReason
 from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError, UnknownError
 from faust.exceptions import ProducerSendError
 from faust.transport.drivers import aiokafka as faust_kafka
-from faust.types import TP, EventT
+from faust.types import TP
 
 from pingan.clock import Clock, SystemClock
 from pingan.dead_letter import DeadLetter, to_message
@@ -48,6 +51,7 @@ from pingan.schemas.payloads import SOURCE_PAYLOADS
 from pingan.settings import Settings
 from pingan.store import alerts, dead_letters, events, risk, windows
 from pingan.store.client import DriverExecutor, connect
+from pingan.streams.feeding import FetchedRecords
 from pingan.streams.log_loss import LogLossKeeper
 from pingan.streams.pipeline import BatchResult, PipelineConfig, Record, dead_letter_of, heartbeat_record, process_batch
 from pingan.streams.windows import PartitionState, record_fingerprint, window_spec
@@ -240,17 +244,10 @@ def chunked(records: Sequence[Record], max_bytes: int) -> list[list[Record]]:
     return chunks
 
 
-def _to_record(event: EventT) -> Record:
-    message = event.message
-    timestamp = message.timestamp
-    return Record(
-        topic=message.topic,
-        partition=message.partition,
-        offset=message.offset,
-        key=message.key,
-        value=message.value if message.value is not None else b"",
-        timestamp_ms=int(timestamp * 1000) if timestamp else None,
-    )
+def to_records(topic: str, partition: int, fetched: Sequence[Any]) -> list[Record]:
+    """aiokafka's ConsumerRecords of one partition as pipeline Records (a record's timestamp is in ms; 0 or none:
+    unknown, and a null value is empty)."""
+    return [Record(topic, partition, r.offset, r.key, r.value or b"", r.timestamp or None) for r in fetched]
 
 
 class StateStore:
@@ -402,24 +399,37 @@ class Worker:
             self.states[partition] = state
         return state
 
-    async def handle(self, batch: Sequence[EventT]) -> None:
-        await self.handle_records([_to_record(event) for event in batch])
-
     async def handle_records(self, records: Sequence[Record]) -> None:
         """Process and write one batch of consumed records (any partitions, any order); return only when every
         write is acknowledged, or exit the process without returning (its offsets must not be committed)."""
+        await self.handle_taken(lambda: records)
+
+    async def handle_taken(self, take: Callable[[], Sequence[Record]]) -> dict[int, int]:
+        """``handle_records`` of the batch ``take()`` returns, taken once this worker's lock is held: no positioning
+        runs then (LogWatch.quiet), so the batch holds nothing fetched before a partition's last seek. Returns, per
+        partition of the batch, the offset before which its checkpoint has done every record (done_offset + 1):
+        what may be committed. A hole stops a partition at done_offset (see _handle_round), so this never passes
+        one, and a partition whose log began again meanwhile (done_offset -1) has nothing to commit."""
         try:
             async with self.quiet:
-                await self._handle(records)
+                records = take()
+                if records:
+                    await self._handle(records)
+                done = {}
+                for partition in {record.partition for record in records}:
+                    state = self.states.get(partition)
+                    if state is not None and state.done_offset >= 0:
+                        done[partition] = state.done_offset + 1
+                return done
         except Abandoned as exc:
-            # Returning would acknowledge the batch. Its writes may be partial: the restarted worker replays it
-            # from the checkpoint, exactly. Faust's own stop would wait for this batch forever.
+            # Returning would let the batch's offsets be committed. Its writes may be partial: the restarted worker
+            # replays it from the checkpoint, exactly. Waiting for the service would hold the stop forever.
             log.warning("stopping with a batch unfinished (%s); it is replayed after the restart", exc)
             self.storage.close()
             logging.shutdown()
             os._exit(0)
         except Exception:
-            # Returning would let Faust acknowledge the batch and lose it. Dying without committing makes
+            # Returning would let the batch's offsets be committed, and lose it. Dying without committing makes
             # the restarted worker replay it; the checkpoint offsets keep that replay exact.
             log.critical("unrecoverable error in a batch; exiting without committing its offsets", exc_info=True)
             logging.shutdown()
@@ -675,9 +685,18 @@ class BreakCountingThread(faust_kafka.AIOKafkaConsumerThread):
         return consumer
 
 
-def rewinding_consumer(topic: str, watch: LogWatch) -> type[faust_kafka.Consumer]:
-    """Faust's Kafka consumer, made to position the partitions of ``topic`` from the checkpoint's point of view
-    each time partitions are (re)assigned.
+def rewinding_consumer(topic: str, watch: LogWatch, fetched: FetchedRecords) -> type[faust_kafka.Consumer]:
+    """Faust's Kafka consumer, made to hand the records of ``topic`` to the worker itself, and to position its
+    partitions from the checkpoint's point of view each time partitions are (re)assigned.
+
+    - The records of ``topic`` never reach Faust's streams (~80 µs a record there): ``_getmany`` turns what it
+      fetched into pipeline Records in ``fetched``, waiting for room there first (backpressure: the fetcher waits
+      while a batch is waiting; aiokafka heartbeats on the consumer's own thread), and the app's ``feed`` task
+      hands them to the worker in batches. The worker tells the consumer what its checkpoint has done
+      (``handled``) and Faust's commits commit that (``_new_offset``): never a record before its batch returned,
+      never past a hole. Faust's revocation waits for the stream messages it delivered and were not acked; these
+      records are none of those, so a revocation drops the partitions' records waiting and lets the batch in hand
+      finish first (``on_partitions_revoked``). Records waiting for a partition that is sought are dropped too.
 
     - A partition whose log is shorter than what the worker already did (its checkpoint or its committed offset
       is beyond the end) lost its log: the local broker keeps topics in memory and came back empty, or a topic
@@ -714,17 +733,64 @@ def rewinding_consumer(topic: str, watch: LogWatch) -> type[faust_kafka.Consumer
         # Seeks per (topic, partition), counted on the consumer's thread (where fetched records are handed out).
         _seeks: dict[tuple[str, int], int]
 
+        # Per partition of ``topic``, the offset before which the worker has done every record (see handled).
+        _handled: dict[Any, int]
+
         async def on_partitions_revoked(self, revoked: set[Any]) -> None:
-            watch.assignments += 1
+            watch.assignments += 1  # nothing of ``topic`` is buffered again before the next positioning
+            gone = {tp.partition for tp in revoked if tp.topic == topic}
+            dropped = fetched.drop(gone)
+            if dropped:
+                log.info("dropped %d records of %s waiting for partitions %s, revoked", dropped, topic, sorted(gone))
+            # The batch in hand may hold records of these partitions: it finishes (or the process exits) before they
+            # go to another worker, which would otherwise process them at the same time.
+            await fetched.settled()
+            handled = self._handled_offsets()
+            for tp in revoked:
+                # What the worker did since the last commit is read again by the next owner and skipped by the
+                # checkpoint: Faust's own revocation forgets its acks too, before its last commit of them.
+                handled.pop(tp, None)
             await super().on_partitions_revoked(revoked)
 
         async def on_partitions_assigned(self, assigned: set[Any], generation_id: int = 0) -> None:
             watch.assignments += 1
+            mine = {tp.partition for tp in assigned if tp.topic == topic}
+            fetched.drop(fetched.partitions() - mine)
             await super().on_partitions_assigned(assigned, generation_id)
 
+        async def wait_empty(self) -> None:
+            """Faust's wait for its streams' messages in progress before the last commit of a stop (and of a
+            revocation): the worker's batch in hand finishes first, so that commit has what it did."""
+            await fetched.settled()
+            await super().wait_empty()
+
+        def _handled_offsets(self) -> dict[Any, int]:
+            if not hasattr(self, "_handled"):
+                self._handled = {}
+            return self._handled
+
+        def handled(self, done: Mapping[int, int]) -> None:
+            """The worker returned from a batch: per partition of ``topic``, the offset before which its checkpoint
+            has done every record. Faust's next commit (every broker_commit_interval, and at a stop) commits it."""
+            handled = self._handled_offsets()
+            inbound = self.app.monitor.stream_inbound_time
+            now = time.monotonic()
+            for partition, offset in done.items():
+                tp = TP(topic, partition)
+                handled[tp] = offset
+                self._acked.setdefault(tp, [])  # Faust's commit looks at the partitions in _acked only
+                inbound[tp] = now  # what Faust's livelock check (verify_event_path) takes for the stream's progress
+
+        def _new_offset(self, tp: Any) -> int | None:
+            """The offset Faust's commit commits (``_should_commit`` then keeps it only if it moves on). Faust's own
+            comes from the offsets acked by its streams: none of ``topic``'s, whose records never reach them."""
+            if tp.topic == topic:
+                return self._handled_offsets().get(tp)
+            return super()._new_offset(tp)
+
         async def _getmany(self, active_partitions: set[Any] | None, timeout: float) -> dict[Any, list[Any]]:
-            """Faust's fetch, less the records of ``topic`` fetched before their partition's last seek or while
-            its partitions wait for their positioning (see above)."""
+            """Faust's fetch, less the records of ``topic``: those go to ``fetched`` (see above), but not those
+            fetched before their partition's last seek or while its partitions wait for their positioning."""
             thread = self._thread
             consumer = thread._ensure_consumer()
             seeks = self._seeks_made()
@@ -747,17 +813,33 @@ def rewinding_consumer(topic: str, watch: LogWatch) -> type[faust_kafka.Consumer
                     # the broker is not back yet (or has no topic yet): nothing is read until the check passes
                     log.warning("checking the logs of %s failed (%r); trying again", topic, exc)
                     return {tp: batch for tp, batch in records.items() if tp.topic != topic}
+            mine = {tp: batch for tp, batch in records.items() if tp.topic == topic and batch}
+            if mine:
+                if self._positioned():  # (else all of it is dropped: nothing to wait for)
+                    # Backpressure: while a batch is waiting, so does the fetch (and Faust's fetcher with it).
+                    await fetched.room()
+                self._buffer(mine, seen)
+            return {tp: batch for tp, batch in records.items() if tp.topic != topic}
+
+        def _buffer(self, records: Mapping[Any, list[Any]], seen: Mapping[tuple[str, int], int]) -> None:
+            """Put fetched records of ``topic`` in ``fetched``, less those fetched before their partition's last seek
+            (``seen``: the seeks made when they were handed out) or while its partitions wait for their positioning.
+            No await from the check to the put: a seek after it drops what was put (seek_in_thread)."""
+            seeks = self._seeks_made()
+            unpositioned = not self._positioned()
+            stale = {}
+            for tp, batch in records.items():
+                if unpositioned or seen.get(_key(tp), 0) != seeks.get(_key(tp), 0):
+                    stale[tp.partition] = len(batch)
+                else:
+                    fetched.put(tp.partition, to_records(topic, tp.partition, batch))
+            if stale:
+                log.info("dropped records of %s fetched before their positioning: %s", topic, stale)
+
+        def _positioned(self) -> bool:
+            """Whether a positioning of the latest assignment has finished and none is under way."""
             positioning = self._positioning is not None and self._positioning.locked()
-            unpositioned = positioning or self._positioned_at != watch.assignments
-            stale = [
-                tp for tp in records
-                if tp.topic == topic and (unpositioned or seen.get(_key(tp), 0) != seeks.get(_key(tp), 0))
-            ]  # fmt: skip
-            if not stale:
-                return records
-            log.info("dropped records of %s fetched before their positioning: %s", topic,
-                      {tp.partition: len(records[tp]) for tp in stale})  # fmt: skip
-            return {tp: batch for tp, batch in records.items() if tp not in stale}
+            return not positioning and self._positioned_at == watch.assignments
 
         def _seeks_made(self) -> dict[tuple[str, int], int]:
             if not hasattr(self, "_seeks"):
@@ -881,11 +963,18 @@ def rewinding_consumer(topic: str, watch: LogWatch) -> type[faust_kafka.Consumer
 
             await thread.call_thread(seek)
             self._read_offset[TP(tp.topic, tp.partition)] = offset if offset else None
+            if tp.topic == topic:
+                # read again from here: what was fetched before is never handed to the worker
+                dropped = fetched.drop([tp.partition])
+                if dropped:
+                    log.info("dropped %d records of %s[%d] fetched before its seek to %d", dropped, topic,
+                             tp.partition, offset)  # fmt: skip
 
         async def _add_gap(self, tp: Any, offset_from: int, offset_to: int) -> None:
             """Faust counts offsets it skipped between two delivered records as acknowledged, so a commit moves
-            past records nobody processed (the 2-worker test lost events that way at rebalances). Here a hole is
-            never acknowledged: the worker reads the partition again from it (see Worker._handle)."""
+            past records nobody processed (the 2-worker test lost events that way at rebalances, when ``topic``'s
+            records went through Faust's streams). No topic's hole is acknowledged here; those of ``topic`` never
+            reach Faust's bookkeeping at all (see handled), and the worker reads a partition again from a hole."""
 
         def _forget_offsets(self, tp: Any) -> None:
             """Faust's own bookkeeping of a partition whose log began again: nothing committed or acked in it."""
@@ -893,8 +982,40 @@ def rewinding_consumer(topic: str, watch: LogWatch) -> type[faust_kafka.Consumer
             self._acked[tp].clear()
             self._acked_index[tp].clear()
             self._gap.pop(tp, None)
+            self._handled_offsets().pop(tp, None)  # an offset of the old log, past the new one's records
 
     return Consumer
+
+
+# A batch of the worker's holds up to this many rounds of batch_max_bytes of values (see Worker._handle), and as many
+# may wait behind it: with event batch records, a batch of batch_max_events records would be hundreds of MB.
+TAKE_ROUNDS = 4
+
+
+async def feed(app: faust.App, worker: Worker, fetched: FetchedRecords) -> None:
+    """Hand the fetched records of the events topic to the worker in batches, and what each did to the consumer
+    to commit, until the app stops. A failure here would stop consumption without a word: the process exits
+    instead (as Worker.handle_taken does), without committing, and the restarted worker reads on from the commit."""
+    try:
+        while not app.should_stop:
+            await fetched.wait_ready()
+            if app.should_stop:
+                break
+            try:
+                done = await worker.handle_taken(fetched.take)
+                consumer = app.consumer
+                handled = getattr(consumer, "handled", None)
+                if handled is None:
+                    raise TypeError(f"the app's consumer {consumer!r} is not rewinding_consumer's")
+                handled(done)
+            finally:
+                fetched.release()
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.critical("feeding the worker failed; exiting without committing what it did not finish", exc_info=True)
+        logging.shutdown()
+        os._exit(70)
 
 
 def faust_app(settings: Settings, app_id: str, *, stream_buffer: int) -> faust.App:
@@ -941,7 +1062,9 @@ def create_app(
     """The Faust app and its worker; nothing connects until the app starts."""
     app = faust_app(settings, settings.worker_id, stream_buffer=settings.batch_max_events * 2)
     watch = LogWatch(settings.kafka_bootstrap)
-    app.transport.Consumer = rewinding_consumer(settings.topic_events, watch)
+    fetched = FetchedRecords(settings.batch_max_events, settings.batch_within_seconds,
+                             settings.batch_max_bytes * TAKE_ROUNDS)  # fmt: skip
+    app.transport.Consumer = rewinding_consumer(settings.topic_events, watch, fetched)
     events_topic = app.topic(
         settings.topic_events,
         key_type=bytes,
@@ -969,10 +1092,19 @@ def create_app(
     watch.prepare = worker.prepare
     watch.quiet = worker.quiet
 
+    # This agent never receives a record (the consumer's _getmany hands them all to ``fetched``): it is what makes
+    # Faust subscribe to the topic, as an agent on it always did, so the group, the assignor (which co-partitions the
+    # table's changelog with the topic) and the table's recovery see the same app as before. Adding the topic to
+    # app.topics by hand would do too, but leans on more of Faust's internals for nothing.
     @app.agent(events_topic, name="risk-index")
-    async def risk_index_agent(stream: faust.StreamT) -> None:
-        async for batch in stream.take_events(settings.batch_max_events, within=settings.batch_within_seconds):
-            await worker.handle(batch)
+    async def subscribe_events(stream: faust.StreamT) -> None:
+        async for event in stream:
+            log.error("%s[%d]@%d reached a Faust stream; it is left to the worker's own feed", event.message.topic,
+                      event.message.partition, event.message.offset)  # fmt: skip
+
+    @app.task
+    async def feeding() -> None:
+        await feed(app, worker, fetched)
 
     @app.on_rebalance_complete.connect
     async def on_recovered(app: faust.App, **_: Any) -> None:

@@ -32,6 +32,7 @@ PURE = (
     "pingan.schemas",
     "pingan.streams.windows",
     "pingan.streams.pipeline",
+    "pingan.streams.feeding",
 )
 # Layers, innermost first in each pair: the source may not import the forbidden packages, even indirectly.
 FORBIDDEN = [
