@@ -1,7 +1,7 @@
 """Latency from an event's production to its effect on ``GET /v1/grids/risk``, at offered rates (make bench).
 
 A `pingan worker` and a `pingan api` run as child processes, at their defaults (the worker takes batches
-within 0.5 s, the API re-reads ``risk_latest`` at most once a second). A paced producer, the project's
+within 0.2 s, the API re-reads ``risk_latest`` at most every 0.5 s). A paced producer, the project's
 :class:`~pingan.producers.kafka.EventProducer` (event batch records), writes the bench's mix of feeds to the
 busy grids at the offered rate, event times = now. Every ``MARKER_EVERY_S`` it adds a marker: one event in
 a grid that no other event touches, whose production time (the wall clock as it is handed to the producer)

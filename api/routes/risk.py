@@ -139,7 +139,7 @@ async def grids_risk(
     the spatial term when its neighbours are hot too (``spatial``), so clusters show as clusters.
 
     The summary counts the grids returned (after filters; with ``since``, the whole map). The map is served
-    from memory, refreshed from ClickHouse every ``api_cache_seconds`` (1 s by default) and only when the
+    from memory, refreshed from ClickHouse every ``api_cache_seconds`` (0.5 s by default) and only when the
     risk table changed; ``summary.version`` changes exactly when a grid does, and is the ETag.
     """
     levels = parse_levels(level)
