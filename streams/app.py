@@ -730,6 +730,7 @@ def rewinding_consumer(topic: str, watch: LogWatch, fetched: FetchedRecords) -> 
         # last logged (see _getmany).
         _checked_breaks = 0
         _warned_breaks = 0
+        _positioning_failed = float("-inf")  # time.monotonic() of the last positioning that failed
         # Seeks per (topic, partition), counted on the consumer's thread (where fetched records are handed out).
         _seeks: dict[tuple[str, int], int]
 
@@ -802,17 +803,14 @@ def rewinding_consumer(topic: str, watch: LogWatch, fetched: FetchedRecords) -> 
 
             records, seen = await thread.call_thread(fetch)
             breaks = self._breaks()
-            if breaks != self._checked_breaks and watch.recovered_at == watch.assignments:
-                # (during a rebalance the positioning that ends it checks the logs)
-                if breaks != self._warned_breaks:
+            broken = breaks != self._checked_breaks
+            # (during a rebalance the positioning that ends it checks the logs; one that failed is tried again here)
+            unchecked = broken or self._positioned_at != watch.assignments
+            if unchecked and watch.recovered_at == watch.assignments and self._may_retry_positioning():
+                if broken and breaks != self._warned_breaks:
                     log.warning("a connection to the broker broke: checking the logs of %s before reading on", topic)
                     self._warned_breaks = breaks
-                try:
-                    await self.perform_seek()
-                except (KafkaError, OSError, ServiceError) as exc:
-                    # the broker is not back yet (or has no topic yet): nothing is read until the check passes
-                    log.warning("checking the logs of %s failed (%r); trying again", topic, exc)
-                    return {tp: batch for tp, batch in records.items() if tp.topic != topic}
+                await self.perform_seek()
             mine = {tp: batch for tp, batch in records.items() if tp.topic == topic and batch}
             if mine:
                 if self._positioned():  # (else all of it is dropped: nothing to wait for)
@@ -856,8 +854,21 @@ def rewinding_consumer(topic: str, watch: LogWatch, fetched: FetchedRecords) -> 
                 self._positioning = asyncio.Lock()
             async with self._positioning, watch.quiet:
                 began, breaks = watch.assignments, self._breaks()
-                if await self._position():
+                try:
+                    positioned = await self._position()
+                except (KafkaError, OSError, ServiceError) as exc:
+                    # The broker is not back yet (or has no topic yet). Raised into Faust's recovery, this crashed the
+                    # worker when the broker went away during a rebalance. Nothing of ``topic`` is read until a
+                    # positioning passes: the next fetches try again (see _getmany).
+                    log.warning("positioning the partitions of %s failed (%r); trying again", topic, exc)
+                    self._positioning_failed = time.monotonic()
+                    return
+                if positioned:
                     self._positioned_at, self._checked_breaks = began, breaks
+
+        def _may_retry_positioning(self) -> bool:
+            """At most one try a second after a failed positioning (a broker that refuses connections fails at once)."""
+            return time.monotonic() - self._positioning_failed >= POSITIONING_RETRY_S
 
         def _breaks(self) -> int:
             thread = self._thread
@@ -986,6 +997,8 @@ def rewinding_consumer(topic: str, watch: LogWatch, fetched: FetchedRecords) -> 
 
     return Consumer
 
+
+POSITIONING_RETRY_S = 1.0
 
 # A batch of the worker's holds up to this many rounds of batch_max_bytes of values (see Worker._handle), and as many
 # may wait behind it: with event batch records, a batch of batch_max_events records would be hundreds of MB.
