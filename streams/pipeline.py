@@ -209,7 +209,7 @@ def process_batch(
                 item = Record(topic, partition, offset, key, envelope, record.timestamp_ms, index)  # replace() is slow
                 _take(item, event, offset * ITEM_SLOTS + index, arrived, state, grids, config, result)
         else:
-            event = _checked(record, arrived, config)
+            event = _checked(record.value, arrived, config)
             _take(record, event, record.offset * ITEM_SLOTS, arrived, state, grids, config, result)
 
     if last_done is not None:
@@ -228,10 +228,10 @@ def process_batch(
     return result
 
 
-def _checked(record: Record, arrived: datetime, config: PipelineConfig) -> Event | Exception:
-    """The record's event, or why it is refused (InvalidEvent), or the error of a bug (it costs the record only)."""
+def _checked(raw: bytes, arrived: datetime, config: PipelineConfig) -> Event | Exception:
+    """The envelope's event, or why it is refused (InvalidEvent), or the error of a bug (it costs this one only)."""
     try:
-        return config.rules.validate(record.value, now=arrived)
+        return config.rules.validate(raw, now=arrived)
     except Exception as exc:
         return exc
 
@@ -245,13 +245,7 @@ def _checked_all(
         return list(config.rules.validate_all(envelopes, documents, now=arrived))
     except Exception:
         log.exception("checking the envelopes of %s in one pass failed; checking them one by one", record.origin)
-    checked: list[Event | Exception] = []
-    for envelope in envelopes:
-        try:
-            checked.append(config.rules.validate(envelope, now=arrived))
-        except Exception as exc:
-            checked.append(exc)
-    return checked
+    return [_checked(envelope, arrived, config) for envelope in envelopes]
 
 
 def _take(

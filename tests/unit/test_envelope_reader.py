@@ -16,10 +16,13 @@ from pydantic import BaseModel, ConfigDict, model_validator
 
 from pingan.errors import InvalidEvent
 from pingan.feeds import FeedRules
+from pingan.schemas.batch import encode_batch
 from pingan.schemas.envelope import EnvelopeReader, Event
 from pingan.schemas.payloads import SOURCE_PAYLOADS
+from pingan.streams.pipeline import PipelineConfig, Record, process_batch
+from pingan.streams.windows import PartitionState
 from tests.unit.test_fuzz_pipeline import FUZZ, NOW, envelopes
-from tests.unit.test_pipeline import T0, call
+from tests.unit.test_pipeline import GRIDS, INDEX, SPEC, T0, call
 
 # The built-in feeds, a type table on call110 (so unknown_type is among the answers) and the default limits.
 RULES = FeedRules(MappingProxyType(dict(SOURCE_PAYLOADS)), MappingProxyType({"call110": frozenset({"criminal"})}))
@@ -112,3 +115,15 @@ def test_a_payload_that_is_not_an_object_is_refused_however_lenient_its_model(pa
 def test_a_reader_without_feeds_leaves_every_envelope_to_parse_event() -> None:
     reader = EnvelopeReader({})
     assert reader.events([call("a", "G1", T0), {}], now=NOW, max_future=timedelta(minutes=5)) == [None, None]
+
+
+def test_a_bug_in_the_one_pass_costs_no_envelope(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("a bug in the one pass")
+
+    monkeypatch.setattr(FeedRules, "validate_all", broken)
+    envelopes = [orjson.dumps(call("a", "G1", T0)), orjson.dumps({**call("b", "G1", T0), "severity": "3"})]
+    record = Record("events", 0, 0, None, encode_batch(envelopes), None)
+    result = process_batch([record], PartitionState(SPEC), GRIDS, PipelineConfig(index=INDEX, partitions=1), now=NOW)
+    assert [event.event_id for event, _, _ in result.stored] == ["a"]
+    assert [(letter.kind, letter.origin) for letter in result.dead_letters] == [("invalid_field", "events/0/0#1")]
