@@ -1,7 +1,7 @@
 """The Faust worker: a thin I/O shell around :func:`pingan.streams.pipeline.process_batch`.
 
 The events topic's records are taken straight from what Faust's consumer fetched (``rewinding_consumer``'s
-``_getmany``), buffered in pingan.streams.feeding.FetchedRecords and handed to ``Worker.handle_records`` in batches
+``_getmany``), buffered in pingan.streams.feeding.FetchedRecords and handed to ``Worker.handle_taken`` in batches
 by a task of the app (``feed``), never through Faust's streams; Faust keeps the group, the table and the commits.
 Per batch, for each input partition in it:
 1. process the records (pure): events, dead letters, late events, reroutes, window rows, risk updates and
@@ -13,7 +13,7 @@ Only then does the batch return, and only then may Faust commit its offsets. A c
 before that replays the batch; the per-bucket offsets in the checkpoint make the replay count nothing
 twice, and every ClickHouse row is keyed so that a replay stores it once.
 
-Nothing in the batch may raise out of ``handle_records``: bad records become dead letters in the pipeline, storage
+Nothing in the batch may raise out of ``handle_taken``: bad records become dead letters in the pipeline, storage
 and broker failures are retried, and anything else exits the process without committing (the batch is replayed).
 """
 
@@ -399,14 +399,11 @@ class Worker:
             self.states[partition] = state
         return state
 
-    async def handle_records(self, records: Sequence[Record]) -> None:
-        """Process and write one batch of consumed records (any partitions, any order); return only when every
-        write is acknowledged, or exit the process without returning (its offsets must not be committed)."""
-        await self.handle_taken(lambda: records)
-
     async def handle_taken(self, take: Callable[[], Sequence[Record]]) -> dict[int, int]:
-        """``handle_records`` of the batch ``take()`` returns, taken once this worker's lock is held: no positioning
-        runs then (LogWatch.quiet), so the batch holds nothing fetched before a partition's last seek. Returns, per
+        """Process and write the batch ``take()`` returns (consumed records of any partitions, in any order); return
+        only when every write is acknowledged, or exit the process without returning (its offsets must not be
+        committed). The batch is taken once this worker's lock is held: no positioning runs then (LogWatch.quiet),
+        so it holds nothing fetched before a partition's last seek. Returns, per
         partition of the batch, the offset before which its checkpoint has done every record (done_offset + 1):
         what may be committed. A hole stops a partition at done_offset (see _handle_round), so this never passes
         one, and a partition whose log began again meanwhile (done_offset -1) has nothing to commit."""

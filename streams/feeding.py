@@ -3,7 +3,7 @@
 Faust's per-record path (Message, conductor, channel queue, stream Event, acks) cost ~80 µs a record, a ceiling of
 ~12,000 records/s before the worker did anything. The consumer (``rewinding_consumer`` in streams/app.py) puts what
 it fetched of the events topic here as pipeline Records, and a task of the app takes them in batches for
-``Worker.handle_records``; Faust keeps the group, the table and the commits.
+``Worker.handle_taken``; Faust keeps the group, the table and the commits.
 
 :class:`FetchedRecords` is the buffer in between, with no I/O of its own:
 

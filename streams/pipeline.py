@@ -238,11 +238,11 @@ def _checked(raw: bytes, arrived: datetime, config: PipelineConfig) -> Event | E
 
 def _checked_all(
     record: Record, envelopes: list[bytes], documents: list[Any], arrived: datetime, config: PipelineConfig
-) -> list[Event | Exception]:
+) -> Sequence[Event | Exception]:
     """The events of a batch record's envelopes, checked in one pass (FeedRules.validate_all); should that fail
     (a bug), each envelope is checked alone, so the bug costs the envelopes it is in and not the batch."""
     try:
-        return list(config.rules.validate_all(envelopes, documents, now=arrived))
+        return config.rules.validate_all(envelopes, documents, now=arrived)
     except Exception:
         log.exception("checking the envelopes of %s in one pass failed; checking them one by one", record.origin)
     return [_checked(envelope, arrived, config) for envelope in envelopes]
